@@ -1,0 +1,179 @@
+//! Payload codecs: how a payload's bytes (or its object tree) become a Rust value.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::upcast::ChainFailure;
+
+/// The wire codec of an envelope or a split-form body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// JSON (RFC 8259).
+    Json,
+    /// MessagePack, with structs written as maps of named fields.
+    MessagePack,
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Json => "JSON",
+            Format::MessagePack => "MessagePack",
+        })
+    }
+}
+
+/// A payload as found in an envelope, not yet decoded.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PayloadRef<'a> {
+    JsonStr(&'a str),
+    JsonBytes(&'a [u8]),
+    MessagePack(&'a [u8]),
+}
+
+/// A payload on its way into a Rust type: bytes from an envelope, or an object tree that
+/// untyped steps produced. Used by the derive's generated code.
+pub struct Input<'a> {
+    source: Source<'a>,
+    /// Re-reading after a failure, to find the JSON Pointer of the error.
+    locate: bool,
+}
+
+enum Source<'a> {
+    Payload(PayloadRef<'a>),
+    Tree(Value),
+}
+
+impl<'a> Input<'a> {
+    pub(crate) fn payload(payload: PayloadRef<'a>, locate: bool) -> Self {
+        Input {
+            source: Source::Payload(payload),
+            locate,
+        }
+    }
+
+    pub(crate) fn tree(tree: Value, locate: bool) -> Self {
+        Input {
+            source: Source::Tree(tree),
+            locate,
+        }
+    }
+
+    /// Deserializes the payload as the Rust type of `version`.
+    pub fn read<T: DeserializeOwned>(self, version: u32) -> Result<T, ChainFailure> {
+        let failed = |pointer: Option<String>, message: String| ChainFailure::Payload {
+            version,
+            pointer,
+            message,
+        };
+        if self.locate {
+            return match self.source {
+                Source::Payload(PayloadRef::JsonStr(s)) => {
+                    locate_json(&mut serde_json::Deserializer::from_str(s))
+                }
+                Source::Payload(PayloadRef::JsonBytes(b)) => {
+                    locate_json(&mut serde_json::Deserializer::from_slice(b))
+                }
+                Source::Payload(PayloadRef::MessagePack(b)) => {
+                    let mut de = rmp_serde::Deserializer::from_read_ref(b);
+                    serde_path_to_error::deserialize(&mut de)
+                        .map_err(|e| failed(Some(pointer(e.path())), e.into_inner().to_string()))
+                }
+                Source::Tree(v) => serde_path_to_error::deserialize(&v)
+                    .map_err(|e| failed(Some(pointer(e.path())), json_message(e.inner()))),
+            }
+            .map_err(|f| f.at_version(version));
+        }
+        match self.source {
+            Source::Payload(PayloadRef::JsonStr(s)) => {
+                serde_json::from_str(s).map_err(|e| failed(None, json_message(&e)))
+            }
+            Source::Payload(PayloadRef::JsonBytes(b)) => {
+                serde_json::from_slice(b).map_err(|e| failed(None, json_message(&e)))
+            }
+            Source::Payload(PayloadRef::MessagePack(b)) => {
+                rmp_serde::from_slice(b).map_err(|e| failed(None, e.to_string()))
+            }
+            Source::Tree(v) => T::deserialize(v).map_err(|e| failed(None, json_message(&e))),
+        }
+    }
+
+    /// Builds the payload's object tree, for untyped steps.
+    pub(crate) fn into_tree(self, version: u32) -> Result<Value, ChainFailure> {
+        match self.source {
+            Source::Tree(v) => Ok(v),
+            source => Input {
+                source,
+                locate: self.locate,
+            }
+            .read::<Value>(version),
+        }
+    }
+}
+
+fn locate_json<'de, R, T>(de: &mut serde_json::Deserializer<R>) -> Result<T, ChainFailure>
+where
+    R: serde_json::de::Read<'de>,
+    T: DeserializeOwned,
+{
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| ChainFailure::Payload {
+        version: 0,
+        pointer: Some(pointer(e.path())),
+        message: json_message(e.inner()),
+    })?;
+    de.end().map_err(|e| ChainFailure::Payload {
+        version: 0,
+        pointer: Some(String::new()),
+        message: json_message(&e),
+    })?;
+    Ok(value)
+}
+
+/// serde_json's message without its " at line L column C" suffix: the JSON Pointer says where.
+pub(crate) fn json_message(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    if e.line() == 0 {
+        return full;
+    }
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match full.strip_suffix(&suffix) {
+        Some(m) => m.to_owned(),
+        None => full,
+    }
+}
+
+/// Renders a serde path as a JSON Pointer (RFC 6901).
+fn pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => {
+                out.push('/');
+                out.push_str(&index.to_string());
+            }
+            Segment::Map { key } | Segment::Enum { variant: key } => push_token(&mut out, key),
+            Segment::Unknown => out.push_str("/?"),
+        }
+    }
+    out
+}
+
+/// Appends one escaped reference token to a JSON Pointer.
+pub(crate) fn push_token(out: &mut String, token: &str) {
+    out.push('/');
+    for c in token.chars() {
+        match c {
+            '~' => out.push_str("~0"),
+            '/' => out.push_str("~1"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Deserializes a typed step's input from a tree.
+pub(crate) fn from_tree<T: DeserializeOwned>(tree: Value, version: u32) -> Result<T, ChainFailure> {
+    Input::tree(tree, false).read(version)
+}

@@ -1,0 +1,968 @@
+//! The envelope: the header (`type`, `version`, `headers`) around a payload, in JSON,
+//! MessagePack, or split form. See FORMAT.md for the wire format.
+
+use std::borrow::Cow;
+use std::collections::btree_map::{self, BTreeMap};
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::codec::{Format, PayloadRef};
+use crate::error::{EncodeError, Malformation, PartialHeader};
+
+/// String metadata that travels with a message: ids, timestamps, user keys.
+///
+/// Keys are unique: a reader rejects an envelope whose `headers` repeat a key.
+///
+/// ```
+/// let mut headers = upcaster::Headers::new();
+/// headers.insert(upcaster::Headers::MESSAGE_ID, "0b7c…");
+/// assert_eq!(headers.get("message-id"), Some("0b7c…"));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Headers(BTreeMap<String, String>);
+
+impl Headers {
+    /// Conventional key for a unique message id.
+    pub const MESSAGE_ID: &'static str = "message-id";
+    /// Conventional key for the id that ties related messages together.
+    pub const CORRELATION_ID: &'static str = "correlation-id";
+    /// Conventional key for when the message was produced (RFC 3339).
+    pub const CREATED_AT: &'static str = "created-at";
+
+    /// No headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets a header, returning the value it replaces.
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) -> Option<String> {
+        self.0.insert(key.into(), value.into())
+    }
+
+    /// The value of a header.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// Removes a header, returning its value.
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        self.0.remove(key)
+    }
+
+    /// How many headers there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The headers in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Inserts a header that must be new; the error names the repeated key.
+    fn insert_unique(&mut self, key: String, value: String) -> Result<(), String> {
+        match self.0.entry(key) {
+            btree_map::Entry::Occupied(e) => Err(format!("duplicate header `{}`", e.key())),
+            btree_map::Entry::Vacant(e) => {
+                e.insert(value);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Headers(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct HeadersVisitor;
+        impl<'de> Visitor<'de> for HeadersVisitor {
+            type Value = Headers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of unique string keys to string values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
+                let mut headers = Headers::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value = map.next_value::<String>()?;
+                    headers
+                        .insert_unique(key, value)
+                        .map_err(de::Error::custom)?;
+                }
+                Ok(headers)
+            }
+        }
+        deserializer.deserialize_map(HeadersVisitor)
+    }
+}
+
+/// The envelope header of a message as it arrived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// The codec of the envelope (or of the body, in split form).
+    pub format: Format,
+    /// The type name as written, which may be an alias or a former name.
+    pub type_name: Cow<'a, str>,
+    /// The version as written: the version the message *arrived* in.
+    pub version: u32,
+    /// The envelope's headers.
+    pub headers: Headers,
+}
+
+impl Header<'_> {
+    /// Copies the borrowed parts, so the header outlives the input bytes.
+    pub fn into_owned(self) -> Header<'static> {
+        Header {
+            format: self.format,
+            type_name: Cow::Owned(self.type_name.into_owned()),
+            version: self.version,
+            headers: self.headers,
+        }
+    }
+
+    pub(crate) fn to_partial(&self) -> PartialHeader {
+        PartialHeader {
+            format: Some(self.format),
+            type_name: Some(self.type_name.to_string()),
+            version: Some(self.version),
+            headers: self.headers.clone(),
+        }
+    }
+}
+
+/// A decoded message in its current version, with the header it arrived with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decoded<'a, T> {
+    /// The message, upcast to the current version.
+    pub message: T,
+    /// The header as it arrived: [`Header::version`] is the version before upcasting.
+    pub header: Header<'a>,
+}
+
+impl<T: crate::Message> Decoded<'_, T> {
+    /// The version the message was written in.
+    pub fn arrived_version(&self) -> u32 {
+        self.header.version
+    }
+
+    /// True when the message arrived older than `T` and went through the chain.
+    pub fn was_upcast(&self) -> bool {
+        self.header.version != T::VERSION
+    }
+
+    /// The message alone.
+    pub fn into_message(self) -> T {
+        self.message
+    }
+}
+
+/// A message in split form: type and version beside a bare payload body, for brokers that
+/// carry message headers (Kafka, AMQP, Redis stream fields).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Split {
+    /// Goes in the broker header `type`.
+    pub type_name: &'static str,
+    /// Goes in the broker header `version`, as decimal ASCII.
+    pub version: u32,
+    /// The payload alone, in the chosen codec.
+    pub body: Vec<u8>,
+}
+
+/// Input as the caller gave it; a `&str` keeps serde_json's faster string path.
+#[derive(Clone, Copy)]
+pub(crate) enum Raw<'a> {
+    Str(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Raw<'a> {
+    pub(crate) fn bytes(self) -> &'a [u8] {
+        match self {
+            Raw::Str(s) => s.as_bytes(),
+            Raw::Bytes(b) => b,
+        }
+    }
+
+    fn json_payload(self, start: usize, end: usize) -> Option<PayloadRef<'a>> {
+        match self {
+            Raw::Str(s) => s.get(start..end).map(PayloadRef::JsonStr),
+            Raw::Bytes(b) => b.get(start..end).map(PayloadRef::JsonBytes),
+        }
+    }
+}
+
+/// An envelope whose header is read and whose payload is located but not decoded.
+pub(crate) struct RawEnvelope<'a> {
+    pub(crate) header: Header<'a>,
+    pub(crate) payload: PayloadRef<'a>,
+}
+
+/// An envelope that could not be read.
+pub(crate) struct Malformed {
+    pub(crate) format: Format,
+    pub(crate) offset: usize,
+    pub(crate) problem: Malformation,
+    pub(crate) header: PartialHeader,
+}
+
+fn is_json_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+fn is_msgpack_map(b: u8) -> bool {
+    matches!(b, 0x80..=0x8f | 0xde | 0xdf)
+}
+
+/// Reads the envelope of the writer's own canonical JSON,
+/// `{"type":"…","version":N[,"headers":{…}],"payload":…}`, without parsing the payload.
+///
+/// Returns `None` for anything else; the general parser then decides. The payload slice is
+/// tentative: it is everything up to the last `}`, so reading it must consume all of it
+/// (serde_json does), or the general parser must take over.
+pub(crate) fn fast_json(raw: Raw<'_>) -> Option<RawEnvelope<'_>> {
+    let b = raw.bytes();
+    let rest = b.strip_prefix(b"{\"type\":\"")?;
+    let name_len = rest
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    if rest.get(name_len) != Some(&b'"') || name_len == 0 {
+        return None;
+    }
+    let name_start = b.len() - rest.len();
+    let type_name = match raw {
+        Raw::Str(s) => s.get(name_start..name_start + name_len)?,
+        Raw::Bytes(_) => std::str::from_utf8(&rest[..name_len]).ok()?,
+    };
+    let rest = rest[name_len + 1..].strip_prefix(b",\"version\":")?;
+    let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 || digits > 10 || rest[0] == b'0' {
+        return None;
+    }
+    let version = rest[..digits]
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    let version = u32::try_from(version).ok()?;
+    let mut rest = &rest[digits..];
+    let mut headers = Headers::new();
+    if let Some(h) = rest.strip_prefix(b",\"headers\":") {
+        let mut stream = serde_json::Deserializer::from_slice(h).into_iter::<Headers>();
+        headers = stream.next()?.ok()?;
+        rest = &h[stream.byte_offset()..];
+    }
+    let rest = rest.strip_prefix(b",\"payload\":")?;
+    let start = b.len() - rest.len();
+    let trimmed = b.len() - b.iter().rev().take_while(|&&c| is_json_ws(c)).count();
+    let end = trimmed.checked_sub(1)?;
+    if b.get(end) != Some(&b'}') || end <= start {
+        return None;
+    }
+    Some(RawEnvelope {
+        header: Header {
+            format: Format::Json,
+            type_name: Cow::Borrowed(type_name),
+            version,
+            headers,
+        },
+        payload: raw.json_payload(start, end)?,
+    })
+}
+
+/// Reads any envelope, in either codec, with every check of the format.
+pub(crate) fn parse(raw: Raw<'_>) -> Result<RawEnvelope<'_>, Malformed> {
+    let b = raw.bytes();
+    match b.iter().position(|&c| !is_json_ws(c)) {
+        Some(i) if b[i] == b'{' => parse_json(raw),
+        Some(0) if is_msgpack_map(b[0]) => parse_msgpack(b),
+        first => Err(Malformed {
+            format: match first {
+                Some(i) if !b[i].is_ascii() => Format::MessagePack,
+                _ => Format::Json,
+            },
+            offset: first.unwrap_or(b.len()),
+            problem: Malformation::NotAnEnvelope,
+            header: PartialHeader::default(),
+        }),
+    }
+}
+
+/// The four keys, plus anything else (ignored so the envelope can grow).
+enum Key {
+    Type,
+    Version,
+    Headers,
+    Payload,
+    Other,
+}
+
+impl Key {
+    fn from_name(name: &[u8]) -> Key {
+        match name {
+            b"type" => Key::Type,
+            b"version" => Key::Version,
+            b"headers" => Key::Headers,
+            b"payload" => Key::Payload,
+            _ => Key::Other,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Key::Type => "type",
+            Key::Version => "version",
+            Key::Headers => "headers",
+            Key::Payload => "payload",
+            Key::Other => "",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an envelope key")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                Ok(Key::from_name(v.as_bytes()))
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
+    }
+}
+
+/// The four fields of a JSON envelope, captured raw so that each is judged on its own.
+#[derive(Default)]
+struct JsonFields<'a> {
+    type_name: Option<&'a RawValue>,
+    version: Option<&'a RawValue>,
+    headers: Option<&'a RawValue>,
+    payload: Option<&'a RawValue>,
+    duplicate: Option<&'static str>,
+}
+
+struct FieldsVisitor<'s, 'a>(&'s mut JsonFields<'a>);
+
+impl<'de> Visitor<'de> for FieldsVisitor<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an envelope object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let fields = self.0;
+        while let Some(key) = map.next_key::<Key>()? {
+            let slot = match key {
+                Key::Type => &mut fields.type_name,
+                Key::Version => &mut fields.version,
+                Key::Headers => &mut fields.headers,
+                Key::Payload => &mut fields.payload,
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if slot.is_some() {
+                fields.duplicate = Some(key.name());
+                return Err(de::Error::custom(format_args!(
+                    "duplicate key `{}`",
+                    key.name()
+                )));
+            }
+            *slot = Some(map.next_value()?);
+        }
+        Ok(())
+    }
+}
+
+fn parse_json(raw: Raw<'_>) -> Result<RawEnvelope<'_>, Malformed> {
+    let b = raw.bytes();
+    let mut fields = JsonFields::default();
+    let parsed = match raw {
+        Raw::Str(s) => {
+            let mut de = serde_json::Deserializer::from_str(s);
+            de.deserialize_map(FieldsVisitor(&mut fields))
+                .and_then(|()| de.end())
+        }
+        Raw::Bytes(bytes) => {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            de.deserialize_map(FieldsVisitor(&mut fields))
+                .and_then(|()| de.end())
+        }
+    };
+    let mut header = PartialHeader {
+        format: Some(Format::Json),
+        ..PartialHeader::default()
+    };
+    let offset_of = |v: &RawValue| (v.get().as_ptr() as usize).saturating_sub(b.as_ptr() as usize);
+    let fail = |header: PartialHeader, offset: usize, problem: Malformation| Malformed {
+        format: Format::Json,
+        offset,
+        problem,
+        header,
+    };
+
+    // Judge the fields read so far in order, so the error carries as much header as it can.
+    let type_name = match fields.type_name {
+        Some(v) => match json_type_name(v) {
+            Ok(name) => {
+                header.type_name = Some(name.to_string());
+                Some(name)
+            }
+            Err(p) => return Err(fail(header, offset_of(v), p)),
+        },
+        None => None,
+    };
+    let version = match fields.version {
+        Some(v) => match json_version(v) {
+            Ok(n) => {
+                header.version = Some(n);
+                Some(n)
+            }
+            Err(p) => return Err(fail(header, offset_of(v), p)),
+        },
+        None => None,
+    };
+    let headers = match fields.headers {
+        Some(v) => match serde_json::from_str::<Headers>(v.get()) {
+            Ok(h) => {
+                header.headers = h.clone();
+                h
+            }
+            Err(e) => {
+                let problem = Malformation::InvalidHeaders(crate::codec::json_message(&e));
+                return Err(fail(header, offset_of(v), problem));
+            }
+        },
+        None => Headers::new(),
+    };
+    if let Err(e) = parsed {
+        let offset = json_offset(b, &e);
+        let problem = match fields.duplicate {
+            Some(key) => Malformation::DuplicateKey(key),
+            None => Malformation::Syntax(crate::codec::json_message(&e)),
+        };
+        return Err(fail(header, offset, problem));
+    }
+    let end = b.len();
+    let (Some(type_name), Some(version), Some(payload)) = (type_name, version, fields.payload)
+    else {
+        let missing = if fields.type_name.is_none() {
+            "type"
+        } else if fields.version.is_none() {
+            "version"
+        } else {
+            "payload"
+        };
+        return Err(fail(header, end, Malformation::MissingKey(missing)));
+    };
+    Ok(RawEnvelope {
+        header: Header {
+            format: Format::Json,
+            type_name,
+            version,
+            headers,
+        },
+        payload: PayloadRef::JsonStr(payload.get()),
+    })
+}
+
+/// The byte offset serde_json's line and column point at.
+fn json_offset(b: &[u8], e: &serde_json::Error) -> usize {
+    let line_start = if e.line() <= 1 {
+        0
+    } else {
+        b.iter()
+            .enumerate()
+            .filter(|(_, &c)| c == b'\n')
+            .nth(e.line() - 2)
+            .map_or(b.len(), |(i, _)| i + 1)
+    };
+    (line_start + e.column()).min(b.len())
+}
+
+fn json_type_name(v: &RawValue) -> Result<Cow<'_, str>, Malformation> {
+    let text = v.get();
+    if !text.starts_with('"') {
+        return Err(Malformation::InvalidType(json_kind(text).to_owned()));
+    }
+    let name: Cow<'_, str> = match serde_json::from_str::<&str>(text) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(
+            serde_json::from_str::<String>(text)
+                .map_err(|e| Malformation::InvalidType(crate::codec::json_message(&e)))?,
+        ),
+    };
+    if name.is_empty() {
+        return Err(Malformation::InvalidType("an empty string".to_owned()));
+    }
+    Ok(name)
+}
+
+fn json_kind(text: &str) -> &'static str {
+    match text.as_bytes().first() {
+        Some(b'"') => "a string",
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+fn json_version(v: &RawValue) -> Result<u32, Malformation> {
+    let text = v.get();
+    let invalid = |what: String| Err(Malformation::InvalidVersion(what));
+    let is_number = text
+        .as_bytes()
+        .first()
+        .is_some_and(|c| *c == b'-' || c.is_ascii_digit());
+    if !is_number {
+        return invalid(format!("{} {text}", json_kind(text)));
+    }
+    if text.contains(['.', 'e', 'E']) {
+        return invalid(format!("the non-integer {text}"));
+    }
+    if text.starts_with('-') {
+        return invalid(format!("the negative number {text}"));
+    }
+    match text.parse::<u64>() {
+        Ok(0) => invalid("0".to_owned()),
+        Ok(n) => u32::try_from(n).or_else(|_| invalid(text.to_owned())),
+        Err(_) => invalid(text.to_owned()),
+    }
+}
+
+/// A cursor over MessagePack bytes, enough to read the envelope and skip any value.
+struct Pack<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+type PackResult<T> = Result<T, (usize, Malformation)>;
+
+impl<'a> Pack<'a> {
+    fn syntax<T>(&self, at: usize, what: &str) -> PackResult<T> {
+        Err((at, Malformation::Syntax(what.to_owned())))
+    }
+
+    fn byte(&mut self) -> PackResult<u8> {
+        match self.b.get(self.pos) {
+            Some(&c) => {
+                self.pos += 1;
+                Ok(c)
+            }
+            None => self.syntax(self.pos, "unexpected end of input"),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> PackResult<&'a [u8]> {
+        match self
+            .pos
+            .checked_add(n)
+            .and_then(|end| self.b.get(self.pos..end))
+        {
+            Some(s) => {
+                self.pos += n;
+                Ok(s)
+            }
+            None => self.syntax(self.b.len(), "unexpected end of input"),
+        }
+    }
+
+    fn uint(&mut self, width: usize) -> PackResult<u64> {
+        Ok(self
+            .take(width)?
+            .iter()
+            .fold(0u64, |n, &c| (n << 8) | u64::from(c)))
+    }
+
+    /// The length of a str, if the next value is one.
+    fn str_len(&mut self, marker: u8) -> PackResult<Option<usize>> {
+        Ok(Some(match marker {
+            0xa0..=0xbf => usize::from(marker & 0x1f),
+            0xd9 => self.uint(1)? as usize,
+            0xda => self.uint(2)? as usize,
+            0xdb => self.uint(4)? as usize,
+            _ => return Ok(None),
+        }))
+    }
+
+    fn map_len(&mut self, marker: u8) -> PackResult<Option<usize>> {
+        Ok(Some(match marker {
+            0x80..=0x8f => usize::from(marker & 0x0f),
+            0xde => self.uint(2)? as usize,
+            0xdf => self.uint(4)? as usize,
+            _ => return Ok(None),
+        }))
+    }
+
+    fn text(&mut self, len: usize) -> PackResult<&'a str> {
+        let at = self.pos;
+        std::str::from_utf8(self.take(len)?)
+            .or_else(|_| self.syntax(at, "string is not valid UTF-8"))
+    }
+
+    /// Skips one value of any kind, iteratively so that deep nesting cannot overflow.
+    fn skip(&mut self) -> PackResult<()> {
+        let mut pending: u64 = 1;
+        while pending > 0 {
+            pending -= 1;
+            let at = self.pos;
+            let marker = self.byte()?;
+            let items: u64 = match marker {
+                0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => 0,
+                0x80..=0x8f => 2 * u64::from(marker & 0x0f),
+                0x90..=0x9f => u64::from(marker & 0x0f),
+                0xa0..=0xbf => {
+                    self.take(usize::from(marker & 0x1f))?;
+                    0
+                }
+                0xc4 | 0xd9 => self.skip_sized(1, 0)?,
+                0xc5 | 0xda => self.skip_sized(2, 0)?,
+                0xc6 | 0xdb => self.skip_sized(4, 0)?,
+                0xc7 => self.skip_sized(1, 1)?,
+                0xc8 => self.skip_sized(2, 1)?,
+                0xc9 => self.skip_sized(4, 1)?,
+                0xca => self.skip_fixed(4)?,
+                0xcb => self.skip_fixed(8)?,
+                0xcc | 0xd0 => self.skip_fixed(1)?,
+                0xcd | 0xd1 => self.skip_fixed(2)?,
+                0xce | 0xd2 => self.skip_fixed(4)?,
+                0xcf | 0xd3 => self.skip_fixed(8)?,
+                0xd4 => self.skip_fixed(2)?,
+                0xd5 => self.skip_fixed(3)?,
+                0xd6 => self.skip_fixed(5)?,
+                0xd7 => self.skip_fixed(9)?,
+                0xd8 => self.skip_fixed(17)?,
+                0xdc => self.uint(2)?,
+                0xdd => self.uint(4)?,
+                0xde => 2 * self.uint(2)?,
+                0xdf => 2 * self.uint(4)?,
+                0xc1 => return self.syntax(at, "reserved marker 0xc1"),
+            };
+            pending += items;
+            // Every value takes at least one byte, so this bounds the work by the input.
+            if pending > (self.b.len() - self.pos) as u64 {
+                return self.syntax(at, "container longer than the input");
+            }
+        }
+        Ok(())
+    }
+
+    fn skip_sized(&mut self, len_width: usize, extra: usize) -> PackResult<u64> {
+        let len = self.uint(len_width)? as usize;
+        self.take(len.saturating_add(extra))?;
+        Ok(0)
+    }
+
+    fn skip_fixed(&mut self, n: usize) -> PackResult<u64> {
+        self.take(n)?;
+        Ok(0)
+    }
+
+    fn type_name(&mut self) -> PackResult<&'a str> {
+        let at = self.pos;
+        let marker = self.byte()?;
+        match self.str_len(marker)? {
+            Some(0) => Err((at, Malformation::InvalidType("an empty string".to_owned()))),
+            Some(len) => self.text(len),
+            None => Err((at, Malformation::InvalidType(pack_kind(marker).to_owned()))),
+        }
+    }
+
+    fn version(&mut self) -> PackResult<u32> {
+        let at = self.pos;
+        let marker = self.byte()?;
+        let invalid = |what: String| Err((at, Malformation::InvalidVersion(what)));
+        let value: i128 = match marker {
+            0x00..=0x7f => i128::from(marker),
+            0xcc => i128::from(self.uint(1)?),
+            0xcd => i128::from(self.uint(2)?),
+            0xce => i128::from(self.uint(4)?),
+            0xcf => i128::from(self.uint(8)?),
+            0xd0 => i128::from(self.uint(1)? as u8 as i8),
+            0xd1 => i128::from(self.uint(2)? as u16 as i16),
+            0xd2 => i128::from(self.uint(4)? as u32 as i32),
+            0xd3 => i128::from(self.uint(8)? as i64),
+            0xe0..=0xff => i128::from(marker as i8),
+            _ => return invalid(pack_kind(marker).to_owned()),
+        };
+        match value {
+            0 => invalid("0".to_owned()),
+            v if v < 0 => invalid(format!("the negative number {v}")),
+            v => u32::try_from(v).or_else(|_| invalid(v.to_string())),
+        }
+    }
+
+    fn headers(&mut self) -> PackResult<Headers> {
+        let at = self.pos;
+        let marker = self.byte()?;
+        let invalid = |at: usize, what: String| Err((at, Malformation::InvalidHeaders(what)));
+        let Some(len) = self.map_len(marker)? else {
+            return invalid(at, format!("found {}", pack_kind(marker)));
+        };
+        let mut headers = Headers::new();
+        for _ in 0..len {
+            let key = self.header_text(|kind| format!("a key is {kind}"))?;
+            let value = self.header_text(|kind| format!("the value of `{key}` is {kind}"))?;
+            if let Err(e) = headers.insert_unique(key.to_owned(), value.to_owned()) {
+                return invalid(at, e);
+            }
+        }
+        Ok(headers)
+    }
+
+    fn header_text(&mut self, what: impl FnOnce(&str) -> String) -> PackResult<&'a str> {
+        let at = self.pos;
+        let marker = self.byte()?;
+        match self.str_len(marker)? {
+            Some(len) => self.text(len),
+            None => Err((at, Malformation::InvalidHeaders(what(pack_kind(marker))))),
+        }
+    }
+}
+
+fn pack_kind(marker: u8) -> &'static str {
+    match marker {
+        0x00..=0x7f | 0xcc..=0xd3 | 0xe0..=0xff => "an integer",
+        0x80..=0x8f | 0xde | 0xdf => "a map",
+        0x90..=0x9f | 0xdc | 0xdd => "an array",
+        0xa0..=0xbf | 0xd9..=0xdb => "a string",
+        0xc0 => "nil",
+        0xc2 | 0xc3 => "a boolean",
+        0xc4..=0xc6 => "binary data",
+        0xca | 0xcb => "a float",
+        _ => "an extension value",
+    }
+}
+
+fn parse_msgpack(b: &[u8]) -> Result<RawEnvelope<'_>, Malformed> {
+    let mut header = PartialHeader {
+        format: Some(Format::MessagePack),
+        ..PartialHeader::default()
+    };
+    let mut pack = Pack { b, pos: 0 };
+    let mut type_name = None;
+    let mut version = None;
+    let mut headers = None;
+    let mut payload = None;
+    let result = (|| -> PackResult<()> {
+        let marker = pack.byte()?;
+        let Some(len) = pack.map_len(marker)? else {
+            return Err((0, Malformation::NotAnEnvelope));
+        };
+        for _ in 0..len {
+            let key_at = pack.pos;
+            let marker = pack.byte()?;
+            let key = match pack.str_len(marker)? {
+                Some(n) => Key::from_name(pack.take(n)?),
+                None => {
+                    // A non-string key is no field of ours: skip it and its value.
+                    pack.pos = key_at;
+                    pack.skip()?;
+                    pack.skip()?;
+                    continue;
+                }
+            };
+            let seen = match key {
+                Key::Type => type_name.is_some(),
+                Key::Version => version.is_some(),
+                Key::Headers => headers.is_some(),
+                Key::Payload => payload.is_some(),
+                Key::Other => false,
+            };
+            if seen {
+                return Err((key_at, Malformation::DuplicateKey(key.name())));
+            }
+            match key {
+                Key::Type => {
+                    let name = pack.type_name()?;
+                    header.type_name = Some(name.to_owned());
+                    type_name = Some(name);
+                }
+                Key::Version => {
+                    let v = pack.version()?;
+                    header.version = Some(v);
+                    version = Some(v);
+                }
+                Key::Headers => {
+                    let h = pack.headers()?;
+                    header.headers = h.clone();
+                    headers = Some(h);
+                }
+                Key::Payload => {
+                    let start = pack.pos;
+                    pack.skip()?;
+                    payload = Some(&b[start..pack.pos]);
+                }
+                Key::Other => pack.skip()?,
+            }
+        }
+        if pack.pos != b.len() {
+            return Err((pack.pos, Malformation::TrailingBytes));
+        }
+        Ok(())
+    })();
+    let fail = |header, (offset, problem)| Malformed {
+        format: Format::MessagePack,
+        offset,
+        problem,
+        header,
+    };
+    if let Err(e) = result {
+        return Err(fail(header, e));
+    }
+    let (Some(type_name), Some(version), Some(payload)) = (type_name, version, payload) else {
+        let missing = if type_name.is_none() {
+            "type"
+        } else if version.is_none() {
+            "version"
+        } else {
+            "payload"
+        };
+        return Err(fail(header, (b.len(), Malformation::MissingKey(missing))));
+    };
+    Ok(RawEnvelope {
+        header: Header {
+            format: Format::MessagePack,
+            type_name: Cow::Borrowed(type_name),
+            version,
+            headers: headers.unwrap_or_default(),
+        },
+        payload: PayloadRef::MessagePack(payload),
+    })
+}
+
+/// Checks that `b` holds exactly one MessagePack value, as a split-form body must.
+pub(crate) fn check_msgpack_value(b: &[u8]) -> PackResult<()> {
+    let mut pack = Pack { b, pos: 0 };
+    pack.skip()?;
+    if pack.pos != b.len() {
+        return Err((pack.pos, Malformation::TrailingBytes));
+    }
+    Ok(())
+}
+
+/// Writes a JSON envelope: keys in the order `type`, `version`, `headers` (only when not
+/// empty), `payload`, with no whitespace.
+pub(crate) fn write_json<P: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    type_name: &str,
+    version: u32,
+    headers: &Headers,
+    payload: &P,
+) -> Result<(), String> {
+    out.extend_from_slice(b"{\"type\":");
+    serde_json::to_writer(&mut *out, type_name).map_err(|e| e.to_string())?;
+    out.extend_from_slice(b",\"version\":");
+    push_decimal(out, version);
+    if !headers.is_empty() {
+        out.extend_from_slice(b",\"headers\":");
+        serde_json::to_writer(&mut *out, headers).map_err(|e| e.to_string())?;
+    }
+    out.extend_from_slice(b",\"payload\":");
+    serde_json::to_writer(&mut *out, payload).map_err(|e| e.to_string())?;
+    out.push(b'}');
+    Ok(())
+}
+
+fn push_decimal(out: &mut Vec<u8>, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Writes a MessagePack envelope: a map with the same keys in the same order as JSON; the
+/// payload's structs are maps of named fields.
+pub(crate) fn write_msgpack<P: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    type_name: &str,
+    version: u32,
+    headers: &Headers,
+    payload: &P,
+) -> Result<(), String> {
+    use rmp::encode;
+    let io = |e: encode::ValueWriteError| e.to_string();
+    encode::write_map_len(out, if headers.is_empty() { 3 } else { 4 }).map_err(io)?;
+    encode::write_str(out, "type").map_err(io)?;
+    encode::write_str(out, type_name).map_err(io)?;
+    encode::write_str(out, "version").map_err(io)?;
+    encode::write_uint(out, u64::from(version)).map_err(io)?;
+    if !headers.is_empty() {
+        encode::write_str(out, "headers").map_err(io)?;
+        let len = u32::try_from(headers.len()).map_err(|_| "too many headers".to_owned())?;
+        encode::write_map_len(out, len).map_err(io)?;
+        for (k, v) in headers.iter() {
+            encode::write_str(out, k).map_err(io)?;
+            encode::write_str(out, v).map_err(io)?;
+        }
+    }
+    encode::write_str(out, "payload").map_err(io)?;
+    rmp_serde::encode::write_named(out, payload).map_err(|e| e.to_string())
+}
+
+/// Writes a bare payload body for the split form.
+pub(crate) fn write_body<P: Serialize + ?Sized>(
+    format: Format,
+    payload: &P,
+) -> Result<Vec<u8>, String> {
+    match format {
+        Format::Json => serde_json::to_vec(payload).map_err(|e| e.to_string()),
+        Format::MessagePack => rmp_serde::to_vec_named(payload).map_err(|e| e.to_string()),
+    }
+}
+
+pub(crate) fn encode_error(
+    type_name: &'static str,
+    version: u32,
+    format: Format,
+) -> impl FnOnce(String) -> EncodeError {
+    move |message| EncodeError {
+        type_name,
+        version,
+        format,
+        message,
+    }
+}
+
+/// Parses a split-form `version` header value with the envelope's rules.
+pub(crate) fn split_version(text: &str) -> Result<u32, Malformation> {
+    let invalid = |what: String| Err(Malformation::InvalidVersion(what));
+    if text.is_empty() || !text.bytes().all(|c| c.is_ascii_digit()) {
+        return invalid(format!("{text:?}"));
+    }
+    match text.parse::<u64>() {
+        Ok(0) => invalid("0".to_owned()),
+        Ok(n) => u32::try_from(n).or_else(|_| invalid(text.to_owned())),
+        Err(_) => invalid(text.to_owned()),
+    }
+}

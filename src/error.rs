@@ -1,0 +1,326 @@
+//! Errors, one type per layer: reading a message ([`Error`]), writing one ([`EncodeError`])
+//! and building a registry ([`RegistryError`]).
+
+use std::fmt;
+
+use crate::codec::Format;
+use crate::envelope::Headers;
+use crate::upcast::StepError;
+
+/// A message that could not be decoded.
+///
+/// It keeps the original bytes ([`Error::raw`], [`Error::into_raw`]), so no message is lost,
+/// and the envelope header read before the failure ([`Error::header`]), so the caller can
+/// route it (requeue, dead-letter, count) without parsing again.
+pub struct Error(Box<Inner>);
+
+struct Inner {
+    kind: ErrorKind,
+    header: PartialHeader,
+    raw: Vec<u8>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, header: PartialHeader, raw: &[u8]) -> Self {
+        Error(Box::new(Inner {
+            kind,
+            header,
+            raw: raw.to_vec(),
+        }))
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.0.kind
+    }
+
+    /// The envelope header as far as it was read before the failure.
+    pub fn header(&self) -> &PartialHeader {
+        &self.0.header
+    }
+
+    /// The bytes exactly as received (for the split form: the body).
+    pub fn raw(&self) -> &[u8] {
+        &self.0.raw
+    }
+
+    /// Gives the original bytes back, for a failure transport or a retry.
+    pub fn into_raw(self) -> Vec<u8> {
+        self.0.raw
+    }
+
+    /// True for [`ErrorKind::FutureVersion`]: a newer producer is already deployed, so the
+    /// message should be requeued rather than failed.
+    pub fn is_future_version(&self) -> bool {
+        matches!(self.0.kind, ErrorKind::FutureVersion { .. })
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.0.kind)
+            .field("header", &self.0.header)
+            .field("raw_len", &self.0.raw.len())
+            .finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.kind, f)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0.kind)
+    }
+}
+
+/// The envelope header as far as it was read when decoding failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartialHeader {
+    /// The codec the envelope was recognised as, if any.
+    pub format: Option<Format>,
+    /// The `type` field, if it was read.
+    pub type_name: Option<String>,
+    /// The `version` field, if it was read and valid.
+    pub version: Option<u32>,
+    /// The `headers` map, empty if absent or not yet read.
+    pub headers: Headers,
+}
+
+/// Why a message could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The bytes are not a valid envelope.
+    #[error("malformed {format} envelope at byte {offset}: {problem}")]
+    Malformed {
+        /// The codec the bytes were read as.
+        format: Format,
+        /// Byte offset into the message where the problem was found.
+        offset: usize,
+        /// What is wrong.
+        problem: Malformation,
+    },
+    /// No registered message type has this name or alias.
+    #[error("unknown message type `{type_name}`")]
+    UnknownType {
+        /// The name found in the envelope.
+        type_name: String,
+    },
+    /// A typed decode found a message of another registered type.
+    #[error("expected a `{expected}` message, found `{found}`")]
+    UnexpectedType {
+        /// The type the caller asked for.
+        expected: &'static str,
+        /// The name found in the envelope.
+        found: String,
+    },
+    /// The message is newer than this code: normal during a rolling deploy. Requeue it.
+    #[error("`{type_name}` v{version} is newer than this code's v{current}; requeue it until this worker runs the new code")]
+    FutureVersion {
+        /// The registered type name.
+        type_name: &'static str,
+        /// The version in the envelope.
+        version: u32,
+        /// The newest version this code knows.
+        current: u32,
+    },
+    /// No chain of steps leads from the message's version to the current one.
+    #[error("`{type_name}` has no upcaster from v{version} toward v{current}")]
+    MissingUpcaster {
+        /// The registered type name.
+        type_name: &'static str,
+        /// The version in the envelope.
+        version: u32,
+        /// The current version.
+        current: u32,
+    },
+    /// A step of the chain refused the payload.
+    #[error("upcasting `{type_name}` v{from}→v{to} failed: {reason}")]
+    UpcastFailed {
+        /// The registered type name.
+        type_name: &'static str,
+        /// The version the step reads.
+        from: u32,
+        /// The version the step writes.
+        to: u32,
+        /// The step's own error.
+        #[source]
+        reason: StepError,
+    },
+    /// The payload does not fit the Rust type of its version.
+    #[error("`{type_name}` v{version} payload invalid at `{pointer}`: {message}")]
+    PayloadInvalid {
+        /// The registered type name.
+        type_name: &'static str,
+        /// The version whose Rust type or schema the payload failed.
+        version: u32,
+        /// JSON Pointer (RFC 6901) into the payload; empty for the payload itself.
+        pointer: String,
+        /// serde's message.
+        message: String,
+    },
+    /// The message type is registered but the dispatcher has no handler for it.
+    #[error("no handler for `{type_name}`")]
+    Unhandled {
+        /// The registered type name.
+        type_name: &'static str,
+    },
+}
+
+/// What makes an envelope malformed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Malformation {
+    /// Input that is neither a JSON object nor a MessagePack map.
+    #[error("not an envelope: expected a JSON object or a MessagePack map")]
+    NotAnEnvelope,
+    /// Invalid syntax of the codec.
+    #[error("{0}")]
+    Syntax(String),
+    /// A required key is absent.
+    #[error("missing key `{0}`")]
+    MissingKey(&'static str),
+    /// A key appears twice; readers must never disagree on which one wins.
+    #[error("duplicate key `{0}`")]
+    DuplicateKey(&'static str),
+    /// `type` is not a non-empty string.
+    #[error("`type` must be a non-empty string, found {0}")]
+    InvalidType(String),
+    /// `version` is not an integer from 1 to 4294967295.
+    #[error("`version` must be an integer from 1 to 4294967295, found {0}")]
+    InvalidVersion(String),
+    /// `headers` is not a map of unique string keys to string values.
+    #[error("`headers` must map unique strings to strings: {0}")]
+    InvalidHeaders(String),
+    /// Bytes after the end of the envelope.
+    #[error("trailing bytes after the envelope")]
+    TrailingBytes,
+}
+
+/// A message that could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode `{type_name}` v{version} as {format}: {message}")]
+pub struct EncodeError {
+    /// The message type.
+    pub type_name: &'static str,
+    /// The version being written.
+    pub version: u32,
+    /// The target codec.
+    pub format: Format,
+    /// serde's message.
+    pub message: String,
+}
+
+/// Every problem found while building a [`crate::Registry`], reported together.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub struct RegistryError {
+    /// The problems, in the order they were found.
+    pub problems: Vec<RegistryProblem>,
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid registry:")?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One problem in a registry's types or chains.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryProblem {
+    /// Two registrations share a type name.
+    #[error("message type `{name}` is registered twice")]
+    DuplicateName {
+        /// The shared name.
+        name: String,
+    },
+    /// An alias or former name of one type is the name, alias or former name of another.
+    #[error("name `{alias}` of `{owner}` is already taken by `{other}`")]
+    AliasCollision {
+        /// The colliding name.
+        alias: String,
+        /// The type declaring it.
+        owner: String,
+        /// The type that already has it.
+        other: String,
+    },
+    /// Two steps for the same version pair.
+    #[error("`{type_name}` has two steps v{from}→v{to}")]
+    DuplicateStep {
+        /// The registered type.
+        type_name: String,
+        /// The step's source version.
+        from: u32,
+        /// The step's target version.
+        to: u32,
+    },
+    /// Older versions exist but no step leads from `from` to `to`.
+    #[error("`{type_name}` has no step v{from}→v{to}, so older versions cannot reach v{current}")]
+    Gap {
+        /// The registered type.
+        type_name: String,
+        /// The version with no way up.
+        from: u32,
+        /// The missing step's target.
+        to: u32,
+        /// The current version.
+        current: u32,
+    },
+    /// A step that does not go up, which would let a chain loop.
+    #[error("`{type_name}` step v{from}→v{to} does not go up: chains would cycle")]
+    Cycle {
+        /// The registered type.
+        type_name: String,
+        /// The step's source version.
+        from: u32,
+        /// The step's target version.
+        to: u32,
+    },
+    /// A step that skips versions.
+    #[error("`{type_name}` step v{from}→v{to} skips versions: a step goes from vN to vN+1")]
+    NotAdjacent {
+        /// The registered type.
+        type_name: String,
+        /// The step's source version.
+        from: u32,
+        /// The step's target version.
+        to: u32,
+    },
+    /// A step whose target is above the current version, so the chain overshoots it.
+    #[error("`{type_name}` step v{from}→v{to} goes beyond the current v{current}")]
+    BeyondCurrent {
+        /// The registered type.
+        type_name: String,
+        /// The step's source version.
+        from: u32,
+        /// The step's target version.
+        to: u32,
+        /// The current version.
+        current: u32,
+    },
+    /// A step names version 0, which no message has.
+    #[error("`{type_name}` step v{from}→v{to}: versions start at 1")]
+    VersionZero {
+        /// The registered type.
+        type_name: String,
+        /// The step's source version.
+        from: u32,
+        /// The step's target version.
+        to: u32,
+    },
+    /// A step or handler names a type that is not registered.
+    #[error("`{type_name}` is not registered")]
+    NotRegistered {
+        /// The type name.
+        type_name: String,
+    },
+}

@@ -1,0 +1,34 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod dispatch;
+pub mod envelope;
+pub mod error;
+mod message;
+pub mod registry;
+pub mod upcast;
+
+pub use codec::Format;
+pub use dispatch::Dispatcher;
+pub use envelope::{Decoded, Header, Headers, Split};
+pub use error::{EncodeError, Error, ErrorKind, Malformation, RegistryError, RegistryProblem};
+pub use message::Message;
+pub use registry::{Registry, RegistryBuilder};
+pub use serde_json::Value;
+pub use upcast::{StepError, Upcaster};
+pub use upcaster_derive::Message;
+
+/// Items the derive macro expands to. Not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::codec::Input;
+    pub use crate::upcast::{upcast_via, ChainFailure};
+
+    /// Fails compilation when `previous` does not name the version just below.
+    pub const fn assert_previous_version(previous: u32, this: u32) {
+        if previous.checked_add(1).is_none() || previous + 1 != this {
+            panic!("`previous` must name the struct of the version just below this one");
+        }
+    }
+}

@@ -1,0 +1,582 @@
+//! The registry: every message type a program reads or writes, with the chains that bring
+//! old versions up to date.
+
+use std::any::TypeId;
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use crate::codec::{Format, Input, PayloadRef};
+use crate::envelope::{self, Decoded, Header, Headers, Malformed, Raw, RawEnvelope, Split};
+use crate::error::{EncodeError, Error, ErrorKind, Malformation, RegistryError, RegistryProblem};
+use crate::upcast::{ChainFailure, Upcaster};
+use crate::Message;
+
+/// The message types a program knows, with their upcaster chains, checked once at build time.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use upcaster::{Format, Message, Registry, Upcaster};
+///
+/// #[derive(Debug, PartialEq, Serialize, Deserialize, Message)]
+/// #[serde(rename_all = "camelCase")]
+/// #[message(name = "AddPonkaToImage", version = 2)]
+/// struct AddPonkaToImage {
+///     image_post: u64,
+/// }
+///
+/// let registry = Registry::builder()
+///     .register::<AddPonkaToImage>()
+///     .upcaster::<AddPonkaToImage>(Upcaster::new(1, 2, |p| {
+///         let o = p.as_object_mut().ok_or("not an object")?;
+///         let id = o.remove("imagePostId").ok_or("`imagePostId` is missing")?;
+///         o.insert("imagePost".into(), id);
+///         Ok(())
+///     }))
+///     .build()?;
+///
+/// let old = br#"{"type":"AddPonkaToImage","version":1,"payload":{"imagePostId":7}}"#;
+/// let decoded = registry.decode::<AddPonkaToImage>(old)?;
+/// assert_eq!(decoded.message, AddPonkaToImage { image_post: 7 });
+/// assert_eq!(decoded.arrived_version(), 1);
+///
+/// let bytes = registry.encode(&decoded.message, Format::Json)?;
+/// assert_eq!(bytes, br#"{"type":"AddPonkaToImage","version":2,"payload":{"imagePost":7}}"#);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+/// A failed attempt on an envelope, handed back so the caller can build the error.
+pub(crate) type Failed<'a> = Box<(ErrorKind, RawEnvelope<'a>)>;
+
+#[derive(Debug)]
+pub struct Registry {
+    pub(crate) entries: Vec<Entry>,
+    pub(crate) by_name: HashMap<Box<str>, usize>,
+    by_type: HashMap<TypeId, usize>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) name: &'static str,
+    pub(crate) current: u32,
+    pub(crate) type_id: TypeId,
+    /// The oldest version a chain starts from.
+    oldest: u32,
+    /// From this version up, the derive's typed links carry the message without a tree.
+    typed_floor: u32,
+    /// `steps[k]` takes version `oldest + k` to the next, up to `typed_floor`.
+    steps: Vec<Upcaster>,
+}
+
+/// Collects message types and upcasters; [`RegistryBuilder::build`] checks them all.
+#[derive(Debug, Default)]
+pub struct RegistryBuilder {
+    types: Vec<TypeInfo>,
+    steps: Vec<(TypeId, &'static str, Upcaster)>,
+}
+
+#[derive(Debug)]
+struct TypeInfo {
+    name: &'static str,
+    current: u32,
+    type_id: TypeId,
+    aliases: &'static [&'static str],
+    /// `(name, version)` of each struct linked by `previous`, oldest first, ending at current.
+    typed: Vec<(&'static str, u32)>,
+}
+
+impl RegistryBuilder {
+    /// Registers `T` as the current version of its message type, with the typed steps its
+    /// `previous` links declare.
+    pub fn register<T: Message>(mut self) -> Self {
+        let mut typed = Vec::new();
+        T::__typed_versions(&mut typed);
+        self.types.push(TypeInfo {
+            name: T::NAME,
+            current: T::VERSION,
+            type_id: TypeId::of::<T>(),
+            aliases: T::ALIASES,
+            typed,
+        });
+        self
+    }
+
+    /// Adds a step to the chain of `T`, which must be registered.
+    pub fn upcaster<T: Message>(mut self, step: Upcaster) -> Self {
+        self.steps.push((TypeId::of::<T>(), T::NAME, step));
+        self
+    }
+
+    /// Checks every type and chain, and reports all problems at once.
+    pub fn build(self) -> Result<Registry, RegistryError> {
+        let mut problems = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut infos: Vec<&TypeInfo> = Vec::new();
+        for info in &self.types {
+            if entries
+                .iter()
+                .any(|e| e.name == info.name || e.type_id == info.type_id)
+            {
+                problems.push(RegistryProblem::DuplicateName {
+                    name: info.name.to_owned(),
+                });
+                continue;
+            }
+            entries.push(Entry {
+                name: info.name,
+                current: info.current,
+                type_id: info.type_id,
+                oldest: info.current,
+                typed_floor: typed_floor(info),
+                steps: Vec::new(),
+            });
+            infos.push(info);
+        }
+
+        // Steps, sorted into each type's chain.
+        let mut chains: Vec<Vec<Upcaster>> = entries.iter().map(|_| Vec::new()).collect();
+        let mut renames: Vec<Vec<String>> = entries.iter().map(|_| Vec::new()).collect();
+        for (type_id, type_name, step) in self.steps {
+            let Some(i) = entries.iter().position(|e| e.type_id == type_id) else {
+                problems.push(RegistryProblem::NotRegistered {
+                    type_name: type_name.to_owned(),
+                });
+                continue;
+            };
+            let entry = &entries[i];
+            let (from, to) = (step.from, step.to);
+            let name = entry.name.to_owned();
+            let problem = if from == 0 || to == 0 {
+                Some(RegistryProblem::VersionZero {
+                    type_name: name,
+                    from,
+                    to,
+                })
+            } else if to <= from {
+                Some(RegistryProblem::Cycle {
+                    type_name: name,
+                    from,
+                    to,
+                })
+            } else if to - from > 1 {
+                Some(RegistryProblem::NotAdjacent {
+                    type_name: name,
+                    from,
+                    to,
+                })
+            } else if to > entry.current {
+                Some(RegistryProblem::BeyondCurrent {
+                    type_name: name,
+                    from,
+                    to,
+                    current: entry.current,
+                })
+            } else if from >= entry.typed_floor || chains[i].iter().any(|s| s.from == from) {
+                // At or above the typed floor, `previous` already serves this pair.
+                Some(RegistryProblem::DuplicateStep {
+                    type_name: name,
+                    from,
+                    to,
+                })
+            } else {
+                None
+            };
+            match problem {
+                Some(p) => problems.push(p),
+                None => {
+                    renames[i].extend(step.renamed_from.clone());
+                    chains[i].push(step);
+                }
+            }
+        }
+        for (entry, mut chain) in entries.iter_mut().zip(chains) {
+            chain.sort_by_key(|s| s.from);
+            // Walk down from the typed floor; the chain must be unbroken to its oldest step.
+            let mut oldest = entry.typed_floor;
+            for step in chain.iter().rev() {
+                if step.to == oldest {
+                    oldest = step.from;
+                } else {
+                    problems.extend((step.to..oldest).map(|from| RegistryProblem::Gap {
+                        type_name: entry.name.to_owned(),
+                        from,
+                        to: from + 1,
+                        current: entry.current,
+                    }));
+                    oldest = step.from;
+                }
+            }
+            entry.oldest = oldest;
+            entry.steps = chain;
+        }
+
+        // Every name that resolves to a type: its name, aliases, and former names.
+        let mut by_name: HashMap<Box<str>, usize> = HashMap::new();
+        for (i, entry) in entries.iter().enumerate() {
+            by_name.insert(entry.name.into(), i);
+        }
+        for (i, (info, former)) in infos.iter().zip(&renames).enumerate() {
+            let names = info
+                .aliases
+                .iter()
+                .copied()
+                .chain(info.typed.iter().map(|(n, _)| *n))
+                .chain(former.iter().map(String::as_str));
+            for name in names {
+                match by_name.get(name) {
+                    Some(&j) if j == i => {}
+                    Some(&j) => problems.push(RegistryProblem::AliasCollision {
+                        alias: name.to_owned(),
+                        owner: info.name.to_owned(),
+                        other: entries[j].name.to_owned(),
+                    }),
+                    None => {
+                        by_name.insert(name.into(), i);
+                    }
+                }
+            }
+        }
+
+        if !problems.is_empty() {
+            return Err(RegistryError { problems });
+        }
+        let by_type = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.type_id, i))
+            .collect();
+        Ok(Registry {
+            entries,
+            by_name,
+            by_type,
+        })
+    }
+}
+
+/// The lowest version from which `previous` links reach the current version unbroken.
+fn typed_floor(info: &TypeInfo) -> u32 {
+    let mut floor = info.current;
+    for &(_, v) in info.typed.iter().rev().skip(1) {
+        if v.checked_add(1) != Some(floor) {
+            break;
+        }
+        floor = v;
+    }
+    floor
+}
+
+impl Registry {
+    /// Starts a registry.
+    pub fn builder() -> RegistryBuilder {
+        RegistryBuilder::default()
+    }
+
+    /// Decodes an envelope (JSON or MessagePack, detected from the first byte) into the
+    /// current version of `T`, running the chain if it arrived older.
+    pub fn decode<'a, T: Message>(&self, bytes: &'a [u8]) -> Result<Decoded<'a, T>, Error> {
+        self.decode_raw(Raw::Bytes(bytes))
+    }
+
+    /// [`Registry::decode`] for JSON held as text, which skips UTF-8 checks.
+    pub fn decode_str<'a, T: Message>(&self, text: &'a str) -> Result<Decoded<'a, T>, Error> {
+        self.decode_raw(Raw::Str(text))
+    }
+
+    fn decode_raw<'a, T: Message>(&self, raw: Raw<'a>) -> Result<Decoded<'a, T>, Error> {
+        self.with_envelope(raw, |env| {
+            match self.convert::<T>(&env.header, env.payload) {
+                Ok(message) => Ok(Decoded {
+                    message,
+                    header: env.header,
+                }),
+                Err(kind) => Err(Box::new((kind, env))),
+            }
+        })
+    }
+
+    /// Reads the envelope and hands it to `attempt`; the writer's canonical form is read by
+    /// the fast path first, and anything it cannot settle by the full parser.
+    pub(crate) fn with_envelope<'a, R>(
+        &self,
+        raw: Raw<'a>,
+        attempt: impl Fn(RawEnvelope<'a>) -> Result<R, Failed<'a>>,
+    ) -> Result<R, Error> {
+        if let Some(env) = envelope::fast_json(raw) {
+            if let Ok(r) = attempt(env) {
+                return Ok(r);
+            }
+        }
+        let env = envelope::parse(raw).map_err(|m| malformed(m, raw.bytes()))?;
+        attempt(env).map_err(|failed| {
+            let (kind, env) = *failed;
+            Error::new(kind, env.header.to_partial(), raw.bytes())
+        })
+    }
+
+    /// Decodes a split-form message: `type_name` and `version` as the broker's headers hold
+    /// them, and the bare payload `body` in `format`.
+    pub fn decode_split<'a, T: Message>(
+        &self,
+        type_name: &'a str,
+        version: &str,
+        body: &'a [u8],
+        format: Format,
+    ) -> Result<Decoded<'a, T>, Error> {
+        let env = split_envelope(type_name, version, body, format)?;
+        match self.convert::<T>(&env.header, env.payload) {
+            Ok(message) => Ok(Decoded {
+                message,
+                header: env.header,
+            }),
+            Err(kind) => Err(Error::new(kind, env.header.to_partial(), body)),
+        }
+    }
+
+    /// Reads only the envelope header, for routing without decoding.
+    pub fn peek<'a>(&self, bytes: &'a [u8]) -> Result<Header<'a>, Error> {
+        envelope::parse(Raw::Bytes(bytes))
+            .map(|env| env.header)
+            .map_err(|m| malformed(m, bytes))
+    }
+
+    /// Turns a located payload into the current `T`.
+    pub(crate) fn convert<T: Message>(
+        &self,
+        header: &Header<'_>,
+        payload: PayloadRef<'_>,
+    ) -> Result<T, ErrorKind> {
+        let version = header.version;
+        if header.type_name == T::NAME && version == T::VERSION {
+            return Input::payload(payload, false)
+                .read::<T>(version)
+                .map_err(|f| self.locate::<T>(f, header, payload));
+        }
+        let entry = self.resolve::<T>(&header.type_name)?;
+        if version > T::VERSION {
+            return Err(ErrorKind::FutureVersion {
+                type_name: T::NAME,
+                version,
+                current: T::VERSION,
+            });
+        }
+        self.upcast::<T>(entry, version, payload, false)
+            .map_err(|f| self.locate::<T>(f, header, payload))
+    }
+
+    /// The registry entry of `T`, after checking that `name` belongs to it.
+    fn resolve<T: Message>(&self, name: &str) -> Result<Option<&Entry>, ErrorKind> {
+        let entry = self
+            .by_type
+            .get(&TypeId::of::<T>())
+            .map(|&i| &self.entries[i]);
+        match self.by_name.get(name) {
+            Some(&i) if self.entries[i].type_id == TypeId::of::<T>() => Ok(entry),
+            Some(_) => Err(ErrorKind::UnexpectedType {
+                expected: T::NAME,
+                found: name.to_owned(),
+            }),
+            // An unregistered `T` still reads its own names through its typed links.
+            None if entry.is_none() && (name == T::NAME || T::ALIASES.contains(&name)) => Ok(None),
+            None => Err(ErrorKind::UnknownType {
+                type_name: name.to_owned(),
+            }),
+        }
+    }
+
+    fn upcast<T: Message>(
+        &self,
+        entry: Option<&Entry>,
+        version: u32,
+        payload: PayloadRef<'_>,
+        locate: bool,
+    ) -> Result<T, ChainFailure> {
+        let missing = || ChainFailure::Missing { version };
+        let found = match entry {
+            Some(e) if version < e.typed_floor => {
+                let first = version.checked_sub(e.oldest).ok_or_else(missing)? as usize;
+                let mut tree = Input::payload(payload, locate).into_tree(version)?;
+                for step in e.steps.get(first..).unwrap_or_default() {
+                    step.apply(&mut tree)?;
+                }
+                T::__upcast_from(e.typed_floor, Input::tree(tree, locate))
+            }
+            _ => T::__upcast_from(version, Input::payload(payload, locate)),
+        };
+        found.unwrap_or_else(|| Err(missing()))
+    }
+
+    /// Names a chain failure; a payload error is re-read once to find its JSON Pointer.
+    fn locate<T: Message>(
+        &self,
+        failure: ChainFailure,
+        header: &Header<'_>,
+        payload: PayloadRef<'_>,
+    ) -> ErrorKind {
+        let failure = match failure {
+            ChainFailure::Payload { pointer: None, .. } => {
+                let entry = self
+                    .by_type
+                    .get(&TypeId::of::<T>())
+                    .map(|&i| &self.entries[i]);
+                let again = if header.version == T::VERSION {
+                    Input::payload(payload, true).read::<T>(header.version)
+                } else {
+                    self.upcast::<T>(entry, header.version, payload, true)
+                };
+                match again {
+                    Err(located) => located,
+                    Ok(_) => failure,
+                }
+            }
+            other => other,
+        };
+        match failure {
+            ChainFailure::Payload {
+                version,
+                pointer,
+                message,
+            } => ErrorKind::PayloadInvalid {
+                type_name: T::NAME,
+                version,
+                pointer: pointer.unwrap_or_default(),
+                message,
+            },
+            ChainFailure::Step { from, to, reason } => ErrorKind::UpcastFailed {
+                type_name: T::NAME,
+                from,
+                to,
+                reason,
+            },
+            ChainFailure::Missing { version } => ErrorKind::MissingUpcaster {
+                type_name: T::NAME,
+                version,
+                current: T::VERSION,
+            },
+        }
+    }
+
+    /// Encodes `message` as the current version of its type.
+    pub fn encode<T: Message>(&self, message: &T, format: Format) -> Result<Vec<u8>, EncodeError> {
+        self.encode_with_headers(message, &Headers::new(), format)
+    }
+
+    /// Encodes `message` with envelope headers.
+    pub fn encode_with_headers<T: Message>(
+        &self,
+        message: &T,
+        headers: &Headers,
+        format: Format,
+    ) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::with_capacity(128);
+        match format {
+            Format::Json => envelope::write_json(&mut out, T::NAME, T::VERSION, headers, message),
+            Format::MessagePack => {
+                envelope::write_msgpack(&mut out, T::NAME, T::VERSION, headers, message)
+            }
+        }
+        .map_err(envelope::encode_error(T::NAME, T::VERSION, format))?;
+        Ok(out)
+    }
+
+    /// Encodes `message` in split form: type and version for the broker's headers, and the
+    /// bare payload as the body.
+    pub fn encode_split<T: Message>(
+        &self,
+        message: &T,
+        format: Format,
+    ) -> Result<Split, EncodeError> {
+        let body = envelope::write_body(format, message).map_err(envelope::encode_error(
+            T::NAME,
+            T::VERSION,
+            format,
+        ))?;
+        Ok(Split {
+            type_name: T::NAME,
+            version: T::VERSION,
+            body,
+        })
+    }
+
+    /// The current version of a registered type, by its name or any alias.
+    pub fn current_version(&self, type_name: &str) -> Option<u32> {
+        self.by_name
+            .get(type_name)
+            .map(|&i| self.entries[i].current)
+    }
+
+    /// The names of the registered types.
+    pub fn type_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.entries.iter().map(|e| e.name)
+    }
+}
+
+pub(crate) fn malformed(m: Malformed, raw: &[u8]) -> Error {
+    Error::new(
+        ErrorKind::Malformed {
+            format: m.format,
+            offset: m.offset,
+            problem: m.problem,
+        },
+        m.header,
+        raw,
+    )
+}
+
+/// Builds the envelope of a split-form message from the broker's headers and body.
+pub(crate) fn split_envelope<'a>(
+    type_name: &'a str,
+    version: &str,
+    body: &'a [u8],
+    format: Format,
+) -> Result<RawEnvelope<'a>, Error> {
+    let mut partial = crate::error::PartialHeader {
+        format: Some(format),
+        ..Default::default()
+    };
+    let fail = |partial, problem| {
+        Err(malformed(
+            Malformed {
+                format,
+                offset: 0,
+                problem,
+                header: partial,
+            },
+            body,
+        ))
+    };
+    if type_name.is_empty() {
+        return fail(
+            partial,
+            Malformation::InvalidType("an empty string".to_owned()),
+        );
+    }
+    partial.type_name = Some(type_name.to_owned());
+    let version = match envelope::split_version(version) {
+        Ok(v) => v,
+        Err(problem) => return fail(partial, problem),
+    };
+    if format == Format::MessagePack {
+        if let Err((offset, problem)) = envelope::check_msgpack_value(body) {
+            partial.version = Some(version);
+            return Err(malformed(
+                Malformed {
+                    format,
+                    offset,
+                    problem,
+                    header: partial,
+                },
+                body,
+            ));
+        }
+    }
+    Ok(RawEnvelope {
+        header: Header {
+            format,
+            type_name: Cow::Borrowed(type_name),
+            version,
+            headers: Headers::new(),
+        },
+        payload: match format {
+            Format::Json => PayloadRef::JsonBytes(body),
+            Format::MessagePack => PayloadRef::MessagePack(body),
+        },
+    })
+}

@@ -1,0 +1,209 @@
+//! Upcasters: the steps that carry a payload from version N to N+1.
+//!
+//! A step is either *untyped*, a function over the payload's object tree (renames, defaults,
+//! moves; one function serves JSON and MessagePack alike), or *typed*, a `From`/`TryFrom`
+//! between the Rust structs of two versions.
+
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::codec::{self, Input};
+use crate::Message;
+
+/// The reason a step gives when it refuses a payload. Anything that converts into a boxed
+/// error works: `Err("imagePostId missing".into())`, or `?` on any error type.
+pub type StepError = Box<dyn std::error::Error + Send + Sync>;
+
+type TreeFn = dyn Fn(&mut Value) -> Result<(), StepError> + Send + Sync;
+
+/// One step vN → vN+1 of a message type's chain.
+///
+/// ```
+/// use upcaster::{Upcaster, Value};
+///
+/// // v1 called the field `imagePostId`; v2 calls it `imagePost`.
+/// let step = Upcaster::new(1, 2, |payload: &mut Value| {
+///     let object = payload.as_object_mut().ok_or("payload is not an object")?;
+///     let id = object.remove("imagePostId").ok_or("`imagePostId` is missing")?;
+///     object.insert("imagePost".into(), id);
+///     Ok(())
+/// });
+/// assert_eq!((step.from_version(), step.to_version()), (1, 2));
+/// ```
+pub struct Upcaster {
+    pub(crate) from: u32,
+    pub(crate) to: u32,
+    pub(crate) renamed_from: Option<String>,
+    pub(crate) run: StepFn,
+}
+
+pub(crate) enum StepFn {
+    Tree(Box<TreeFn>),
+    Typed(fn(&mut Value, u32, u32) -> Result<(), ChainFailure>),
+}
+
+impl Upcaster {
+    /// An untyped step from version `from` to `to` (which must be `from + 1`), editing the
+    /// payload's object tree in place.
+    pub fn new<F>(from: u32, to: u32, step: F) -> Self
+    where
+        F: Fn(&mut Value) -> Result<(), StepError> + Send + Sync + 'static,
+    {
+        Upcaster {
+            from,
+            to,
+            renamed_from: None,
+            run: StepFn::Tree(Box::new(step)),
+        }
+    }
+
+    /// A typed step `Old` → `New` through `New: TryFrom<Old>` (any `From` impl gives one),
+    /// for chains that also hold untyped steps. Versions and any type rename come from the
+    /// two types. To link structs without untyped steps between them, prefer the derive's
+    /// `previous = Old`, which avoids the object tree entirely.
+    pub fn typed<Old, New>() -> Self
+    where
+        Old: Message,
+        New: Message + TryFrom<Old>,
+        <New as TryFrom<Old>>::Error: Into<StepError>,
+    {
+        Upcaster {
+            from: Old::VERSION,
+            to: New::VERSION,
+            renamed_from: (Old::NAME != New::NAME).then(|| Old::NAME.to_owned()),
+            run: StepFn::Typed(typed_tree_step::<Old, New>),
+        }
+    }
+
+    /// Declares that the message type was called `old_name` up to this step's source
+    /// version: old messages under that name are read, and downcasts write it.
+    pub fn renamed_from(mut self, old_name: impl Into<String>) -> Self {
+        self.renamed_from = Some(old_name.into());
+        self
+    }
+
+    /// The version this step reads.
+    pub fn from_version(&self) -> u32 {
+        self.from
+    }
+
+    /// The version this step writes.
+    pub fn to_version(&self) -> u32 {
+        self.to
+    }
+
+    pub(crate) fn apply(&self, tree: &mut Value) -> Result<(), ChainFailure> {
+        match &self.run {
+            StepFn::Tree(f) => f(tree).map_err(|reason| ChainFailure::Step {
+                from: self.from,
+                to: self.to,
+                reason,
+            }),
+            StepFn::Typed(f) => f(tree, self.from, self.to),
+        }
+    }
+}
+
+impl fmt::Debug for Upcaster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upcaster")
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("renamed_from", &self.renamed_from)
+            .field(
+                "kind",
+                &match self.run {
+                    StepFn::Tree(_) => "tree",
+                    StepFn::Typed(_) => "typed",
+                },
+            )
+            .finish()
+    }
+}
+
+fn typed_tree_step<Old, New>(tree: &mut Value, from: u32, to: u32) -> Result<(), ChainFailure>
+where
+    Old: Message,
+    New: Message + TryFrom<Old>,
+    <New as TryFrom<Old>>::Error: Into<StepError>,
+{
+    let old: Old = codec::from_tree(tree.take(), from)?;
+    let new = New::try_from(old).map_err(|e| ChainFailure::Step {
+        from,
+        to,
+        reason: e.into(),
+    })?;
+    *tree = serde_json::to_value(&new).map_err(|e| ChainFailure::Step {
+        from,
+        to,
+        reason: format!("v{to} value does not serialize: {e}").into(),
+    })?;
+    Ok(())
+}
+
+/// Why a chain stopped. Used by the derive's generated code; the registry turns it into an
+/// [`crate::Error`].
+#[derive(Debug)]
+pub enum ChainFailure {
+    /// The payload does not fit the Rust type (or tree) of `version`.
+    Payload {
+        /// The version being read.
+        version: u32,
+        /// JSON Pointer of the failure, when it was located.
+        pointer: Option<String>,
+        /// serde's message.
+        message: String,
+    },
+    /// No step leads on from `version`.
+    Missing {
+        /// The version the chain could not leave.
+        version: u32,
+    },
+    /// A step refused the payload.
+    Step {
+        /// The step's source version.
+        from: u32,
+        /// The step's target version.
+        to: u32,
+        /// The step's reason.
+        reason: StepError,
+    },
+}
+
+impl ChainFailure {
+    pub(crate) fn at_version(self, version: u32) -> Self {
+        match self {
+            ChainFailure::Payload {
+                pointer, message, ..
+            } => ChainFailure::Payload {
+                version,
+                pointer,
+                message,
+            },
+            step => step,
+        }
+    }
+}
+
+/// The typed link `previous = P` of `S`: reads `input` written as `version` through `P`'s own
+/// chain, then converts. `None` when no typed link reaches `version`.
+pub fn upcast_via<P, S>(version: u32, input: Input<'_>) -> Option<Result<S, ChainFailure>>
+where
+    P: Message,
+    S: Message + TryFrom<P>,
+    <S as TryFrom<P>>::Error: Into<StepError>,
+{
+    if version == S::VERSION {
+        return Some(input.read::<S>(version));
+    }
+    let previous = match P::__upcast_from(version, input)? {
+        Ok(p) => p,
+        Err(e) => return Some(Err(e)),
+    };
+    Some(S::try_from(previous).map_err(|e| ChainFailure::Step {
+        from: P::VERSION,
+        to: S::VERSION,
+        reason: e.into(),
+    }))
+}
