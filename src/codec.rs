@@ -172,8 +172,3 @@ pub(crate) fn push_token(out: &mut String, token: &str) {
         }
     }
 }
-
-/// Deserializes a typed step's input from a tree.
-pub(crate) fn from_tree<T: DeserializeOwned>(tree: Value, version: u32) -> Result<T, ChainFailure> {
-    Input::tree(tree, false).read(version)
-}

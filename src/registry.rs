@@ -11,6 +11,9 @@ use crate::error::{EncodeError, Error, ErrorKind, Malformation, RegistryError, R
 use crate::upcast::{ChainFailure, Upcaster};
 use crate::Message;
 
+/// A failed attempt on an envelope, handed back so the caller can build the error.
+pub(crate) type Failed<'a> = Box<(ErrorKind, RawEnvelope<'a>)>;
+
 /// The message types a program knows, with their upcaster chains, checked once at build time.
 ///
 /// ```
@@ -43,9 +46,6 @@ use crate::Message;
 /// assert_eq!(bytes, br#"{"type":"AddPonkaToImage","version":2,"payload":{"imagePost":7}}"#);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-/// A failed attempt on an envelope, handed back so the caller can build the error.
-pub(crate) type Failed<'a> = Box<(ErrorKind, RawEnvelope<'a>)>;
-
 #[derive(Debug)]
 pub struct Registry {
     pub(crate) entries: Vec<Entry>,
@@ -394,7 +394,7 @@ impl Registry {
                 let first = version.checked_sub(e.oldest).ok_or_else(missing)? as usize;
                 let mut tree = Input::payload(payload, locate).into_tree(version)?;
                 for step in e.steps.get(first..).unwrap_or_default() {
-                    step.apply(&mut tree)?;
+                    step.apply(&mut tree, locate)?;
                 }
                 T::__upcast_from(e.typed_floor, Input::tree(tree, locate))
             }

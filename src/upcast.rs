@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::codec::{self, Input};
+use crate::codec::Input;
 use crate::Message;
 
 /// The reason a step gives when it refuses a payload. Anything that converts into a boxed
@@ -40,7 +40,7 @@ pub struct Upcaster {
 
 pub(crate) enum StepFn {
     Tree(Box<TreeFn>),
-    Typed(fn(&mut Value, u32, u32) -> Result<(), ChainFailure>),
+    Typed(fn(&mut Value, u32, u32, bool) -> Result<(), ChainFailure>),
 }
 
 impl Upcaster {
@@ -93,14 +93,15 @@ impl Upcaster {
         self.to
     }
 
-    pub(crate) fn apply(&self, tree: &mut Value) -> Result<(), ChainFailure> {
+    /// Runs the step; `locate` asks a typed step to find the JSON Pointer of a payload error.
+    pub(crate) fn apply(&self, tree: &mut Value, locate: bool) -> Result<(), ChainFailure> {
         match &self.run {
             StepFn::Tree(f) => f(tree).map_err(|reason| ChainFailure::Step {
                 from: self.from,
                 to: self.to,
                 reason,
             }),
-            StepFn::Typed(f) => f(tree, self.from, self.to),
+            StepFn::Typed(f) => f(tree, self.from, self.to, locate),
         }
     }
 }
@@ -122,13 +123,18 @@ impl fmt::Debug for Upcaster {
     }
 }
 
-fn typed_tree_step<Old, New>(tree: &mut Value, from: u32, to: u32) -> Result<(), ChainFailure>
+fn typed_tree_step<Old, New>(
+    tree: &mut Value,
+    from: u32,
+    to: u32,
+    locate: bool,
+) -> Result<(), ChainFailure>
 where
     Old: Message,
     New: Message + TryFrom<Old>,
     <New as TryFrom<Old>>::Error: Into<StepError>,
 {
-    let old: Old = codec::from_tree(tree.take(), from)?;
+    let old: Old = Input::tree(tree.take(), locate).read(from)?;
     let new = New::try_from(old).map_err(|e| ChainFailure::Step {
         from,
         to,
