@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, IgnoredAny};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::upcast::ChainFailure;
@@ -94,7 +95,7 @@ impl<'a> Input<'a> {
                 serde_json::from_slice(b).map_err(|e| failed(None, json_message(&e)))
             }
             Source::Payload(PayloadRef::MessagePack(b)) => {
-                rmp_serde::from_slice(b).map_err(|e| failed(None, e.to_string()))
+                msgpack_exact(b).map_err(|e| failed(None, e.to_string()))
             }
             Source::Tree(v) => T::deserialize(v).map_err(|e| failed(None, json_message(&e))),
         }
@@ -170,5 +171,32 @@ pub(crate) fn push_token(out: &mut String, token: &str) {
             '/' => out.push_str("~1"),
             c => out.push(c),
         }
+    }
+}
+
+/// Deserializes the current version straight from the payload bytes: the fast path, where
+/// a failure is settled again by the full parser.
+#[inline]
+pub(crate) fn read_current<T: DeserializeOwned>(payload: PayloadRef<'_>) -> Option<T> {
+    match payload {
+        PayloadRef::JsonStr(s) => serde_json::from_str(s).ok(),
+        PayloadRef::JsonBytes(b) => serde_json::from_slice(b).ok(),
+        PayloadRef::MessagePack(b) => msgpack_exact(b).ok(),
+    }
+}
+
+/// Reads one MessagePack value that must fill `b`: rmp-serde alone ignores trailing bytes.
+#[inline]
+fn msgpack_exact<T: DeserializeOwned>(b: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(b);
+    let value = T::deserialize(&mut de)?;
+    // Only an end of input where the next value would start proves there is none.
+    match IgnoredAny::deserialize(&mut de) {
+        Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
+            if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            Ok(value)
+        }
+        _ => Err(de::Error::custom("trailing bytes after the payload")),
     }
 }

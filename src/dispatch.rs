@@ -3,7 +3,7 @@
 use std::any::TypeId;
 
 use crate::codec::Format;
-use crate::envelope::{Decoded, Raw, RawEnvelope};
+use crate::envelope::{self, Decoded, Raw, RawEnvelope};
 use crate::error::{Error, ErrorKind, RegistryError, RegistryProblem};
 use crate::registry::{self, Failed, Registry};
 use crate::Message;
@@ -86,14 +86,22 @@ impl<'r, Out> Dispatcher<'r, Out> {
     /// Decodes an envelope (JSON or MessagePack) and calls its type's handler. The handler
     /// runs only for a message that decoded; every failure returns the original bytes.
     pub fn dispatch(&self, bytes: &[u8]) -> Result<Out, Error> {
-        self.registry
-            .with_envelope(Raw::Bytes(bytes), |env| self.route(env))
+        self.dispatch_raw(Raw::Bytes(bytes))
     }
 
     /// [`Dispatcher::dispatch`] for JSON held as text.
     pub fn dispatch_str(&self, text: &str) -> Result<Out, Error> {
-        self.registry
-            .with_envelope(Raw::Str(text), |env| self.route(env))
+        self.dispatch_raw(Raw::Str(text))
+    }
+
+    fn dispatch_raw(&self, raw: Raw<'_>) -> Result<Out, Error> {
+        if let Some(env) = envelope::fast(raw, None) {
+            // A handler runs only after its message decoded, so retrying is safe.
+            if let Ok(out) = self.route(env) {
+                return Ok(out);
+            }
+        }
+        self.registry.parse_and(raw, None, |env| self.route(env))
     }
 
     /// Dispatches a split-form message: type and version from the broker's headers, and the

@@ -2,7 +2,6 @@
 //! MessagePack, or split form. See FORMAT.md for the wire format.
 
 use std::borrow::Cow;
-use std::collections::btree_map::{self, BTreeMap};
 use std::fmt;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -21,9 +20,12 @@ use crate::error::{EncodeError, Malformation, PartialHeader};
 /// headers.insert(upcaster::Headers::MESSAGE_ID, "0b7c…");
 /// assert_eq!(headers.get("message-id"), Some("0b7c…"));
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct Headers(BTreeMap<String, String>);
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Headers(
+    // Sorted by key. A Vec, not a BTreeMap: most messages carry none or a few, and an empty
+    // Vec costs nothing to create or drop on the decode path.
+    Vec<(String, String)>,
+);
 
 impl Headers {
     /// Conventional key for a unique message id.
@@ -38,19 +40,30 @@ impl Headers {
         Self::default()
     }
 
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
+    }
+
     /// Sets a header, returning the value it replaces.
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) -> Option<String> {
-        self.0.insert(key.into(), value.into())
+        let key = key.into();
+        match self.find(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value.into())),
+            Err(i) => {
+                self.0.insert(i, (key, value.into()));
+                None
+            }
+        }
     }
 
     /// The value of a header.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
+        self.find(key).ok().map(|i| self.0[i].1.as_str())
     }
 
     /// Removes a header, returning its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {
-        self.0.remove(key)
+        self.find(key).ok().map(|i| self.0.remove(i).1)
     }
 
     /// How many headers there are.
@@ -70,10 +83,10 @@ impl Headers {
 
     /// Inserts a header that must be new; the error names the repeated key.
     fn insert_unique(&mut self, key: String, value: String) -> Result<(), String> {
-        match self.0.entry(key) {
-            btree_map::Entry::Occupied(e) => Err(format!("duplicate header `{}`", e.key())),
-            btree_map::Entry::Vacant(e) => {
-                e.insert(value);
+        match self.find(&key) {
+            Ok(_) => Err(format!("duplicate header `{key}`")),
+            Err(i) => {
+                self.0.insert(i, (key, value));
                 Ok(())
             }
         }
@@ -82,11 +95,17 @@ impl Headers {
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Headers(
-            iter.into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        )
+        let mut headers = Headers::new();
+        for (k, v) in iter {
+            headers.insert(k, v);
+        }
+        headers
+    }
+}
+
+impl Serialize for Headers {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
     }
 }
 
@@ -230,27 +249,63 @@ fn is_msgpack_map(b: u8) -> bool {
     matches!(b, 0x80..=0x8f | 0xde | 0xdf)
 }
 
+/// True when `name` appears in JSON exactly as its bytes, with no escapes.
+pub(crate) const fn is_plain_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'"' || b[i] == b'\\' || b[i] < 0x20 {
+            return false;
+        }
+        i += 1;
+    }
+    !b.is_empty()
+}
+
+/// Splits `rest` after a type name equal to `expected` (a static, plain name), so the
+/// common case needs one comparison and no UTF-8 check.
+#[inline]
+fn known_name<'a>(
+    rest: &'a [u8],
+    expected: Option<&'static str>,
+) -> Option<(&'static str, &'a [u8])> {
+    let name = expected?;
+    let after = rest.strip_prefix(name.as_bytes())?.strip_prefix(b"\"")?;
+    Some((name, after))
+}
+
 /// Reads the envelope of the writer's own canonical JSON,
 /// `{"type":"…","version":N[,"headers":{…}],"payload":…}`, without parsing the payload.
 ///
 /// Returns `None` for anything else; the general parser then decides. The payload slice is
 /// tentative: it is everything up to the last `}`, so reading it must consume all of it
-/// (serde_json does), or the general parser must take over.
-pub(crate) fn fast_json(raw: Raw<'_>) -> Option<RawEnvelope<'_>> {
+/// (serde_json does), or the general parser must take over. `expected` is a type name to
+/// try first (see [`is_plain_name`]).
+#[inline]
+pub(crate) fn fast_json<'a>(
+    raw: Raw<'a>,
+    expected: Option<&'static str>,
+) -> Option<RawEnvelope<'a>> {
     let b = raw.bytes();
     let rest = b.strip_prefix(b"{\"type\":\"")?;
-    let name_len = rest
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-    if rest.get(name_len) != Some(&b'"') || name_len == 0 {
-        return None;
-    }
-    let name_start = b.len() - rest.len();
-    let type_name = match raw {
-        Raw::Str(s) => s.get(name_start..name_start + name_len)?,
-        Raw::Bytes(_) => std::str::from_utf8(&rest[..name_len]).ok()?,
+    let (type_name, rest): (Cow<'_, str>, &[u8]) = match known_name(rest, expected) {
+        Some((name, after)) => (Cow::Borrowed(name), after),
+        None => {
+            let len = rest
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+            if rest[len] != b'"' || len == 0 {
+                return None;
+            }
+            let start = b.len() - rest.len();
+            let name = match raw {
+                Raw::Str(s) => s.get(start..start + len)?,
+                Raw::Bytes(_) => std::str::from_utf8(&rest[..len]).ok()?,
+            };
+            (Cow::Borrowed(name), &rest[len + 1..])
+        }
     };
-    let rest = rest[name_len + 1..].strip_prefix(b",\"version\":")?;
+    let rest = rest.strip_prefix(b",\"version\":")?;
     let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
     if digits == 0 || digits > 10 || rest[0] == b'0' {
         return None;
@@ -268,28 +323,79 @@ pub(crate) fn fast_json(raw: Raw<'_>) -> Option<RawEnvelope<'_>> {
     }
     let rest = rest.strip_prefix(b",\"payload\":")?;
     let start = b.len() - rest.len();
-    let trimmed = b.len() - b.iter().rev().take_while(|&&c| is_json_ws(c)).count();
-    let end = trimmed.checked_sub(1)?;
-    if b.get(end) != Some(&b'}') || end <= start {
+    let mut end = b.len();
+    while end > start && is_json_ws(b[end - 1]) {
+        end -= 1;
+    }
+    if end <= start + 1 || b[end - 1] != b'}' {
         return None;
     }
     Some(RawEnvelope {
         header: Header {
             format: Format::Json,
+            type_name,
+            version,
+            headers,
+        },
+        payload: raw.json_payload(start, end - 1)?,
+    })
+}
+
+/// Reads the writer's own MessagePack layout: a map of `type`, `version`, `headers` (only
+/// in a map of four) and `payload`, in that order. The payload runs to the end of the input,
+/// so, as in [`fast_json`], reading it must consume every byte or the full parser takes over.
+#[inline]
+pub(crate) fn fast_msgpack<'a>(
+    b: &'a [u8],
+    expected: Option<&'static str>,
+) -> Option<RawEnvelope<'a>> {
+    let with_headers = match b.first()? {
+        0x83 => false,
+        0x84 => true,
+        _ => return None,
+    };
+    let mut pack = Pack { b, pos: 1 };
+    pack.key(b"\xa4type")?;
+    let type_name = pack.type_name(expected).ok()?;
+    pack.key(b"\xa7version")?;
+    let version = pack.version().ok()?;
+    let headers = if with_headers {
+        pack.key(b"\xa7headers")?;
+        pack.headers().ok()?
+    } else {
+        Headers::new()
+    };
+    pack.key(b"\xa7payload")?;
+    let payload = b.get(pack.pos..).filter(|p| !p.is_empty())?;
+    Some(RawEnvelope {
+        header: Header {
+            format: Format::MessagePack,
             type_name: Cow::Borrowed(type_name),
             version,
             headers,
         },
-        payload: raw.json_payload(start, end)?,
+        payload: PayloadRef::MessagePack(payload),
     })
 }
 
+/// The fast path for either codec, chosen by the first byte.
+#[inline]
+pub(crate) fn fast<'a>(raw: Raw<'a>, expected: Option<&'static str>) -> Option<RawEnvelope<'a>> {
+    match raw.bytes().first()? {
+        b'{' => fast_json(raw, expected),
+        _ => fast_msgpack(raw.bytes(), expected),
+    }
+}
+
 /// Reads any envelope, in either codec, with every check of the format.
-pub(crate) fn parse(raw: Raw<'_>) -> Result<RawEnvelope<'_>, Malformed> {
+pub(crate) fn parse<'a>(
+    raw: Raw<'a>,
+    expected: Option<&'static str>,
+) -> Result<RawEnvelope<'a>, Malformed> {
     let b = raw.bytes();
     match b.iter().position(|&c| !is_json_ws(c)) {
         Some(i) if b[i] == b'{' => parse_json(raw),
-        Some(0) if is_msgpack_map(b[0]) => parse_msgpack(b),
+        Some(0) if is_msgpack_map(b[0]) => parse_msgpack(b, expected),
         first => Err(Malformed {
             format: match first {
                 Some(i) if !b[i].is_ascii() => Format::MessagePack,
@@ -409,81 +515,76 @@ fn parse_json(raw: Raw<'_>) -> Result<RawEnvelope<'_>, Malformed> {
                 .and_then(|()| de.end())
         }
     };
-    let mut header = PartialHeader {
-        format: Some(Format::Json),
-        ..PartialHeader::default()
-    };
     let offset_of = |v: &RawValue| (v.get().as_ptr() as usize).saturating_sub(b.as_ptr() as usize);
-    let fail = |header: PartialHeader, offset: usize, problem: Malformation| Malformed {
-        format: Format::Json,
-        offset,
-        problem,
-        header,
+    let partial = |type_name: Option<&str>, version, headers: Option<&Headers>| PartialHeader {
+        format: Some(Format::Json),
+        type_name: type_name.map(str::to_owned),
+        version,
+        headers: headers.cloned().unwrap_or_default(),
+    };
+    let fail = |header, offset, problem| {
+        Err(Malformed {
+            format: Format::Json,
+            offset,
+            problem,
+            header,
+        })
     };
 
-    // Judge the fields read so far in order, so the error carries as much header as it can.
-    let type_name = match fields.type_name {
-        Some(v) => match json_type_name(v) {
-            Ok(name) => {
-                header.type_name = Some(name.to_string());
-                Some(name)
-            }
-            Err(p) => return Err(fail(header, offset_of(v), p)),
-        },
+    // Judge the fields in order, so an error carries as much of the header as was valid.
+    let type_name = match fields.type_name.map(|v| (v, json_type_name(v))) {
+        Some((v, Err(p))) => return fail(partial(None, None, None), offset_of(v), p),
+        Some((_, Ok(name))) => Some(name),
         None => None,
     };
-    let version = match fields.version {
-        Some(v) => match json_version(v) {
-            Ok(n) => {
-                header.version = Some(n);
-                Some(n)
-            }
-            Err(p) => return Err(fail(header, offset_of(v), p)),
-        },
+    let version = match fields.version.map(|v| (v, json_version(v))) {
+        Some((v, Err(p))) => {
+            return fail(partial(type_name.as_deref(), None, None), offset_of(v), p);
+        }
+        Some((_, Ok(n))) => Some(n),
         None => None,
     };
     let headers = match fields.headers {
         Some(v) => match serde_json::from_str::<Headers>(v.get()) {
-            Ok(h) => {
-                header.headers = h.clone();
-                h
-            }
+            Ok(h) => Some(h),
             Err(e) => {
                 let problem = Malformation::InvalidHeaders(crate::codec::json_message(&e));
-                return Err(fail(header, offset_of(v), problem));
+                let header = partial(type_name.as_deref(), version, None);
+                return fail(header, offset_of(v), problem);
             }
         },
-        None => Headers::new(),
+        None => None,
     };
     if let Err(e) = parsed {
-        let offset = json_offset(b, &e);
         let problem = match fields.duplicate {
             Some(key) => Malformation::DuplicateKey(key),
             None => Malformation::Syntax(crate::codec::json_message(&e)),
         };
-        return Err(fail(header, offset, problem));
+        let header = partial(type_name.as_deref(), version, headers.as_ref());
+        return fail(header, json_offset(b, &e), problem);
     }
-    let end = b.len();
-    let (Some(type_name), Some(version), Some(payload)) = (type_name, version, fields.payload)
-    else {
-        let missing = if fields.type_name.is_none() {
-            "type"
-        } else if fields.version.is_none() {
-            "version"
-        } else {
-            "payload"
-        };
-        return Err(fail(header, end, Malformation::MissingKey(missing)));
-    };
-    Ok(RawEnvelope {
-        header: Header {
-            format: Format::Json,
-            type_name,
-            version,
-            headers,
-        },
-        payload: PayloadRef::JsonStr(payload.get()),
-    })
+    match (type_name, version, fields.payload) {
+        (Some(type_name), Some(version), Some(payload)) => Ok(RawEnvelope {
+            header: Header {
+                format: Format::Json,
+                type_name,
+                version,
+                headers: headers.unwrap_or_default(),
+            },
+            payload: PayloadRef::JsonStr(payload.get()),
+        }),
+        (type_name, version, _) => {
+            let missing = if type_name.is_none() {
+                "type"
+            } else if version.is_none() {
+                "version"
+            } else {
+                "payload"
+            };
+            let header = partial(type_name.as_deref(), version, headers.as_ref());
+            fail(header, b.len(), Malformation::MissingKey(missing))
+        }
+    }
 }
 
 /// The byte offset serde_json's line and column point at.
@@ -563,6 +664,13 @@ type PackResult<T> = Result<T, (usize, Malformation)>;
 impl<'a> Pack<'a> {
     fn syntax<T>(&self, at: usize, what: &str) -> PackResult<T> {
         Err((at, Malformation::Syntax(what.to_owned())))
+    }
+
+    /// Steps over `key` (marker and bytes) if it comes next.
+    #[inline]
+    fn key(&mut self, key: &[u8]) -> Option<()> {
+        let rest = self.b.get(self.pos..)?;
+        rest.starts_with(key).then(|| self.pos += key.len())
     }
 
     fn byte(&mut self) -> PackResult<u8> {
@@ -680,11 +788,22 @@ impl<'a> Pack<'a> {
         Ok(0)
     }
 
-    fn type_name(&mut self) -> PackResult<&'a str> {
+    fn type_name(&mut self, expected: Option<&'static str>) -> PackResult<&'a str> {
         let at = self.pos;
         let marker = self.byte()?;
         match self.str_len(marker)? {
             Some(0) => Err((at, Malformation::InvalidType("an empty string".to_owned()))),
+            Some(len) if expected.is_some_and(|e| e.len() == len) => {
+                let start = self.pos;
+                let bytes = self.take(len)?;
+                match expected {
+                    Some(name) if name.as_bytes() == bytes => Ok(name),
+                    _ => {
+                        self.pos = start;
+                        self.text(len)
+                    }
+                }
+            }
             Some(len) => self.text(len),
             None => Err((at, Malformation::InvalidType(pack_kind(marker).to_owned()))),
         }
@@ -756,108 +875,113 @@ fn pack_kind(marker: u8) -> &'static str {
     }
 }
 
-fn parse_msgpack(b: &[u8]) -> Result<RawEnvelope<'_>, Malformed> {
-    let mut header = PartialHeader {
-        format: Some(Format::MessagePack),
-        ..PartialHeader::default()
-    };
-    let mut pack = Pack { b, pos: 0 };
-    let mut type_name = None;
-    let mut version = None;
-    let mut headers = None;
-    let mut payload = None;
-    let result = (|| -> PackResult<()> {
-        let marker = pack.byte()?;
-        let Some(len) = pack.map_len(marker)? else {
-            return Err((0, Malformation::NotAnEnvelope));
-        };
-        for _ in 0..len {
-            let key_at = pack.pos;
-            let marker = pack.byte()?;
-            let key = match pack.str_len(marker)? {
-                Some(n) => Key::from_name(pack.take(n)?),
-                None => {
-                    // A non-string key is no field of ours: skip it and its value.
-                    pack.pos = key_at;
-                    pack.skip()?;
-                    pack.skip()?;
-                    continue;
-                }
-            };
-            let seen = match key {
-                Key::Type => type_name.is_some(),
-                Key::Version => version.is_some(),
-                Key::Headers => headers.is_some(),
-                Key::Payload => payload.is_some(),
-                Key::Other => false,
-            };
-            if seen {
-                return Err((key_at, Malformation::DuplicateKey(key.name())));
-            }
-            match key {
-                Key::Type => {
-                    let name = pack.type_name()?;
-                    header.type_name = Some(name.to_owned());
-                    type_name = Some(name);
-                }
-                Key::Version => {
-                    let v = pack.version()?;
-                    header.version = Some(v);
-                    version = Some(v);
-                }
-                Key::Headers => {
-                    let h = pack.headers()?;
-                    header.headers = h.clone();
-                    headers = Some(h);
-                }
-                Key::Payload => {
-                    let start = pack.pos;
-                    pack.skip()?;
-                    payload = Some(&b[start..pack.pos]);
-                }
-                Key::Other => pack.skip()?,
-            }
+/// The envelope fields of a MessagePack map, as far as they were read.
+#[derive(Default)]
+struct PackFields<'a> {
+    type_name: Option<&'a str>,
+    version: Option<u32>,
+    headers: Option<Headers>,
+    payload: Option<&'a [u8]>,
+}
+
+impl PackFields<'_> {
+    fn partial(&self) -> PartialHeader {
+        PartialHeader {
+            format: Some(Format::MessagePack),
+            type_name: self.type_name.map(str::to_owned),
+            version: self.version,
+            headers: self.headers.clone().unwrap_or_default(),
         }
-        if pack.pos != b.len() {
-            return Err((pack.pos, Malformation::TrailingBytes));
-        }
-        Ok(())
-    })();
-    let fail = |header, (offset, problem)| Malformed {
-        format: Format::MessagePack,
-        offset,
-        problem,
-        header,
-    };
-    if let Err(e) = result {
-        return Err(fail(header, e));
     }
-    let (Some(type_name), Some(version), Some(payload)) = (type_name, version, payload) else {
-        let missing = if type_name.is_none() {
+}
+
+fn parse_msgpack<'a>(
+    b: &'a [u8],
+    expected: Option<&'static str>,
+) -> Result<RawEnvelope<'a>, Malformed> {
+    let mut fields = PackFields::default();
+    let mut pack = Pack { b, pos: 0 };
+    if let Err((offset, problem)) = read_pack_fields(&mut pack, &mut fields, expected) {
+        return Err(Malformed {
+            format: Format::MessagePack,
+            offset,
+            problem,
+            header: fields.partial(),
+        });
+    }
+    let (Some(type_name), Some(version), Some(payload)) =
+        (fields.type_name, fields.version, fields.payload)
+    else {
+        let missing = if fields.type_name.is_none() {
             "type"
-        } else if version.is_none() {
+        } else if fields.version.is_none() {
             "version"
         } else {
             "payload"
         };
-        return Err(fail(header, (b.len(), Malformation::MissingKey(missing))));
+        return Err(Malformed {
+            format: Format::MessagePack,
+            offset: b.len(),
+            problem: Malformation::MissingKey(missing),
+            header: fields.partial(),
+        });
     };
     Ok(RawEnvelope {
         header: Header {
             format: Format::MessagePack,
             type_name: Cow::Borrowed(type_name),
             version,
-            headers: headers.unwrap_or_default(),
+            headers: fields.headers.unwrap_or_default(),
         },
         payload: PayloadRef::MessagePack(payload),
     })
 }
 
-/// Checks that `b` holds exactly one MessagePack value, as a split-form body must.
-pub(crate) fn check_msgpack_value(b: &[u8]) -> PackResult<()> {
-    let mut pack = Pack { b, pos: 0 };
-    pack.skip()?;
-    if pack.pos != b.len() {
+fn read_pack_fields<'a>(
+    pack: &mut Pack<'a>,
+    fields: &mut PackFields<'a>,
+    expected: Option<&'static str>,
+) -> PackResult<()> {
+    let marker = pack.byte()?;
+    let Some(len) = pack.map_len(marker)? else {
+        return Err((0, Malformation::NotAnEnvelope));
+    };
+    for _ in 0..len {
+        let key_at = pack.pos;
+        let marker = pack.byte()?;
+        let key = match pack.str_len(marker)? {
+            Some(n) => Key::from_name(pack.take(n)?),
+            None => {
+                // A non-string key is no field of ours: skip it and its value.
+                pack.pos = key_at;
+                pack.skip()?;
+                pack.skip()?;
+                continue;
+            }
+        };
+        let seen = match key {
+            Key::Type => fields.type_name.is_some(),
+            Key::Version => fields.version.is_some(),
+            Key::Headers => fields.headers.is_some(),
+            Key::Payload => fields.payload.is_some(),
+            Key::Other => false,
+        };
+        if seen {
+            return Err((key_at, Malformation::DuplicateKey(key.name())));
+        }
+        match key {
+            Key::Type => fields.type_name = Some(pack.type_name(expected)?),
+            Key::Version => fields.version = Some(pack.version()?),
+            Key::Headers => fields.headers = Some(pack.headers()?),
+            Key::Payload => {
+                let start = pack.pos;
+                pack.skip()?;
+                fields.payload = pack.b.get(start..pack.pos);
+            }
+            Key::Other => pack.skip()?,
+        }
+    }
+    if pack.pos != pack.b.len() {
         return Err((pack.pos, Malformation::TrailingBytes));
     }
     Ok(())

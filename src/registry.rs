@@ -5,7 +5,7 @@ use std::any::TypeId;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::codec::{Format, Input, PayloadRef};
+use crate::codec::{self, Format, Input, PayloadRef};
 use crate::envelope::{self, Decoded, Header, Headers, Malformed, Raw, RawEnvelope, Split};
 use crate::error::{EncodeError, Error, ErrorKind, Malformation, RegistryError, RegistryProblem};
 use crate::upcast::{ChainFailure, Upcaster};
@@ -281,7 +281,32 @@ impl Registry {
     }
 
     fn decode_raw<'a, T: Message>(&self, raw: Raw<'a>) -> Result<Decoded<'a, T>, Error> {
-        self.with_envelope(raw, |env| {
+        let expected = const {
+            if envelope::is_plain_name(T::NAME) {
+                Some(T::NAME)
+            } else {
+                None
+            }
+        };
+        if let Some(env) = envelope::fast(raw, expected) {
+            // The writer's own form of the current version: nothing between bytes and `T`.
+            let name = &*env.header.type_name;
+            // `fast_json` hands back `T::NAME` itself when it matched, so a pointer test
+            // usually settles the name.
+            let is_t = std::ptr::eq(name, T::NAME) || name == T::NAME;
+            let message = if env.header.version == T::VERSION && is_t {
+                codec::read_current::<T>(env.payload)
+            } else {
+                self.convert::<T>(&env.header, env.payload).ok()
+            };
+            if let Some(message) = message {
+                return Ok(Decoded {
+                    message,
+                    header: env.header,
+                });
+            }
+        }
+        self.parse_and(raw, expected, |env| {
             match self.convert::<T>(&env.header, env.payload) {
                 Ok(message) => Ok(Decoded {
                     message,
@@ -292,19 +317,15 @@ impl Registry {
         })
     }
 
-    /// Reads the envelope and hands it to `attempt`; the writer's canonical form is read by
-    /// the fast path first, and anything it cannot settle by the full parser.
-    pub(crate) fn with_envelope<'a, R>(
+    /// Reads the envelope with the full parser and hands it to `attempt`. Used for whatever
+    /// the fast path could not settle; `expected` is the type name most likely to be found.
+    pub(crate) fn parse_and<'a, R>(
         &self,
         raw: Raw<'a>,
-        attempt: impl Fn(RawEnvelope<'a>) -> Result<R, Failed<'a>>,
+        expected: Option<&'static str>,
+        attempt: impl FnOnce(RawEnvelope<'a>) -> Result<R, Failed<'a>>,
     ) -> Result<R, Error> {
-        if let Some(env) = envelope::fast_json(raw) {
-            if let Ok(r) = attempt(env) {
-                return Ok(r);
-            }
-        }
-        let env = envelope::parse(raw).map_err(|m| malformed(m, raw.bytes()))?;
+        let env = envelope::parse(raw, expected).map_err(|m| malformed(m, raw.bytes()))?;
         attempt(env).map_err(|failed| {
             let (kind, env) = *failed;
             Error::new(kind, env.header.to_partial(), raw.bytes())
@@ -332,7 +353,7 @@ impl Registry {
 
     /// Reads only the envelope header, for routing without decoding.
     pub fn peek<'a>(&self, bytes: &'a [u8]) -> Result<Header<'a>, Error> {
-        envelope::parse(Raw::Bytes(bytes))
+        envelope::parse(Raw::Bytes(bytes), None)
             .map(|env| env.header)
             .map_err(|m| malformed(m, bytes))
     }
@@ -553,20 +574,6 @@ pub(crate) fn split_envelope<'a>(
         Ok(v) => v,
         Err(problem) => return fail(partial, problem),
     };
-    if format == Format::MessagePack {
-        if let Err((offset, problem)) = envelope::check_msgpack_value(body) {
-            partial.version = Some(version);
-            return Err(malformed(
-                Malformed {
-                    format,
-                    offset,
-                    problem,
-                    header: partial,
-                },
-                body,
-            ));
-        }
-    }
     Ok(RawEnvelope {
         header: Header {
             format,
