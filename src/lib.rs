@@ -24,11 +24,4 @@ pub use upcaster_derive::Message;
 pub mod __private {
     pub use crate::codec::Input;
     pub use crate::upcast::{upcast_via, ChainFailure};
-
-    /// Fails compilation when `previous` does not name the version just below.
-    pub const fn assert_previous_version(previous: u32, this: u32) {
-        if previous.checked_add(1).is_none() || previous + 1 != this {
-            panic!("`previous` must name the struct of the version just below this one");
-        }
-    }
 }

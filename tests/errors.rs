@@ -73,7 +73,10 @@ fn duplicate_version_keys() {
         e.to_string(),
         "malformed JSON envelope at byte 75: duplicate key `version`"
     );
-    assert!(input[..75].ends_with(br#","version""#), "just past the second key");
+    assert!(
+        input[..75].ends_with(br#","version""#),
+        "just past the second key"
+    );
     assert_eq!(e.header().version, Some(1), "the first version was read");
     assert_eq!(e.raw(), input);
 }
