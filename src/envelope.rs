@@ -197,7 +197,7 @@ impl<T: crate::Message> Decoded<'_, T> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Split {
     /// Goes in the broker header `type`.
-    pub type_name: &'static str,
+    pub type_name: Cow<'static, str>,
     /// Goes in the broker header `version`, as decimal ASCII.
     pub version: u32,
     /// The payload alone, in the chosen codec.

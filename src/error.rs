@@ -317,6 +317,68 @@ pub enum RegistryProblem {
         /// The step's target version.
         to: u32,
     },
+    /// A migration file's directory names no registered type, alias or former name.
+    #[error("{file}: no registered message type is called `{type_name}`")]
+    MigrationUnknownType {
+        /// The step file.
+        file: String,
+        /// The directory's name.
+        type_name: String,
+    },
+    /// A migration file names a version the type does not have.
+    #[error("{file}: `{type_name}` has no v{to}; its current version is v{current}")]
+    MigrationVersion {
+        /// The step file.
+        file: String,
+        /// The registered type.
+        type_name: String,
+        /// The step's source version.
+        from: u32,
+        /// The step's target version.
+        to: u32,
+        /// The current version.
+        current: u32,
+    },
+    /// A migration file's step is also served by something else.
+    #[error("{file}: `{type_name}` v{from}→v{to} is also served by {other}")]
+    MigrationConflict {
+        /// The step file.
+        file: String,
+        /// The registered type.
+        type_name: String,
+        /// The step's source version.
+        from: u32,
+        /// The step's target version.
+        to: u32,
+        /// What else serves it: another file, a Rust upcaster, or a typed link.
+        other: String,
+    },
+    /// A configured write version needs a step that cannot be undone.
+    #[error("`{type_name}` cannot be downcast from v{to} to v{from}: {reason}")]
+    NotReversible {
+        /// The registered type.
+        type_name: String,
+        /// The step's source version.
+        from: u32,
+        /// The step's target version.
+        to: u32,
+        /// Why it cannot be undone.
+        reason: String,
+    },
+    /// A configured write version that the chain does not reach.
+    #[error(
+        "`{type_name}` cannot be written as v{version}: its chain spans v{oldest} to v{current}"
+    )]
+    WriteVersionOutOfRange {
+        /// The registered type.
+        type_name: String,
+        /// The configured version.
+        version: u32,
+        /// The oldest version of the chain.
+        oldest: u32,
+        /// The current version.
+        current: u32,
+    },
     /// A step or handler names a type that is not registered.
     #[error("`{type_name}` is not registered")]
     NotRegistered {

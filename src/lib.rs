@@ -6,6 +6,7 @@ pub mod dispatch;
 pub mod envelope;
 pub mod error;
 mod message;
+pub mod migration;
 pub mod registry;
 pub mod upcast;
 
@@ -14,10 +15,11 @@ pub use dispatch::Dispatcher;
 pub use envelope::{Decoded, Header, Headers, Split};
 pub use error::{EncodeError, Error, ErrorKind, Malformation, RegistryError, RegistryProblem};
 pub use message::Message;
+pub use migration::{Migration, Migrations};
 pub use registry::{Registry, RegistryBuilder};
 pub use serde_json::Value;
 pub use upcast::{StepError, Upcaster};
-pub use upcaster_derive::Message;
+pub use upcaster_derive::{embed_migrations, Message};
 
 /// Items the derive macro expands to. Not part of the public API.
 #[doc(hidden)]

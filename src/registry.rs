@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use crate::codec::{self, Format, Input, PayloadRef};
 use crate::envelope::{self, Decoded, Header, Headers, Malformed, Raw, RawEnvelope, Split};
 use crate::error::{EncodeError, Error, ErrorKind, Malformation, RegistryError, RegistryProblem};
+use crate::migration::{Migration, Migrations};
 use crate::upcast::{ChainFailure, Upcaster};
 use crate::Message;
 
@@ -51,6 +52,8 @@ pub struct Registry {
     pub(crate) entries: Vec<Entry>,
     pub(crate) by_name: HashMap<Box<str>, usize>,
     by_type: HashMap<TypeId, usize>,
+    /// True when some type writes an older version, so `encode` must look it up.
+    downcasting: bool,
 }
 
 #[derive(Debug)]
@@ -64,13 +67,34 @@ pub(crate) struct Entry {
     typed_floor: u32,
     /// `steps[k]` takes version `oldest + k` to the next, up to `typed_floor`.
     steps: Vec<Upcaster>,
+    /// The older version to write, if one is configured.
+    write: Option<Write>,
 }
 
-/// Collects message types and upcasters; [`RegistryBuilder::build`] checks them all.
+/// An older version that [`Registry::encode`] writes instead of the current one.
+#[derive(Debug)]
+struct Write {
+    version: u32,
+    /// The type name at that version.
+    name: String,
+}
+
+impl Entry {
+    /// The step from `from` to `from + 1`, if the chain has one.
+    fn step(&self, from: u32) -> Option<&Upcaster> {
+        let k = from.checked_sub(self.oldest)?;
+        self.steps.get(usize::try_from(k).ok()?)
+    }
+}
+
+/// Collects message types, upcasters and migrations; [`RegistryBuilder::build`] checks
+/// them all.
 #[derive(Debug, Default)]
 pub struct RegistryBuilder {
     types: Vec<TypeInfo>,
     steps: Vec<(TypeId, &'static str, Upcaster)>,
+    migrations: Vec<Migration>,
+    write_versions: Vec<(TypeId, &'static str, u32)>,
 }
 
 #[derive(Debug)]
@@ -105,6 +129,44 @@ impl RegistryBuilder {
         self
     }
 
+    /// Adds declarative migration steps, each to the registered type its directory names
+    /// (by name, alias or former name).
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize, upcaster::Message)]
+    /// # #[serde(rename_all = "camelCase")]
+    /// # #[message(version = 2)]
+    /// # struct AddPonkaToImage { image_post: u64 }
+    /// use upcaster::{Migration, Migrations, Registry};
+    ///
+    /// let mut migrations = Migrations::new();
+    /// migrations.push(Migration::parse(
+    ///     "AddPonkaToImage/v1-to-v2.json",
+    ///     r#"{"ops": [{"op": "move", "from": "/imagePostId", "path": "/imagePost"}]}"#,
+    /// )?);
+    /// let registry = Registry::builder()
+    ///     .register::<AddPonkaToImage>()
+    ///     .migrations(migrations)
+    ///     .build()?;
+    /// let old = br#"{"type":"AddPonkaToImage","version":1,"payload":{"imagePostId":3}}"#;
+    /// assert_eq!(registry.decode::<AddPonkaToImage>(old)?.message.image_post, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn migrations(mut self, migrations: Migrations) -> Self {
+        self.migrations.extend(migrations);
+        self
+    }
+
+    /// Makes [`Registry::encode`] write `T` as `version`, older than current, by running
+    /// the chain backwards. Producers deployed before their consumers keep writing what the
+    /// old consumers read. `build` fails unless every step down to `version` has an inverse.
+    pub fn write_version<T: Message>(mut self, version: u32) -> Self {
+        self.write_versions
+            .push((TypeId::of::<T>(), T::NAME, version));
+        self
+    }
+
     /// Checks every type and chain, and reports all problems at once.
     pub fn build(self) -> Result<Registry, RegistryError> {
         let mut problems = Vec::new();
@@ -127,64 +189,45 @@ impl RegistryBuilder {
                 oldest: info.current,
                 typed_floor: typed_floor(info),
                 steps: Vec::new(),
+                write: None,
             });
             infos.push(info);
         }
 
+        // Migration files name their type by directory.
+        let mut steps = self.steps;
+        for migration in self.migrations {
+            let owner = infos.iter().position(|info| {
+                let name = migration.type_name();
+                info.name == name
+                    || info.aliases.contains(&name)
+                    || info.typed.iter().any(|(n, _)| *n == name)
+            });
+            match owner {
+                Some(i) => steps.push((
+                    entries[i].type_id,
+                    entries[i].name,
+                    Upcaster::migration(migration),
+                )),
+                None => problems.push(RegistryProblem::MigrationUnknownType {
+                    file: migration.file().to_owned(),
+                    type_name: migration.type_name().to_owned(),
+                }),
+            }
+        }
+
         // Steps, sorted into each type's chain.
         let mut chains: Vec<Vec<Upcaster>> = entries.iter().map(|_| Vec::new()).collect();
-        let mut renames: Vec<Vec<String>> = entries.iter().map(|_| Vec::new()).collect();
-        for (type_id, type_name, step) in self.steps {
+        for (type_id, type_name, step) in steps {
             let Some(i) = entries.iter().position(|e| e.type_id == type_id) else {
                 problems.push(RegistryProblem::NotRegistered {
                     type_name: type_name.to_owned(),
                 });
                 continue;
             };
-            let entry = &entries[i];
-            let (from, to) = (step.from, step.to);
-            let name = entry.name.to_owned();
-            let problem = if from == 0 || to == 0 {
-                Some(RegistryProblem::VersionZero {
-                    type_name: name,
-                    from,
-                    to,
-                })
-            } else if to <= from {
-                Some(RegistryProblem::Cycle {
-                    type_name: name,
-                    from,
-                    to,
-                })
-            } else if to - from > 1 {
-                Some(RegistryProblem::NotAdjacent {
-                    type_name: name,
-                    from,
-                    to,
-                })
-            } else if to > entry.current {
-                Some(RegistryProblem::BeyondCurrent {
-                    type_name: name,
-                    from,
-                    to,
-                    current: entry.current,
-                })
-            } else if from >= entry.typed_floor || chains[i].iter().any(|s| s.from == from) {
-                // At or above the typed floor, `previous` already serves this pair.
-                Some(RegistryProblem::DuplicateStep {
-                    type_name: name,
-                    from,
-                    to,
-                })
-            } else {
-                None
-            };
-            match problem {
+            match check_step(&entries[i], &chains[i], &step) {
                 Some(p) => problems.push(p),
-                None => {
-                    renames[i].extend(step.renamed_from.clone());
-                    chains[i].push(step);
-                }
+                None => chains[i].push(step),
             }
         }
         for (entry, mut chain) in entries.iter_mut().zip(chains) {
@@ -192,17 +235,15 @@ impl RegistryBuilder {
             // Walk down from the typed floor; the chain must be unbroken to its oldest step.
             let mut oldest = entry.typed_floor;
             for step in chain.iter().rev() {
-                if step.to == oldest {
-                    oldest = step.from;
-                } else {
+                if step.to != oldest {
                     problems.extend((step.to..oldest).map(|from| RegistryProblem::Gap {
                         type_name: entry.name.to_owned(),
                         from,
                         to: from + 1,
                         current: entry.current,
                     }));
-                    oldest = step.from;
                 }
+                oldest = step.from;
             }
             entry.oldest = oldest;
             entry.steps = chain;
@@ -213,13 +254,17 @@ impl RegistryBuilder {
         for (i, entry) in entries.iter().enumerate() {
             by_name.insert(entry.name.into(), i);
         }
-        for (i, (info, former)) in infos.iter().zip(&renames).enumerate() {
+        for (i, info) in infos.iter().enumerate() {
+            let former = entries[i]
+                .steps
+                .iter()
+                .filter_map(|s| s.renamed_from.as_deref());
             let names = info
                 .aliases
                 .iter()
                 .copied()
                 .chain(info.typed.iter().map(|(n, _)| *n))
-                .chain(former.iter().map(String::as_str));
+                .chain(former);
             for name in names {
                 match by_name.get(name) {
                     Some(&j) if j == i => {}
@@ -235,6 +280,19 @@ impl RegistryBuilder {
             }
         }
 
+        for (type_id, type_name, version) in self.write_versions {
+            let Some(i) = entries.iter().position(|e| e.type_id == type_id) else {
+                problems.push(RegistryProblem::NotRegistered {
+                    type_name: type_name.to_owned(),
+                });
+                continue;
+            };
+            match plan_write(&entries[i], infos[i], version) {
+                Ok(write) => entries[i].write = write,
+                Err(found) => problems.extend(found),
+            }
+        }
+
         if !problems.is_empty() {
             return Err(RegistryError { problems });
         }
@@ -243,12 +301,133 @@ impl RegistryBuilder {
             .enumerate()
             .map(|(i, e)| (e.type_id, i))
             .collect();
+        let downcasting = entries.iter().any(|e| e.write.is_some());
         Ok(Registry {
             entries,
             by_name,
             by_type,
+            downcasting,
         })
     }
+}
+
+/// What is wrong with adding `step` to the chain of `entry`, if anything.
+fn check_step(entry: &Entry, chain: &[Upcaster], step: &Upcaster) -> Option<RegistryProblem> {
+    let (from, to) = (step.from, step.to);
+    let type_name = entry.name.to_owned();
+    if from == 0 || to == 0 {
+        return Some(RegistryProblem::VersionZero {
+            type_name,
+            from,
+            to,
+        });
+    }
+    if to <= from {
+        return Some(RegistryProblem::Cycle {
+            type_name,
+            from,
+            to,
+        });
+    }
+    if to - from > 1 {
+        return Some(RegistryProblem::NotAdjacent {
+            type_name,
+            from,
+            to,
+        });
+    }
+    if to > entry.current {
+        let current = entry.current;
+        return Some(match step.file() {
+            Some(file) => RegistryProblem::MigrationVersion {
+                file: file.to_owned(),
+                type_name,
+                from,
+                to,
+                current,
+            },
+            None => RegistryProblem::BeyondCurrent {
+                type_name,
+                from,
+                to,
+                current,
+            },
+        });
+    }
+    // At or above the typed floor, a `previous` link already serves the pair.
+    let other = if from >= entry.typed_floor {
+        "the typed link `previous`".to_owned()
+    } else {
+        chain.iter().find(|s| s.from == from)?.origin()
+    };
+    Some(match step.file() {
+        Some(file) => RegistryProblem::MigrationConflict {
+            file: file.to_owned(),
+            type_name,
+            from,
+            to,
+            other,
+        },
+        None if other != "a Rust upcaster" => RegistryProblem::MigrationConflict {
+            file: other,
+            type_name,
+            from,
+            to,
+            other: "a Rust upcaster".to_owned(),
+        },
+        None => RegistryProblem::DuplicateStep {
+            type_name,
+            from,
+            to,
+        },
+    })
+}
+
+/// How `entry` writes `version`: every step down to it must have an inverse.
+fn plan_write(
+    entry: &Entry,
+    info: &TypeInfo,
+    version: u32,
+) -> Result<Option<Write>, Vec<RegistryProblem>> {
+    let type_name = entry.name.to_owned();
+    if version == 0 || version < entry.oldest || version > entry.current {
+        return Err(vec![RegistryProblem::WriteVersionOutOfRange {
+            type_name,
+            version,
+            oldest: entry.oldest,
+            current: entry.current,
+        }]);
+    }
+    if version == entry.current {
+        return Ok(None);
+    }
+    let problems: Vec<_> = (version..entry.current)
+        .filter_map(|from| {
+            let reason = if from >= entry.typed_floor {
+                Some("a typed `previous` link has no inverse".to_owned())
+            } else {
+                entry.step(from).and_then(Upcaster::irreversible)
+            }?;
+            Some(RegistryProblem::NotReversible {
+                type_name: type_name.clone(),
+                from,
+                to: from + 1,
+                reason,
+            })
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    // The name at `version`: the lowest rename at or above it, else the current name.
+    let renamed = (version..entry.typed_floor)
+        .filter_map(|from| entry.step(from)?.renamed_from.clone())
+        .next();
+    let typed = info.typed.iter().find(|(_, v)| *v == version);
+    let name = renamed
+        .or_else(|| typed.map(|(n, _)| (*n).to_owned()))
+        .unwrap_or_else(|| entry.name.to_owned());
+    Ok(Some(Write { version, name }))
 }
 
 /// The lowest version from which `previous` links reach the current version unbroken.
@@ -487,13 +666,23 @@ impl Registry {
         format: Format,
     ) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::with_capacity(128);
-        match format {
-            Format::Json => envelope::write_json(&mut out, T::NAME, T::VERSION, headers, message),
-            Format::MessagePack => {
-                envelope::write_msgpack(&mut out, T::NAME, T::VERSION, headers, message)
-            }
-        }
-        .map_err(envelope::encode_error(T::NAME, T::VERSION, format))?;
+        let written = match self.downcast(message, format)? {
+            Some((name, version, tree)) => match format {
+                Format::Json => envelope::write_json(&mut out, &name, version, headers, &tree),
+                Format::MessagePack => {
+                    envelope::write_msgpack(&mut out, &name, version, headers, &tree)
+                }
+            },
+            None => match format {
+                Format::Json => {
+                    envelope::write_json(&mut out, T::NAME, T::VERSION, headers, message)
+                }
+                Format::MessagePack => {
+                    envelope::write_msgpack(&mut out, T::NAME, T::VERSION, headers, message)
+                }
+            },
+        };
+        written.map_err(envelope::encode_error(T::NAME, T::VERSION, format))?;
         Ok(out)
     }
 
@@ -504,16 +693,59 @@ impl Registry {
         message: &T,
         format: Format,
     ) -> Result<Split, EncodeError> {
-        let body = envelope::write_body(format, message).map_err(envelope::encode_error(
-            T::NAME,
-            T::VERSION,
-            format,
-        ))?;
-        Ok(Split {
-            type_name: T::NAME,
-            version: T::VERSION,
-            body,
+        let failed = envelope::encode_error(T::NAME, T::VERSION, format);
+        Ok(match self.downcast(message, format)? {
+            Some((name, version, tree)) => Split {
+                type_name: Cow::Owned(name),
+                version,
+                body: envelope::write_body(format, &tree).map_err(failed)?,
+            },
+            None => Split {
+                type_name: Cow::Borrowed(T::NAME),
+                version: T::VERSION,
+                body: envelope::write_body(format, message).map_err(failed)?,
+            },
         })
+    }
+
+    /// The version `T` is written as: the current one, or the configured older one.
+    pub fn write_version<T: Message>(&self) -> u32 {
+        self.writes::<T>().map_or(T::VERSION, |(_, w)| w.version)
+    }
+
+    fn writes<T: Message>(&self) -> Option<(&Entry, &Write)> {
+        if !self.downcasting {
+            return None;
+        }
+        let entry = &self.entries[*self.by_type.get(&TypeId::of::<T>())?];
+        Some((entry, entry.write.as_ref()?))
+    }
+
+    /// `message` taken back to its configured write version, as (name, version, payload);
+    /// `None` when `T` is written as current.
+    fn downcast<T: Message>(
+        &self,
+        message: &T,
+        format: Format,
+    ) -> Result<Option<(String, u32, serde_json::Value)>, EncodeError> {
+        let Some((entry, write)) = self.writes::<T>() else {
+            return Ok(None);
+        };
+        let failed = |message: String| EncodeError {
+            type_name: T::NAME,
+            version: write.version,
+            format,
+            message,
+        };
+        let mut tree = serde_json::to_value(message).map_err(|e| failed(e.to_string()))?;
+        for from in (write.version..entry.current).rev() {
+            let step = entry
+                .step(from)
+                .ok_or_else(|| failed(format!("no step v{from}→v{}", from + 1)))?;
+            step.downcast(&mut tree)
+                .map_err(|e| failed(format!("downcasting v{}→v{from}: {e}", from + 1)))?;
+        }
+        Ok(Some((write.name.clone(), write.version, tree)))
     }
 
     /// The current version of a registered type, by its name or any alias.

@@ -9,6 +9,7 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::codec::Input;
+use crate::migration::{Inverse, Irreversible, Migration};
 use crate::Message;
 
 /// The reason a step gives when it refuses a payload. Anything that converts into a boxed
@@ -36,11 +37,13 @@ pub struct Upcaster {
     pub(crate) to: u32,
     pub(crate) renamed_from: Option<String>,
     pub(crate) run: StepFn,
+    inverse: Option<Box<TreeFn>>,
 }
 
 pub(crate) enum StepFn {
     Tree(Box<TreeFn>),
     Typed(fn(&mut Value, u32, u32, bool) -> Result<(), ChainFailure>),
+    Migration(Box<(Migration, Result<Inverse, Irreversible>)>),
 }
 
 impl Upcaster {
@@ -55,6 +58,72 @@ impl Upcaster {
             to,
             renamed_from: None,
             run: StepFn::Tree(Box::new(step)),
+            inverse: None,
+        }
+    }
+
+    /// The step of a declarative migration file, whose inverse is derived from its
+    /// operations.
+    pub fn migration(step: Migration) -> Self {
+        let inverse = step.inverse();
+        Upcaster {
+            from: step.from_version(),
+            to: step.to_version(),
+            renamed_from: step.renamed_from().map(str::to_owned),
+            run: StepFn::Migration(Box::new((step, inverse))),
+            inverse: None,
+        }
+    }
+
+    /// Gives an untyped step its inverse (version `to` back to `from`), so that a registry
+    /// can write an older version for consumers not yet upgraded.
+    pub fn with_inverse<F>(mut self, inverse: F) -> Self
+    where
+        F: Fn(&mut Value) -> Result<(), StepError> + Send + Sync + 'static,
+    {
+        self.inverse = Some(Box::new(inverse));
+        self
+    }
+
+    /// The migration file this step came from, if any.
+    pub fn file(&self) -> Option<&str> {
+        match &self.run {
+            StepFn::Migration(m) => Some(m.0.file()),
+            _ => None,
+        }
+    }
+
+    /// What serves this step, for messages: the file, or Rust code.
+    pub(crate) fn origin(&self) -> String {
+        match self.file() {
+            Some(file) => file.to_owned(),
+            None => "a Rust upcaster".to_owned(),
+        }
+    }
+
+    /// Why the step cannot be undone, if it cannot.
+    pub(crate) fn irreversible(&self) -> Option<String> {
+        match (&self.run, &self.inverse) {
+            (_, Some(_)) => None,
+            (StepFn::Migration(m), None) => m.1.as_ref().err().map(ToString::to_string),
+            (StepFn::Tree(_), None) => {
+                Some("its Rust upcaster has no inverse; add one with `with_inverse`".into())
+            }
+            (StepFn::Typed(_), None) => {
+                Some("a typed step has no inverse; use an untyped step with `with_inverse`".into())
+            }
+        }
+    }
+
+    /// Takes a payload of version `to` back to `from`.
+    pub(crate) fn downcast(&self, tree: &mut Value) -> Result<(), StepError> {
+        match (&self.run, &self.inverse) {
+            (_, Some(f)) => f(tree),
+            (StepFn::Migration(m), None) => match &m.1 {
+                Ok(inverse) => inverse.apply(tree).map_err(Into::into),
+                Err(e) => Err(e.clone().into()),
+            },
+            _ => Err(self.irreversible().unwrap_or_default().into()),
         }
     }
 
@@ -73,6 +142,7 @@ impl Upcaster {
             to: New::VERSION,
             renamed_from: (Old::NAME != New::NAME).then(|| Old::NAME.to_owned()),
             run: StepFn::Typed(typed_tree_step::<Old, New>),
+            inverse: None,
         }
     }
 
@@ -102,6 +172,11 @@ impl Upcaster {
                 reason,
             }),
             StepFn::Typed(f) => f(tree, self.from, self.to, locate),
+            StepFn::Migration(m) => m.0.apply(tree).map_err(|failure| ChainFailure::Step {
+                from: self.from,
+                to: self.to,
+                reason: Box::new(failure),
+            }),
         }
     }
 }
@@ -114,9 +189,10 @@ impl fmt::Debug for Upcaster {
             .field("renamed_from", &self.renamed_from)
             .field(
                 "kind",
-                &match self.run {
-                    StepFn::Tree(_) => "tree",
-                    StepFn::Typed(_) => "typed",
+                &match &self.run {
+                    StepFn::Tree(_) => "tree".to_owned(),
+                    StepFn::Typed(_) => "typed".to_owned(),
+                    StepFn::Migration(m) => m.0.file().to_owned(),
                 },
             )
             .finish()

@@ -456,14 +456,14 @@ fn split_form_round_trips_in_both_codecs() {
     let registry = registry();
     for format in [Format::Json, Format::MessagePack] {
         let split = registry.encode_split(&delete(), format).unwrap();
-        assert_eq!((split.type_name, split.version), ("DeleteImagePost", 1));
+        assert_eq!((&*split.type_name, split.version), ("DeleteImagePost", 1));
         let body_alone = match format {
             Format::Json => serde_json::to_vec(&delete()).unwrap(),
             Format::MessagePack => rmp_serde::to_vec_named(&delete()).unwrap(),
         };
         assert_eq!(split.body, body_alone, "the body is the bare payload");
         let d: Decoded<DeleteImagePost> = registry
-            .decode_split(split.type_name, "1", &split.body, format)
+            .decode_split(&split.type_name, "1", &split.body, format)
             .unwrap();
         assert_eq!(d.message, delete());
         assert_eq!(d.header.format, format);

@@ -169,7 +169,7 @@ fn missing_upcaster() {
 }
 
 #[test]
-fn upcast_failed_names_the_step_and_the_reason() {
+fn upcast_failed_names_the_step_the_operation_and_the_pointer() {
     let input = br#"{"type":"AddPonkaToImage","version":1,"payload":{"imagePost":4}}"#;
     let e = registry().decode::<AddPonkaToImage>(input).unwrap_err();
     match e.kind() {
@@ -180,17 +180,40 @@ fn upcast_failed_names_the_step_and_the_reason() {
             reason,
         } => {
             assert_eq!((*type_name, *from, *to), ("AddPonkaToImage", 1, 2));
-            assert_eq!(reason.to_string(), "`imagePostId` is missing");
+            let failure = reason
+                .downcast_ref::<upcaster::migration::OpFailure>()
+                .expect("a migration step fails with an OpFailure");
+            assert_eq!(failure.file, "AddPonkaToImage/v1-to-v2.json");
+            assert_eq!(failure.index, 0);
+            assert_eq!(failure.message, "/imagePostId not found");
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(
         e.to_string(),
-        "upcasting `AddPonkaToImage` v1→v2 failed: `imagePostId` is missing"
+        "upcasting `AddPonkaToImage` v1→v2 failed: op 0 (move /imagePostId → /imagePost): /imagePostId not found"
     );
     assert!(
         std::error::Error::source(&e).is_some(),
         "the reason is the source"
+    );
+    assert_eq!(e.raw(), input);
+}
+
+#[test]
+fn a_rust_step_failure_carries_its_own_reason() {
+    let registry = Registry::builder()
+        .register::<AddPonkaToImage>()
+        .upcaster::<AddPonkaToImage>(upcaster::Upcaster::new(1, 2, |_| {
+            Err("v1 payloads are no longer accepted".into())
+        }))
+        .build()
+        .unwrap();
+    let input = br#"{"type":"AddPonkaToImage","version":1,"payload":{"imagePostId":4}}"#;
+    let e = registry.decode::<AddPonkaToImage>(input).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "upcasting `AddPonkaToImage` v1→v2 failed: v1 payloads are no longer accepted"
     );
 }
 
@@ -274,11 +297,13 @@ fn payload_invalid_after_an_upcast_points_into_the_upcast_payload() {
 }
 
 #[test]
-fn payload_that_is_not_an_object_fails_the_tree_step() {
-    let input = br#"{"type":"AddPonkaToImage","version":1,"payload":[1]}"#;
+fn payload_that_is_not_an_object_fails_the_step() {
+    let input = br#"{"type":"AddPonkaToImage","version":1,"payload":7}"#;
     let e = registry().decode::<AddPonkaToImage>(input).unwrap_err();
     assert!(
-        matches!(e.kind(), ErrorKind::UpcastFailed { reason, .. } if reason.to_string() == "payload is not an object")
+        matches!(e.kind(), ErrorKind::UpcastFailed { reason, .. }
+            if reason.to_string() == "op 0 (move /imagePostId → /imagePost): /imagePostId not found: its parent is a number"),
+        "{e}"
     );
 }
 

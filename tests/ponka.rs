@@ -113,9 +113,9 @@ fn the_split_form_runs_the_same_chain() {
         let old = yesterday
             .encode_split(&v1::AddPonkaToImage { image_post_id: 8 }, format)
             .unwrap();
-        assert_eq!((old.type_name, old.version), ("AddPonkaToImage", 1));
+        assert_eq!((&*old.type_name, old.version), ("AddPonkaToImage", 1));
         let d: Decoded<AddPonkaToImage> = today
-            .decode_split(old.type_name, "1", &old.body, format)
+            .decode_split(&old.type_name, "1", &old.body, format)
             .unwrap();
         assert_eq!(d.message, AddPonkaToImage { image_post: 8 });
         assert_eq!(d.arrived_version(), 1);
@@ -128,7 +128,7 @@ fn the_split_form_runs_the_same_chain() {
             .encode_split(&AddPonkaToImage { image_post: 9 }, format)
             .unwrap();
         let d: Decoded<AddPonkaToImage> = today
-            .decode_split(new.type_name, &new.version.to_string(), &new.body, format)
+            .decode_split(&new.type_name, &new.version.to_string(), &new.body, format)
             .unwrap();
         assert_eq!(d.message.image_post, 9);
         assert!(!d.was_upcast());

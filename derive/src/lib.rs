@@ -10,11 +10,12 @@
 
 mod ast;
 mod attr;
+mod embed;
 mod expand;
 mod valid;
 
 use proc_macro::TokenStream;
-use syn::{parse_macro_input, DeriveInput};
+use syn::{parse_macro_input, DeriveInput, LitStr};
 
 /// Implements `upcaster::Message` for a struct or an enum: one version of one named message
 /// type.
@@ -73,6 +74,22 @@ use syn::{parse_macro_input, DeriveInput};
 pub fn derive_message(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     expand::derive(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Embeds a migrations directory in the binary, for deploys that ship one file.
+///
+/// `embed_migrations!("migrations")` reads every `<TypeName>/v<N>-to-v<N+1>.json` below that
+/// directory (relative to the crate's `Cargo.toml`) at compile time and evaluates to
+/// `Result<upcaster::Migrations, upcaster::migration::MigrationErrors>`, exactly as
+/// `Migrations::load` would at run time. Each file is included with `include_str!`, so
+/// editing one rebuilds; a new file is seen on the next build of the crate (add
+/// `println!("cargo:rerun-if-changed=migrations")` to a build script to make that automatic).
+#[proc_macro]
+pub fn embed_migrations(input: TokenStream) -> TokenStream {
+    let dir = parse_macro_input!(input as LitStr);
+    embed::expand(&dir)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }

@@ -65,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The split form: type and version travel as broker headers beside a bare body.
     let split = today.encode_split(&AddPonkaToImage { image_post: 15 }, Format::Json)?;
     let version = split.version.to_string();
-    let line = handled.dispatch_split(split.type_name, &version, &split.body, Format::Json)?;
+    let line = handled.dispatch_split(&split.type_name, &version, &split.body, Format::Json)?;
     println!(
         "stored:   type={} version={} body={}\n{line}\n",
         split.type_name,

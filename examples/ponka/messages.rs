@@ -4,7 +4,7 @@
 //! types.
 
 use serde::{Deserialize, Serialize};
-use upcaster::{Registry, RegistryError, Upcaster};
+use upcaster::{Registry, RegistryError};
 
 /// What yesterday's code wrote: v1 called the image post `imagePostId`.
 pub mod v1 {
@@ -44,26 +44,16 @@ pub struct ImagePostDeletedEvent {
     pub filename: String,
 }
 
-/// The rename of v1 → v2, over the payload's object tree.
-pub fn rename_image_post_id() -> Upcaster {
-    Upcaster::new(1, 2, |payload| {
-        let object = payload.as_object_mut().ok_or("payload is not an object")?;
-        let id = object
-            .remove("imagePostId")
-            .ok_or("`imagePostId` is missing")?;
-        object.insert("imagePost".to_owned(), id);
-        Ok(())
-    })
-}
-
-/// Today's registry: every current type, and the chain that reads v1.
-pub fn registry() -> Result<Registry, RegistryError> {
-    Registry::builder()
+/// Today's registry: every current type, and the migrations in `migrations/` that read
+/// older versions (`AddPonkaToImage/v1-to-v2.json` renames `imagePostId`), compiled in.
+pub fn registry() -> Result<Registry, Box<dyn std::error::Error>> {
+    let migrations = upcaster::embed_migrations!("migrations")?;
+    Ok(Registry::builder()
         .register::<AddPonkaToImage>()
-        .upcaster::<AddPonkaToImage>(rename_image_post_id())
         .register::<DeleteImagePost>()
         .register::<ImagePostDeletedEvent>()
-        .build()
+        .migrations(migrations)
+        .build()?)
 }
 
 /// Yesterday's registry, as the v1 code built it.
