@@ -286,10 +286,6 @@ struct AddPonkaToImage {
     image_post: u64,
 }
 
-#[derive(Debug, PartialEq, Serialize, Deserialize, Message)]
-#[message(version = 1)]
-struct Other {}
-
 fn ponka_step() -> Migrations {
     let mut m = Migrations::new();
     m.push(step(
