@@ -4,8 +4,8 @@ use std::any::TypeId;
 
 use crate::codec::Format;
 use crate::envelope::{self, Decoded, Raw, RawEnvelope};
-use crate::error::{Error, ErrorKind, RegistryError, RegistryProblem};
-use crate::registry::{self, Failed, Registry};
+use crate::error::{Error, ErrorKind, RegistryError};
+use crate::registry::{self, Failed, Named, Registry};
 use crate::Message;
 
 type Handler<'r, Out> = dyn for<'a> Fn(&Registry, RawEnvelope<'a>) -> Result<Out, Failed<'a>> + 'r;
@@ -64,9 +64,7 @@ impl<'r, Out> Dispatcher<'r, Out> {
             .position(|e| e.type_id == TypeId::of::<T>())
         else {
             return Err(RegistryError {
-                problems: vec![RegistryProblem::NotRegistered {
-                    type_name: T::NAME.to_owned(),
-                }],
+                problems: vec![Named::of::<T>().unregistered(&self.registry.entries)],
             });
         };
         self.handlers[i] = Some(Box::new(

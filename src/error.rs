@@ -59,6 +59,7 @@ impl Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Error")
+            .field("message", &self.to_string())
             .field("kind", &self.0.kind)
             .field("header", &self.0.header)
             .field("raw_len", &self.0.raw.len())
@@ -68,7 +69,17 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0.kind, f)
+        fmt::Display::fmt(&self.0.kind, f)?;
+        // A payload that fails a later version than it arrived in came out of the chain.
+        match (&self.0.kind, self.0.header.version) {
+            (ErrorKind::PayloadInvalid { version, .. }, Some(arrived)) if arrived < *version => {
+                write!(
+                    f,
+                    " (it arrived as v{arrived}; the steps from v{arrived} produced this)"
+                )
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -96,7 +107,7 @@ pub struct PartialHeader {
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The bytes are not a valid envelope.
-    #[error("malformed {format} envelope at byte {offset}: {problem}")]
+    #[error("malformed {}envelope at byte {offset}: {problem}", format_of(*format, problem))]
     Malformed {
         /// The codec the bytes were read as.
         format: Format,
@@ -112,12 +123,23 @@ pub enum ErrorKind {
         type_name: String,
     },
     /// A typed decode found a message of another registered type.
-    #[error("expected a `{expected}` message, found `{found}`")]
+    #[error("expected a message of type `{expected}`, found `{found}`")]
     UnexpectedType {
         /// The type the caller asked for.
         expected: &'static str,
         /// The name found in the envelope.
         found: String,
+    },
+    /// The caller decoded into an older struct of a registered type; handlers get the
+    /// current one.
+    #[error("`{type_name}` v{version} is not the registry's current version v{current}: decode into the current struct")]
+    NotCurrent {
+        /// The type name.
+        type_name: &'static str,
+        /// The version of the struct asked for.
+        version: u32,
+        /// The registered current version.
+        current: u32,
     },
     /// The message is newer than this code: normal during a rolling deploy. Requeue it.
     #[error("`{type_name}` v{version} is newer than this code's v{current}; requeue it until this worker runs the new code")]
@@ -130,7 +152,7 @@ pub enum ErrorKind {
         current: u32,
     },
     /// No chain of steps leads from the message's version to the current one.
-    #[error("`{type_name}` has no upcaster from v{version} toward v{current}")]
+    #[error("`{type_name}` has no upcaster from v{version} toward v{current}: add a migration file or an `Upcaster` for v{version}→v{}", version + 1)]
     MissingUpcaster {
         /// The registered type name.
         type_name: &'static str,
@@ -153,7 +175,10 @@ pub enum ErrorKind {
         reason: StepError,
     },
     /// The payload does not fit the Rust type of its version.
-    #[error("`{type_name}` v{version} payload invalid at `{pointer}`: {message}")]
+    #[error(
+        "`{type_name}` v{version} payload invalid{}: {message}",
+        at_pointer(pointer)
+    )]
     PayloadInvalid {
         /// The registered type name.
         type_name: &'static str,
@@ -170,6 +195,22 @@ pub enum ErrorKind {
         /// The registered type name.
         type_name: &'static str,
     },
+}
+
+fn at_pointer(pointer: &str) -> String {
+    if pointer.is_empty() {
+        String::new()
+    } else {
+        format!(" at `{pointer}`")
+    }
+}
+
+/// "JSON ", unless the bytes were recognised as neither codec.
+fn format_of(format: Format, problem: &Malformation) -> String {
+    match problem {
+        Malformation::NotAnEnvelope => String::new(),
+        _ => format!("{format} "),
+    }
 }
 
 /// What makes an envelope malformed.
@@ -242,6 +283,26 @@ pub enum RegistryProblem {
     DuplicateName {
         /// The shared name.
         name: String,
+    },
+    /// Two structs of one message type are both registered.
+    #[error("`{name}` is registered as v{older} and as v{newer}: register only the current version (older structs link to it with `previous`)")]
+    SeveralVersions {
+        /// The type name.
+        name: String,
+        /// The lower version.
+        older: u32,
+        /// The higher version, which the registry keeps.
+        newer: u32,
+    },
+    /// A step or handler names an older struct of a registered type.
+    #[error("`{type_name}` v{version} is not the registered current version v{current}: use the current struct")]
+    NotCurrent {
+        /// The type name.
+        type_name: String,
+        /// The version of the struct named.
+        version: u32,
+        /// The registered current version.
+        current: u32,
     },
     /// An alias or former name of one type is the name, alias or former name of another.
     #[error("name `{alias}` of `{owner}` is already taken by `{other}`")]

@@ -4,6 +4,7 @@
 use std::any::TypeId;
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::codec::{self, Format, Input, PayloadRef};
 use crate::envelope::{self, Decoded, Header, Headers, Malformed, Raw, RawEnvelope, Split};
@@ -11,6 +12,27 @@ use crate::error::{EncodeError, Error, ErrorKind, Malformation, RegistryError, R
 use crate::migration::{Migration, Migrations};
 use crate::upcast::{ChainFailure, Upcaster};
 use crate::Message;
+
+/// Hashes a `TypeId`, which is already a hash, by keeping its bits: the lookup on every
+/// encode then costs next to nothing.
+#[derive(Default)]
+struct TypeIdHasher(u64);
+
+impl Hasher for TypeIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
+type ByType = HashMap<TypeId, usize, BuildHasherDefault<TypeIdHasher>>;
 
 /// A failed attempt on an envelope, handed back so the caller can build the error.
 pub(crate) type Failed<'a> = Box<(ErrorKind, RawEnvelope<'a>)>;
@@ -51,9 +73,7 @@ pub(crate) type Failed<'a> = Box<(ErrorKind, RawEnvelope<'a>)>;
 pub struct Registry {
     pub(crate) entries: Vec<Entry>,
     pub(crate) by_name: HashMap<Box<str>, usize>,
-    by_type: HashMap<TypeId, usize>,
-    /// True when some type writes an older version, so `encode` must look it up.
-    downcasting: bool,
+    by_type: ByType,
 }
 
 #[derive(Debug)]
@@ -92,9 +112,9 @@ impl Entry {
 #[derive(Debug, Default)]
 pub struct RegistryBuilder {
     types: Vec<TypeInfo>,
-    steps: Vec<(TypeId, &'static str, Upcaster)>,
+    steps: Vec<(Named, Upcaster)>,
     migrations: Vec<Migration>,
-    write_versions: Vec<(TypeId, &'static str, u32)>,
+    write_versions: Vec<(Named, u32)>,
 }
 
 #[derive(Debug)]
@@ -125,7 +145,7 @@ impl RegistryBuilder {
 
     /// Adds a step to the chain of `T`, which must be registered.
     pub fn upcaster<T: Message>(mut self, step: Upcaster) -> Self {
-        self.steps.push((TypeId::of::<T>(), T::NAME, step));
+        self.steps.push((Named::of::<T>(), step));
         self
     }
 
@@ -162,8 +182,7 @@ impl RegistryBuilder {
     /// the chain backwards. Producers deployed before their consumers keep writing what the
     /// old consumers read. `build` fails unless every step down to `version` has an inverse.
     pub fn write_version<T: Message>(mut self, version: u32) -> Self {
-        self.write_versions
-            .push((TypeId::of::<T>(), T::NAME, version));
+        self.write_versions.push((Named::of::<T>(), version));
         self
     }
 
@@ -173,16 +192,7 @@ impl RegistryBuilder {
         let mut entries: Vec<Entry> = Vec::new();
         let mut infos: Vec<&TypeInfo> = Vec::new();
         for info in &self.types {
-            if entries
-                .iter()
-                .any(|e| e.name == info.name || e.type_id == info.type_id)
-            {
-                problems.push(RegistryProblem::DuplicateName {
-                    name: info.name.to_owned(),
-                });
-                continue;
-            }
-            entries.push(Entry {
+            let entry = Entry {
                 name: info.name,
                 current: info.current,
                 type_id: info.type_id,
@@ -190,8 +200,32 @@ impl RegistryBuilder {
                 typed_floor: typed_floor(info),
                 steps: Vec::new(),
                 write: None,
+            };
+            let Some(k) = entries
+                .iter()
+                .position(|e| e.name == info.name || e.type_id == info.type_id)
+            else {
+                entries.push(entry);
+                infos.push(info);
+                continue;
+            };
+            let kept = entries[k].current;
+            if entries[k].type_id == info.type_id || kept == info.current {
+                problems.push(RegistryProblem::DuplicateName {
+                    name: info.name.to_owned(),
+                });
+                continue;
+            }
+            problems.push(RegistryProblem::SeveralVersions {
+                name: info.name.to_owned(),
+                older: kept.min(info.current),
+                newer: kept.max(info.current),
             });
-            infos.push(info);
+            // Keep the newer, so that the problems that follow speak of the right one.
+            if info.current > kept {
+                entries[k] = entry;
+                infos[k] = info;
+            }
         }
 
         // Migration files name their type by directory.
@@ -205,8 +239,11 @@ impl RegistryBuilder {
             });
             match owner {
                 Some(i) => steps.push((
-                    entries[i].type_id,
-                    entries[i].name,
+                    Named {
+                        type_id: entries[i].type_id,
+                        name: entries[i].name,
+                        version: entries[i].current,
+                    },
                     Upcaster::migration(migration),
                 )),
                 None => problems.push(RegistryProblem::MigrationUnknownType {
@@ -218,11 +255,9 @@ impl RegistryBuilder {
 
         // Steps, sorted into each type's chain.
         let mut chains: Vec<Vec<Upcaster>> = entries.iter().map(|_| Vec::new()).collect();
-        for (type_id, type_name, step) in steps {
-            let Some(i) = entries.iter().position(|e| e.type_id == type_id) else {
-                problems.push(RegistryProblem::NotRegistered {
-                    type_name: type_name.to_owned(),
-                });
+        for (named, step) in steps {
+            let Some(i) = entries.iter().position(|e| e.type_id == named.type_id) else {
+                problems.push(named.unregistered(&entries));
                 continue;
             };
             match check_step(&entries[i], &chains[i], &step) {
@@ -280,11 +315,9 @@ impl RegistryBuilder {
             }
         }
 
-        for (type_id, type_name, version) in self.write_versions {
-            let Some(i) = entries.iter().position(|e| e.type_id == type_id) else {
-                problems.push(RegistryProblem::NotRegistered {
-                    type_name: type_name.to_owned(),
-                });
+        for (named, version) in self.write_versions {
+            let Some(i) = entries.iter().position(|e| e.type_id == named.type_id) else {
+                problems.push(named.unregistered(&entries));
                 continue;
             };
             match plan_write(&entries[i], infos[i], version) {
@@ -301,13 +334,43 @@ impl RegistryBuilder {
             .enumerate()
             .map(|(i, e)| (e.type_id, i))
             .collect();
-        let downcasting = entries.iter().any(|e| e.write.is_some());
         Ok(Registry {
             entries,
             by_name,
             by_type,
-            downcasting,
         })
+    }
+}
+
+/// A Rust type named by a step, a handler or a write version.
+#[derive(Debug)]
+pub(crate) struct Named {
+    type_id: TypeId,
+    name: &'static str,
+    version: u32,
+}
+
+impl Named {
+    pub(crate) fn of<T: Message>() -> Self {
+        Named {
+            type_id: TypeId::of::<T>(),
+            name: T::NAME,
+            version: T::VERSION,
+        }
+    }
+
+    /// The problem with naming a type that `entries` lack: unknown, or an older struct.
+    pub(crate) fn unregistered(&self, entries: &[Entry]) -> RegistryProblem {
+        match entries.iter().find(|e| e.name == self.name) {
+            Some(e) => RegistryProblem::NotCurrent {
+                type_name: self.name.to_owned(),
+                version: self.version,
+                current: e.current,
+            },
+            None => RegistryProblem::NotRegistered {
+                type_name: self.name.to_owned(),
+            },
+        }
     }
 }
 
@@ -355,27 +418,28 @@ fn check_step(entry: &Entry, chain: &[Upcaster], step: &Upcaster) -> Option<Regi
         });
     }
     // At or above the typed floor, a `previous` link already serves the pair.
-    let other = if from >= entry.typed_floor {
-        "the typed link `previous`".to_owned()
+    let (other, other_file) = if from >= entry.typed_floor {
+        ("the typed link `previous`".to_owned(), None)
     } else {
-        chain.iter().find(|s| s.from == from)?.origin()
+        let other = chain.iter().find(|s| s.from == from)?;
+        (other.origin(), other.file())
     };
-    Some(match step.file() {
-        Some(file) => RegistryProblem::MigrationConflict {
+    Some(match (step.file(), other_file) {
+        (Some(file), _) => RegistryProblem::MigrationConflict {
             file: file.to_owned(),
             type_name,
             from,
             to,
             other,
         },
-        None if other != "a Rust upcaster" => RegistryProblem::MigrationConflict {
-            file: other,
+        (None, Some(file)) => RegistryProblem::MigrationConflict {
+            file: file.to_owned(),
             type_name,
             from,
             to,
-            other: "a Rust upcaster".to_owned(),
+            other: step.origin(),
         },
-        None => RegistryProblem::DuplicateStep {
+        (None, None) => RegistryProblem::DuplicateStep {
             type_name,
             from,
             to,
@@ -569,6 +633,12 @@ impl Registry {
             .map(|&i| &self.entries[i]);
         match self.by_name.get(name) {
             Some(&i) if self.entries[i].type_id == TypeId::of::<T>() => Ok(entry),
+            // An older struct of a registered type: decode into the current one.
+            Some(&i) if self.entries[i].name == T::NAME => Err(ErrorKind::NotCurrent {
+                type_name: T::NAME,
+                version: T::VERSION,
+                current: self.entries[i].current,
+            }),
             Some(_) => Err(ErrorKind::UnexpectedType {
                 expected: T::NAME,
                 found: name.to_owned(),
@@ -710,15 +780,38 @@ impl Registry {
 
     /// The version `T` is written as: the current one, or the configured older one.
     pub fn write_version<T: Message>(&self) -> u32 {
-        self.writes::<T>().map_or(T::VERSION, |(_, w)| w.version)
+        match self.by_type.get(&TypeId::of::<T>()) {
+            Some(&i) => self.entries[i]
+                .write
+                .as_ref()
+                .map_or(T::VERSION, |w| w.version),
+            None => T::VERSION,
+        }
     }
 
-    fn writes<T: Message>(&self) -> Option<(&Entry, &Write)> {
-        if !self.downcasting {
-            return None;
+    /// The entry of `T` and its write version, if it writes an older one. Encoding an older
+    /// struct of a registered type is refused: `encode` writes the current version.
+    fn writes<T: Message>(&self, format: Format) -> Result<Option<(&Entry, &Write)>, EncodeError> {
+        match self.by_type.get(&TypeId::of::<T>()) {
+            Some(&i) => {
+                let entry = &self.entries[i];
+                Ok(entry.write.as_ref().map(|w| (entry, w)))
+            }
+            None => match self.by_name.get(T::NAME) {
+                Some(&i) => Err(EncodeError {
+                    type_name: T::NAME,
+                    version: T::VERSION,
+                    format,
+                    message: format!(
+                        "this struct is v{} but the registry's current version is v{}; encode \
+                         the current struct (with `write_version` to write an older one)",
+                        T::VERSION,
+                        self.entries[i].current
+                    ),
+                }),
+                None => Ok(None),
+            },
         }
-        let entry = &self.entries[*self.by_type.get(&TypeId::of::<T>())?];
-        Some((entry, entry.write.as_ref()?))
     }
 
     /// `message` taken back to its configured write version, as (name, version, payload);
@@ -728,7 +821,7 @@ impl Registry {
         message: &T,
         format: Format,
     ) -> Result<Option<(String, u32, serde_json::Value)>, EncodeError> {
-        let Some((entry, write)) = self.writes::<T>() else {
+        let Some((entry, write)) = self.writes::<T>(format)? else {
             return Ok(None);
         };
         let failed = |message: String| EncodeError {

@@ -163,7 +163,7 @@ fn missing_upcaster() {
     ));
     assert_eq!(
         e.to_string(),
-        "`AddPonkaToImage` has no upcaster from v1 toward v2"
+        "`AddPonkaToImage` has no upcaster from v1 toward v2: add a migration file or an `Upcaster` for v1→v2"
     );
     assert!(!e.is_future_version());
 }
@@ -373,4 +373,66 @@ fn type_must_be_a_non_empty_string() {
             "{input}"
         );
     }
+}
+
+#[test]
+fn decoding_into_an_older_struct_says_so() {
+    let input = br#"{"type":"AddPonkaToImage","version":2,"payload":{"imagePost":1}}"#;
+    let e = registry()
+        .decode::<ponka::v1::AddPonkaToImage>(input)
+        .unwrap_err();
+    assert!(matches!(
+        e.kind(),
+        ErrorKind::NotCurrent {
+            type_name: "AddPonkaToImage",
+            version: 1,
+            current: 2
+        }
+    ));
+    assert_eq!(
+        e.to_string(),
+        "`AddPonkaToImage` v1 is not the registry's current version v2: decode into the current struct"
+    );
+}
+
+#[test]
+fn encoding_an_older_struct_is_refused() {
+    let e = registry()
+        .encode(
+            &ponka::v1::AddPonkaToImage { image_post_id: 1 },
+            Format::Json,
+        )
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cannot encode `AddPonkaToImage` v1 as JSON: this struct is v1 but the registry's current version is v2; encode the current struct (with `write_version` to write an older one)"
+    );
+}
+
+#[test]
+fn a_payload_the_chain_left_incomplete_says_where_it_came_from() {
+    let registry = Registry::builder()
+        .register::<AddPonkaToImage>()
+        .upcaster::<AddPonkaToImage>(upcaster::Upcaster::new(1, 2, |p| {
+            p.as_object_mut().ok_or("not an object")?.clear();
+            Ok(())
+        }))
+        .build()
+        .unwrap();
+    let input = br#"{"type":"AddPonkaToImage","version":1,"payload":{"imagePostId":4}}"#;
+    let e = registry.decode::<AddPonkaToImage>(input).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "`AddPonkaToImage` v2 payload invalid: missing field `imagePost` (it arrived as v1; the steps from v1 produced this)"
+    );
+}
+
+#[test]
+fn bytes_of_neither_codec_are_named_as_such() {
+    let e = registry().decode::<AddPonkaToImage>(b"hello").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "malformed envelope at byte 0: not an envelope: expected a JSON object or a MessagePack map"
+    );
+    assert!(format!("{e:?}").starts_with("Error { message: \"malformed envelope"));
 }

@@ -430,7 +430,11 @@ fn names_must_be_unique() {
     );
     assert_eq!(
         problems(Registry::builder().register::<A>().register::<AlsoA>()),
-        [RegistryProblem::DuplicateName { name: "A".into() }]
+        [RegistryProblem::SeveralVersions {
+            name: "A".into(),
+            older: 1,
+            newer: 4
+        }]
     );
     assert_eq!(
         problems(Registry::builder().register::<A>().register::<B>()),
@@ -527,4 +531,55 @@ fn dispatch_routes_a_mixed_queue_by_type_name() {
             type_name: "Profile"
         }
     ));
+}
+
+#[test]
+fn registering_two_versions_of_one_type_keeps_the_newer_and_says_why() {
+    let found = problems(
+        Registry::builder()
+            .register::<ShipmentV1>()
+            .register::<Shipment>()
+            .upcaster::<Shipment>(noop(1, 2)),
+    );
+    assert_eq!(
+        found,
+        [
+            RegistryProblem::SeveralVersions {
+                name: "Shipment".into(),
+                older: 1,
+                newer: 3
+            },
+            RegistryProblem::DuplicateStep {
+                type_name: "Shipment".into(),
+                from: 1,
+                to: 2
+            },
+        ]
+    );
+    let found = problems(
+        Registry::builder()
+            .register::<Shipment>()
+            .upcaster::<ShipmentV2>(noop(1, 2)),
+    );
+    assert_eq!(
+        found[0].to_string(),
+        "`Shipment` v2 is not the registered current version v3: use the current struct"
+    );
+}
+
+#[test]
+fn a_handler_for_an_older_struct_is_refused_with_the_reason() {
+    let registry = Registry::builder().register::<Shipment>().build().unwrap();
+    let e = Dispatcher::new(&registry)
+        .on(|_: Decoded<ShipmentV1>| ())
+        .err()
+        .unwrap();
+    assert_eq!(
+        e.problems,
+        [RegistryProblem::NotCurrent {
+            type_name: "Shipment".into(),
+            version: 1,
+            current: 3
+        }]
+    );
 }

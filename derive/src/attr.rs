@@ -21,6 +21,8 @@ pub struct Attrs {
     pub written: Vec<Key>,
     /// Whether an attribute could not be read to its end, so keys may be missing from it.
     pub malformed: bool,
+    /// Whether an unknown key was written: perhaps a typo of a missing one.
+    pub unknown_keys: bool,
     /// `name = "..."`.
     pub name: Option<Str>,
     /// `version = N`.
@@ -172,8 +174,14 @@ impl Reader<'_> {
     fn entry(&mut self, order: Order, key: &Ident, eq: Option<Token![=]>, value: TokenStream) {
         let written = key.unraw().to_string();
         let Some(known) = Key::ALL.into_iter().find(|known| known.as_str() == written) else {
-            let message = format!("unknown key `{written}`; expected one of {KEYS}");
+            let guess = Key::ALL
+                .into_iter()
+                .find(|known| close(known.as_str(), &written))
+                .map(|known| format!("did you mean `{}`? ", known.as_str()))
+                .unwrap_or_default();
+            let message = format!("unknown key `{written}`; {guess}expected one of {KEYS}");
             self.errors.at(order, key.span(), message);
+            self.attrs.unknown_keys = true;
             return;
         };
         let duplicate = self.attrs.written.contains(&known);
@@ -372,4 +380,22 @@ fn ungroup(expr: &Expr) -> &Expr {
         Expr::Group(group) => ungroup(&group.expr),
         other => other,
     }
+}
+
+/// True when `a` and `b` differ by at most two edits (a typo, not another word).
+fn close(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()] <= 2
 }

@@ -25,7 +25,15 @@ pub fn derive(node: &DeriveInput) -> syn::Result<TokenStream> {
 
 fn expand(message: &valid::Message) -> TokenStream {
     let ident = message.ident;
-    let name = &message.name;
+    // Without a `name`, a linked version keeps the name of the one before it.
+    let name = match (&message.name, message.previous) {
+        (Some(name), _) => quote!(#name),
+        (None, Some(previous)) => quote!(<#previous as ::upcaster::Message>::NAME),
+        (None, None) => {
+            let ident = message.ident.to_string();
+            quote!(#ident)
+        }
+    };
     let version = Literal::u32_unsuffixed(message.version);
     let aliases = &message.aliases;
     let typed = message

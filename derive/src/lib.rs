@@ -26,8 +26,9 @@ use syn::{parse_macro_input, DeriveInput, LitStr};
 /// - `version = 2`: required. An integer literal from 1 to 4294967295 (`u32::MAX`): the
 ///   version of the message type that this Rust type represents. The first version is 1.
 /// - `name = "AddPonkaToImage"`: optional. A string literal, the type name written into
-///   every envelope. Defaults to the Rust type's identifier. It must not be empty and must
-///   not contain control characters.
+///   every envelope. Defaults to the name of the `previous` version when there is one (the
+///   versions of one message type share a name), else to the Rust type's identifier. It must
+///   not be empty and must not contain control characters.
 /// - `aliases = ["AddPonka", "Ponka"]`: optional, empty by default. An array of string
 ///   literals: older names that still resolve to this type when reading. The same rules as
 ///   for `name` apply; an alias must differ from the name and from every other alias.

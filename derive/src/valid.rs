@@ -10,7 +10,8 @@ use crate::{Errors, Order};
 /// A message type that passed every check: all that `expand` needs.
 pub struct Message<'a> {
     pub ident: &'a Ident,
-    pub name: String,
+    /// `None`: the name of the `previous` version, which links the same message type.
+    pub name: Option<String>,
     pub version: u32,
     pub aliases: Vec<String>,
     pub previous: Option<&'a syn::Path>,
@@ -27,9 +28,13 @@ pub fn check<'a>(input: &'a Input<'a>, errors: &mut Errors) -> Option<Message<'a
         (_, Some(version)) => check_version(version, errors),
         // No attribute at all: reported at the identifier, with the item's mistakes.
         (None, None) => None,
-        // A `version` with a bad value, or an attribute that could not be read to its end,
-        // was already reported by `attr`.
-        (Some(_), None) if attrs.malformed || attrs.written.contains(&Key::Version) => None,
+        // A `version` with a bad value, an attribute that could not be read to its end, or
+        // an unknown key (likely `verison`) was already reported by `attr`.
+        (Some(_), None)
+            if attrs.malformed || attrs.unknown_keys || attrs.written.contains(&Key::Version) =>
+        {
+            None
+        }
         (Some(path), None) => {
             errors.at(
                 Order::ATTRIBUTE,
@@ -40,21 +45,22 @@ pub fn check<'a>(input: &'a Input<'a>, errors: &mut Errors) -> Option<Message<'a
         }
     };
 
+    // `Some(None)`: inherited from `previous`, so unknown here.
     let name = match &attrs.name {
         Some(name) => {
             check_text(name, "message name", errors);
-            Some(name.value.clone())
+            Some(Some(name.value.clone()))
         }
-        None if !attrs.written.contains(&Key::Name) => Some(input.ident.unraw().to_string()),
-        // A `name` with a bad value: there is no name to compare the aliases with.
-        None => None,
+        None if attrs.written.contains(&Key::Name) => None,
+        None if attrs.previous.is_some() => Some(None),
+        None => Some(Some(input.ident.unraw().to_string())),
     };
 
     let mut aliases: Vec<String> = Vec::new();
     for alias in &attrs.aliases {
         check_text(alias, "alias", errors);
         let shown = alias.value.escape_debug();
-        if name.as_ref() == Some(&alias.value) {
+        if name.as_ref().and_then(Option::as_ref) == Some(&alias.value) {
             let why = if attrs.name.is_none() {
                 ", which defaults to the type's identifier"
             } else {

@@ -1,0 +1,9 @@
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, upcaster::Message)]
+#[message(name = "AddPonkaToImage", verison = 2)]
+struct AddPonkaToImage {
+    image_post: u64,
+}
+
+fn main() {}
