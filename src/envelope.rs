@@ -1,5 +1,5 @@
 //! The envelope: the header (`type`, `version`, `headers`) around a payload, in JSON,
-//! MessagePack, or split form. See FORMAT.md for the wire format.
+//! MessagePack, or split form. The README's "Wire format" section specifies it.
 
 use std::borrow::Cow;
 use std::fmt;

@@ -45,7 +45,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .on(|m: Decoded<DeleteImagePost>| describe(&m))?
         .on(|m: Decoded<ImagePostDeletedEvent>| describe(&m))?;
 
-    println!("Draining {} messages with today's code\n", queue.len());
+    println!(
+        "Draining {} queued messages with today's code, then one in split form\n",
+        queue.len()
+    );
     let mut requeued = Vec::new();
     for bytes in queue {
         println!("stored:   {}", show(&bytes));
@@ -78,18 +81,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn describe<T: upcaster::Message + std::fmt::Debug>(m: &Decoded<'_, T>) -> String {
-    let how = if m.was_upcast() { "upcast" } else { "current" };
     let version = m.arrived_version();
-    format!("new code: {:?} (arrived as v{version}, {how})", m.message)
+    let how = if m.was_upcast() {
+        format!("arrived as v{version}, upcast to v{}", T::VERSION)
+    } else {
+        format!("arrived as v{version}, already current")
+    };
+    format!("new code: {:?} ({how})", m.message)
 }
 
-/// JSON as text, MessagePack as hex.
+/// JSON as text; MessagePack as its size and the same data shown as JSON.
 fn show(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(text) if bytes.first() == Some(&b'{') => text.to_owned(),
-        _ => {
-            let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            format!("MessagePack {}", hex.join(" "))
-        }
+        _ => match rmp_serde::from_slice::<upcaster::Value>(bytes) {
+            Ok(value) => format!("MessagePack, {} bytes, shown as JSON: {value}", bytes.len()),
+            Err(_) => format!("{} bytes", bytes.len()),
+        },
     }
 }
