@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use serde::de::{self, DeserializeOwned, IgnoredAny};
-use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Visitor};
+use serde::Deserializer;
 use serde_json::Value;
 
 use crate::upcast::ChainFailure;
@@ -78,7 +78,7 @@ impl<'a> Input<'a> {
                     locate_json(&mut serde_json::Deserializer::from_slice(b))
                 }
                 Source::Payload(PayloadRef::MessagePack(b)) => {
-                    let mut de = rmp_serde::Deserializer::from_read_ref(b);
+                    let mut de = msgpack_reader(b);
                     serde_path_to_error::deserialize(&mut de)
                         .map_err(|e| failed(Some(pointer(e.path())), e.into_inner().to_string()))
                 }
@@ -188,15 +188,39 @@ pub(crate) fn read_current<T: DeserializeOwned>(payload: PayloadRef<'_>) -> Opti
 /// Reads one MessagePack value that must fill `b`: rmp-serde alone ignores trailing bytes.
 #[inline]
 fn msgpack_exact<T: DeserializeOwned>(b: &[u8]) -> Result<T, rmp_serde::decode::Error> {
-    let mut de = rmp_serde::Deserializer::from_read_ref(b);
+    let mut de = msgpack_reader(b);
     let value = T::deserialize(&mut de)?;
-    // Only an end of input where the next value would start proves there is none.
-    match IgnoredAny::deserialize(&mut de) {
+    // rmp-serde does not tell its position, so ask for one more value: only a failure to read
+    // its first marker proves the input ended. `NoValue` accepts nothing, so a trailing value
+    // is refused at its marker rather than read into.
+    match de.deserialize_any(NoValue) {
         Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
             if e.kind() == std::io::ErrorKind::UnexpectedEof =>
         {
             Ok(value)
         }
         _ => Err(de::Error::custom("trailing bytes after the payload")),
+    }
+}
+
+/// The nesting limit for MessagePack, as serde_json's for JSON: deeper input is refused
+/// before it can exhaust a thread's stack.
+const MAX_DEPTH: usize = 128;
+
+pub(crate) fn msgpack_reader(
+    b: &[u8],
+) -> rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'_, [u8]>> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(b);
+    de.set_max_depth(MAX_DEPTH);
+    de
+}
+
+/// A visitor that accepts no value at all.
+struct NoValue;
+
+impl Visitor<'_> for NoValue {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the end of the payload")
     }
 }

@@ -81,14 +81,13 @@ impl Headers {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
-    /// Inserts a header that must be new; the error names the repeated key.
-    fn insert_unique(&mut self, key: String, value: String) -> Result<(), String> {
-        match self.find(&key) {
-            Ok(_) => Err(format!("duplicate header `{key}`")),
-            Err(i) => {
-                self.0.insert(i, (key, value));
-                Ok(())
-            }
+    /// Headers from pairs whose keys must be unique; the error names a repeated key. Sorts
+    /// once, so many headers cost n log n, not n².
+    fn from_unique(mut pairs: Vec<(String, String)>) -> Result<Self, String> {
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        match pairs.windows(2).find(|w| w[0].0 == w[1].0) {
+            Some(w) => Err(format!("duplicate header `{}`", shorten(&w[0].0))),
+            None => Ok(Headers(pairs)),
         }
     }
 }
@@ -118,14 +117,11 @@ impl<'de> Deserialize<'de> for Headers {
                 f.write_str("a map of unique string keys to string values")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
-                let mut headers = Headers::new();
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
                 while let Some(key) = map.next_key::<String>()? {
-                    let value = map.next_value::<String>()?;
-                    headers
-                        .insert_unique(key, value)
-                        .map_err(de::Error::custom)?;
+                    pairs.push((key, map.next_value::<String>()?));
                 }
-                Ok(headers)
+                Headers::from_unique(pairs).map_err(de::Error::custom)
             }
         }
         deserializer.deserialize_map(HeadersVisitor)
@@ -241,6 +237,15 @@ pub(crate) struct Malformed {
     pub(crate) header: PartialHeader,
 }
 
+/// Text quoted in an error, cut so that a huge input cannot make a huge message.
+pub(crate) fn shorten(text: &str) -> String {
+    const MAX: usize = 40;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
 fn is_json_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
@@ -286,6 +291,13 @@ pub(crate) fn fast_json<'a>(
     raw: Raw<'a>,
     expected: Option<&'static str>,
 ) -> Option<RawEnvelope<'a>> {
+    // JSON is UTF-8. Checking it all here (serde_json checks only the strings it keeps)
+    // makes the fast path refuse what the full parser refuses, at the cost serde_json's
+    // `from_slice` would pay anyway; the payload is then read as text.
+    let raw = match raw {
+        Raw::Bytes(b) => Raw::Str(std::str::from_utf8(b).ok()?),
+        text => text,
+    };
     let b = raw.bytes();
     let rest = b.strip_prefix(b"{\"type\":\"")?;
     let (type_name, rest): (Cow<'_, str>, &[u8]) = match known_name(rest, expected) {
@@ -300,7 +312,7 @@ pub(crate) fn fast_json<'a>(
             let start = b.len() - rest.len();
             let name = match raw {
                 Raw::Str(s) => s.get(start..start + len)?,
-                Raw::Bytes(_) => std::str::from_utf8(&rest[..len]).ok()?,
+                Raw::Bytes(_) => return None,
             };
             (Cow::Borrowed(name), &rest[len + 1..])
         }
@@ -394,7 +406,21 @@ pub(crate) fn parse<'a>(
 ) -> Result<RawEnvelope<'a>, Malformed> {
     let b = raw.bytes();
     match b.iter().position(|&c| !is_json_ws(c)) {
-        Some(i) if b[i] == b'{' => parse_json(raw),
+        Some(i) if b[i] == b'{' => match raw {
+            Raw::Str(_) => parse_json(raw),
+            Raw::Bytes(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => parse_json(Raw::Str(text)),
+                Err(e) => Err(Malformed {
+                    format: Format::Json,
+                    offset: e.valid_up_to(),
+                    problem: Malformation::Syntax("invalid UTF-8".to_owned()),
+                    header: PartialHeader {
+                        format: Some(Format::Json),
+                        ..PartialHeader::default()
+                    },
+                }),
+            },
+        },
         Some(0) if is_msgpack_map(b[0]) => parse_msgpack(b, expected),
         first => Err(Malformed {
             format: match first {
@@ -531,49 +557,56 @@ fn parse_json(raw: Raw<'_>) -> Result<RawEnvelope<'_>, Malformed> {
         })
     };
 
-    // Judge the fields in order, so an error carries as much of the header as was valid.
-    let type_name = match fields.type_name.map(|v| (v, json_type_name(v))) {
-        Some((v, Err(p))) => return fail(partial(None, None, None), offset_of(v), p),
-        Some((_, Ok(name))) => Some(name),
-        None => None,
+    // A duplicated field has no value: readers must not pick a winner.
+    match fields.duplicate {
+        Some("type") => fields.type_name = None,
+        Some("version") => fields.version = None,
+        Some("headers") => fields.headers = None,
+        _ => {}
+    }
+    // Judge each field on its own, so an error carries every field that was valid (a
+    // dead-letter handler wants the message id even when the version is wrong).
+    let type_name = fields.type_name.map(|v| (offset_of(v), json_type_name(v)));
+    let version = fields.version.map(|v| (offset_of(v), json_version(v)));
+    let headers = fields.headers.map(|v| {
+        let parsed = serde_json::from_str::<Headers>(v.get())
+            .map_err(|e| Malformation::InvalidHeaders(crate::codec::json_message(&e)));
+        (offset_of(v), parsed)
+    });
+    let header = || {
+        partial(
+            valid(&type_name).map(|n| &**n),
+            valid(&version).copied(),
+            valid(&headers),
+        )
     };
-    let version = match fields.version.map(|v| (v, json_version(v))) {
-        Some((v, Err(p))) => {
-            return fail(partial(type_name.as_deref(), None, None), offset_of(v), p);
-        }
-        Some((_, Ok(n))) => Some(n),
-        None => None,
-    };
-    let headers = match fields.headers {
-        Some(v) => match serde_json::from_str::<Headers>(v.get()) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                let problem = Malformation::InvalidHeaders(crate::codec::json_message(&e));
-                let header = partial(type_name.as_deref(), version, None);
-                return fail(header, offset_of(v), problem);
-            }
-        },
-        None => None,
-    };
+    let first_invalid = invalid(&type_name)
+        .or_else(|| invalid(&version))
+        .or_else(|| invalid(&headers));
+    if let Some((at, problem)) = first_invalid {
+        return fail(header(), at, problem.clone());
+    }
     if let Err(e) = parsed {
         let problem = match fields.duplicate {
             Some(key) => Malformation::DuplicateKey(key),
             None => Malformation::Syntax(crate::codec::json_message(&e)),
         };
-        let header = partial(type_name.as_deref(), version, headers.as_ref());
-        return fail(header, json_offset(b, &e), problem);
+        return fail(header(), json_offset(b, &e), problem);
     }
-    match (type_name, version, fields.payload) {
-        (Some(type_name), Some(version), Some(payload)) => Ok(RawEnvelope {
-            header: Header {
-                format: Format::Json,
-                type_name,
-                version,
-                headers: headers.unwrap_or_default(),
-            },
-            payload: PayloadRef::JsonStr(payload.get()),
-        }),
-        (type_name, version, _) => {
+    let header_now = header();
+    match (type_name, version, headers, fields.payload) {
+        (Some((_, Ok(type_name))), Some((_, Ok(version))), headers, Some(payload)) => {
+            Ok(RawEnvelope {
+                header: Header {
+                    format: Format::Json,
+                    type_name,
+                    version,
+                    headers: headers.and_then(|(_, h)| h.ok()).unwrap_or_default(),
+                },
+                payload: PayloadRef::JsonStr(payload.get()),
+            })
+        }
+        (type_name, version, ..) => {
             let missing = if type_name.is_none() {
                 "type"
             } else if version.is_none() {
@@ -581,10 +614,21 @@ fn parse_json(raw: Raw<'_>) -> Result<RawEnvelope<'_>, Malformed> {
             } else {
                 "payload"
             };
-            let header = partial(type_name.as_deref(), version, headers.as_ref());
-            fail(header, b.len(), Malformation::MissingKey(missing))
+            fail(header_now, b.len(), Malformation::MissingKey(missing))
         }
     }
+}
+
+/// A field judged on its own: where it starts, and its value or its problem.
+type Judged<T> = Option<(usize, Result<T, Malformation>)>;
+
+fn valid<T>(field: &Judged<T>) -> Option<&T> {
+    field.as_ref()?.1.as_ref().ok()
+}
+
+fn invalid<T>(field: &Judged<T>) -> Option<(usize, &Malformation)> {
+    let (at, judged) = field.as_ref()?;
+    judged.as_ref().err().map(|p| (*at, p))
 }
 
 /// The byte offset serde_json's line and column point at.
@@ -598,7 +642,11 @@ fn json_offset(b: &[u8], e: &serde_json::Error) -> usize {
             .nth(e.line() - 2)
             .map_or(b.len(), |(i, _)| i + 1)
     };
-    (line_start + e.column()).min(b.len())
+    if e.is_eof() {
+        return b.len();
+    }
+    // serde_json counts columns from 1.
+    (line_start + e.column().saturating_sub(1)).min(b.len())
 }
 
 fn json_type_name(v: &RawValue) -> Result<Cow<'_, str>, Malformation> {
@@ -632,24 +680,25 @@ fn json_kind(text: &str) -> &'static str {
 
 fn json_version(v: &RawValue) -> Result<u32, Malformation> {
     let text = v.get();
+    let shown = shorten(text);
     let invalid = |what: String| Err(Malformation::InvalidVersion(what));
     let is_number = text
         .as_bytes()
         .first()
         .is_some_and(|c| *c == b'-' || c.is_ascii_digit());
     if !is_number {
-        return invalid(format!("{} {text}", json_kind(text)));
+        return invalid(format!("{} {shown}", json_kind(text)));
     }
     if text.contains(['.', 'e', 'E']) {
-        return invalid(format!("the non-integer {text}"));
+        return invalid(format!("the non-integer {shown}"));
     }
     if text.starts_with('-') {
-        return invalid(format!("the negative number {text}"));
+        return invalid(format!("the negative number {shown}"));
     }
     match text.parse::<u64>() {
         Ok(0) => invalid("0".to_owned()),
-        Ok(n) => u32::try_from(n).or_else(|_| invalid(text.to_owned())),
-        Err(_) => invalid(text.to_owned()),
+        Ok(n) => u32::try_from(n).or_else(|_| invalid(shown)),
+        Err(_) => invalid(shown),
     }
 }
 
@@ -840,15 +889,15 @@ impl<'a> Pack<'a> {
         let Some(len) = self.map_len(marker)? else {
             return invalid(at, format!("found {}", pack_kind(marker)));
         };
-        let mut headers = Headers::new();
+        // Each pair takes at least two bytes, which bounds the capacity by the input.
+        let mut pairs = Vec::with_capacity(len.min((self.b.len() - self.pos) / 2));
         for _ in 0..len {
             let key = self.header_text(|kind| format!("a key is {kind}"))?;
-            let value = self.header_text(|kind| format!("the value of `{key}` is {kind}"))?;
-            if let Err(e) = headers.insert_unique(key.to_owned(), value.to_owned()) {
-                return invalid(at, e);
-            }
+            let value =
+                self.header_text(|kind| format!("the value of `{}` is {kind}", shorten(key)))?;
+            pairs.push((key.to_owned(), value.to_owned()));
         }
-        Ok(headers)
+        Headers::from_unique(pairs).or_else(|e| invalid(at, e))
     }
 
     fn header_text(&mut self, what: impl FnOnce(&str) -> String) -> PackResult<&'a str> {
@@ -902,6 +951,13 @@ fn parse_msgpack<'a>(
     let mut fields = PackFields::default();
     let mut pack = Pack { b, pos: 0 };
     if let Err((offset, problem)) = read_pack_fields(&mut pack, &mut fields, expected) {
+        // A duplicated field has no value: readers must not pick a winner.
+        match problem {
+            Malformation::DuplicateKey("type") => fields.type_name = None,
+            Malformation::DuplicateKey("version") => fields.version = None,
+            Malformation::DuplicateKey("headers") => fields.headers = None,
+            _ => {}
+        }
         return Err(Malformed {
             format: Format::MessagePack,
             offset,
@@ -1081,12 +1137,13 @@ pub(crate) fn encode_error(
 /// Parses a split-form `version` header value with the envelope's rules.
 pub(crate) fn split_version(text: &str) -> Result<u32, Malformation> {
     let invalid = |what: String| Err(Malformation::InvalidVersion(what));
-    if text.is_empty() || !text.bytes().all(|c| c.is_ascii_digit()) {
-        return invalid(format!("{text:?}"));
+    let digits = !text.is_empty() && text.bytes().all(|c| c.is_ascii_digit());
+    if !digits || (text.len() > 1 && text.starts_with('0')) {
+        return invalid(format!("{:?}", shorten(text)));
     }
     match text.parse::<u64>() {
         Ok(0) => invalid("0".to_owned()),
-        Ok(n) => u32::try_from(n).or_else(|_| invalid(text.to_owned())),
-        Err(_) => invalid(text.to_owned()),
+        Ok(n) => u32::try_from(n).or_else(|_| invalid(shorten(text))),
+        Err(_) => invalid(shorten(text)),
     }
 }

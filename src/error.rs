@@ -152,7 +152,7 @@ pub enum ErrorKind {
         current: u32,
     },
     /// No chain of steps leads from the message's version to the current one.
-    #[error("`{type_name}` has no upcaster from v{version} toward v{current}: add a migration file or an `Upcaster` for v{version}→v{}", version + 1)]
+    #[error("`{type_name}` has no upcaster from v{version} toward v{current}: add a migration file or an `Upcaster` for v{version}→v{}", version.saturating_add(1))]
     MissingUpcaster {
         /// The registered type name.
         type_name: &'static str,

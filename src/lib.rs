@@ -25,5 +25,6 @@ pub use upcaster_derive::{embed_migrations, Message};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::codec::Input;
+    pub use crate::message::TypedVersion;
     pub use crate::upcast::{upcast_via, ChainFailure};
 }

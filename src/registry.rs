@@ -9,6 +9,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use crate::codec::{self, Format, Input, PayloadRef};
 use crate::envelope::{self, Decoded, Header, Headers, Malformed, Raw, RawEnvelope, Split};
 use crate::error::{EncodeError, Error, ErrorKind, Malformation, RegistryError, RegistryProblem};
+use crate::message::TypedVersion;
 use crate::migration::{Migration, Migrations};
 use crate::upcast::{ChainFailure, Upcaster};
 use crate::Message;
@@ -123,8 +124,22 @@ struct TypeInfo {
     current: u32,
     type_id: TypeId,
     aliases: &'static [&'static str],
-    /// `(name, version)` of each struct linked by `previous`, oldest first, ending at current.
-    typed: Vec<(&'static str, u32)>,
+    /// Each struct linked by `previous`, oldest first, ending at current.
+    typed: Vec<TypedVersion>,
+}
+
+impl TypeInfo {
+    /// Every name this type is known by: its own, its aliases, and those of the structs its
+    /// `previous` links reach.
+    fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        std::iter::once(self.name)
+            .chain(self.aliases.iter().copied())
+            .chain(
+                self.typed
+                    .iter()
+                    .flat_map(|(n, _, aliases)| std::iter::once(*n).chain(aliases.iter().copied())),
+            )
+    }
 }
 
 impl RegistryBuilder {
@@ -233,9 +248,7 @@ impl RegistryBuilder {
         for migration in self.migrations {
             let owner = infos.iter().position(|info| {
                 let name = migration.type_name();
-                info.name == name
-                    || info.aliases.contains(&name)
-                    || info.typed.iter().any(|(n, _)| *n == name)
+                info.names().any(|n| n == name)
             });
             match owner {
                 Some(i) => steps.push((
@@ -290,16 +303,15 @@ impl RegistryBuilder {
             by_name.insert(entry.name.into(), i);
         }
         for (i, info) in infos.iter().enumerate() {
-            let former = entries[i]
-                .steps
-                .iter()
-                .filter_map(|s| s.renamed_from.as_deref());
-            let names = info
-                .aliases
-                .iter()
-                .copied()
-                .chain(info.typed.iter().map(|(n, _)| *n))
-                .chain(former);
+            let mut names: Vec<&str> = info.names().collect();
+            names.extend(
+                entries[i]
+                    .steps
+                    .iter()
+                    .filter_map(|s| s.renamed_from.as_deref()),
+            );
+            names.sort_unstable();
+            names.dedup();
             for name in names {
                 match by_name.get(name) {
                     Some(&j) if j == i => {}
@@ -487,17 +499,26 @@ fn plan_write(
     let renamed = (version..entry.typed_floor)
         .filter_map(|from| entry.step(from)?.renamed_from.clone())
         .next();
-    let typed = info.typed.iter().find(|(_, v)| *v == version);
+    let typed = info.typed.iter().find(|(_, v, _)| *v == version);
     let name = renamed
-        .or_else(|| typed.map(|(n, _)| (*n).to_owned()))
+        .or_else(|| typed.map(|(n, ..)| (*n).to_owned()))
         .unwrap_or_else(|| entry.name.to_owned());
     Ok(Some(Write { version, name }))
+}
+
+/// True when `name` is a name of `T` or of a struct its `previous` links reach.
+fn own_name<T: Message>(name: &str) -> bool {
+    let mut typed = Vec::new();
+    T::__typed_versions(&mut typed);
+    typed
+        .iter()
+        .any(|(n, _, aliases)| *n == name || aliases.contains(&name))
 }
 
 /// The lowest version from which `previous` links reach the current version unbroken.
 fn typed_floor(info: &TypeInfo) -> u32 {
     let mut floor = info.current;
-    for &(_, v) in info.typed.iter().rev().skip(1) {
+    for &(_, v, _) in info.typed.iter().rev().skip(1) {
         if v.checked_add(1) != Some(floor) {
             break;
         }
@@ -537,7 +558,7 @@ impl Registry {
             // `fast_json` hands back `T::NAME` itself when it matched, so a pointer test
             // usually settles the name.
             let is_t = std::ptr::eq(name, T::NAME) || name == T::NAME;
-            let message = if env.header.version == T::VERSION && is_t {
+            let message = if env.header.version == T::VERSION && is_t && self.knows::<T>() {
                 codec::read_current::<T>(env.payload)
             } else {
                 self.convert::<T>(&env.header, env.payload).ok()
@@ -608,7 +629,7 @@ impl Registry {
         payload: PayloadRef<'_>,
     ) -> Result<T, ErrorKind> {
         let version = header.version;
-        if header.type_name == T::NAME && version == T::VERSION {
+        if header.type_name == T::NAME && version == T::VERSION && self.knows::<T>() {
             return Input::payload(payload, false)
                 .read::<T>(version)
                 .map_err(|f| self.locate::<T>(f, header, payload));
@@ -644,11 +665,17 @@ impl Registry {
                 found: name.to_owned(),
             }),
             // An unregistered `T` still reads its own names through its typed links.
-            None if entry.is_none() && (name == T::NAME || T::ALIASES.contains(&name)) => Ok(None),
+            None if entry.is_none() && own_name::<T>(name) => Ok(None),
             None => Err(ErrorKind::UnknownType {
                 type_name: name.to_owned(),
             }),
         }
+    }
+
+    /// True unless `T` is an older struct of a registered type, which must not be decoded
+    /// into: handlers see the current version.
+    fn knows<T: Message>(&self) -> bool {
+        self.by_type.contains_key(&TypeId::of::<T>()) || !self.by_name.contains_key(T::NAME)
     }
 
     fn upcast<T: Message>(
@@ -877,11 +904,11 @@ pub(crate) fn split_envelope<'a>(
         format: Some(format),
         ..Default::default()
     };
-    let fail = |partial, problem| {
+    let fail = |partial, offset, problem| {
         Err(malformed(
             Malformed {
                 format,
-                offset: 0,
+                offset,
                 problem,
                 header: partial,
             },
@@ -891,13 +918,14 @@ pub(crate) fn split_envelope<'a>(
     if type_name.is_empty() {
         return fail(
             partial,
+            0,
             Malformation::InvalidType("an empty string".to_owned()),
         );
     }
     partial.type_name = Some(type_name.to_owned());
     let version = match envelope::split_version(version) {
         Ok(v) => v,
-        Err(problem) => return fail(partial, problem),
+        Err(problem) => return fail(partial, 0, problem),
     };
     Ok(RawEnvelope {
         header: Header {
@@ -907,7 +935,14 @@ pub(crate) fn split_envelope<'a>(
             headers: Headers::new(),
         },
         payload: match format {
-            Format::Json => PayloadRef::JsonBytes(body),
+            Format::Json => match std::str::from_utf8(body) {
+                Ok(text) => PayloadRef::JsonStr(text),
+                Err(e) => {
+                    partial.version = Some(version);
+                    let problem = Malformation::Syntax("invalid UTF-8".to_owned());
+                    return fail(partial, e.valid_up_to(), problem);
+                }
+            },
             Format::MessagePack => PayloadRef::MessagePack(body),
         },
     })

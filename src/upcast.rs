@@ -147,7 +147,9 @@ impl Upcaster {
     }
 
     /// Declares that the message type was called `old_name` up to this step's source
-    /// version: old messages under that name are read, and downcasts write it.
+    /// version. Downcasts to those versions write it; readers accept it as a name of the type
+    /// (at any version, like an alias, so that a message's name and version need not agree
+    /// with history for it to be read).
     pub fn renamed_from(mut self, old_name: impl Into<String>) -> Self {
         self.renamed_from = Some(old_name.into());
         self

@@ -5,6 +5,7 @@ mod common;
 use common::ponka::{self, AddPonkaToImage, DeleteImagePost};
 use common::{malformation, Pack};
 use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use upcaster::{Decoded, Format, Headers, Malformation, Registry};
 
@@ -575,5 +576,135 @@ proptest! {
         prop_assert_eq!(&a.header, &b.header);
         let c: Decoded<DeleteImagePost> = registry.decode_str(std::str::from_utf8(&canonical).unwrap()).unwrap();
         prop_assert_eq!(&a.message, &c.message);
+    }
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize, upcaster::Message)]
+#[message(version = 1)]
+struct A {
+    a: u32,
+}
+
+fn registry_a() -> Registry {
+    Registry::builder().register::<A>().build().unwrap()
+}
+
+#[test]
+fn deep_msgpack_nesting_is_refused_not_a_stack_overflow() {
+    let mut bytes = b"\x83\xa4type\xa1A\xa7version\x01\xa7payload\x82\xa1a\x01\xa1x".to_vec();
+    bytes.extend(std::iter::repeat_n(0x91, 100_000));
+    bytes.push(0x01);
+    // Half the 2 MiB a spawned thread gets, in a debug build: the depth limit (128, as
+    // serde_json's) must stop the reader long before the stack ends.
+    let result = std::thread::Builder::new()
+        .stack_size(1024 * 1024)
+        .spawn(move || {
+            let registry = registry_a();
+            let e = registry.decode::<A>(&bytes).unwrap_err();
+            (
+                e.to_string(),
+                registry
+                    .decode_split::<A>("A", "1", &bytes[30..], Format::MessagePack)
+                    .is_err(),
+            )
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(result.0.contains("payload invalid"), "{}", result.0);
+    assert!(result.1);
+}
+
+#[test]
+fn many_headers_are_read_and_a_repeat_among_them_is_found() {
+    let count = 50_000;
+    let mut text = String::from(r#"{"type":"A","version":1,"headers":{"#);
+    for i in (0..count).rev() {
+        text.push_str(&format!(r#""h{i:06}":"","#));
+    }
+    text.push_str(r#""h000007":""},"payload":{"a":1}}"#);
+    let e = registry_a().decode::<A>(text.as_bytes()).unwrap_err();
+    assert_eq!(
+        malformation(&e),
+        &Malformation::InvalidHeaders("duplicate header `h000007`".into())
+    );
+    let fine = text.replace(r#""h000007":""},"#, r#""x":""},"#);
+    let d: Decoded<A> = registry_a().decode(fine.as_bytes()).unwrap();
+    assert_eq!(d.header.headers.len(), count + 1);
+}
+
+#[test]
+fn invalid_utf8_in_json_is_refused_by_every_path() {
+    let registry = registry_a();
+    let canonical = b"{\"type\":\"A\",\"version\":1,\"payload\":{\"a\":1,\"x\":\"\xff\"}}";
+    let spaced = b" {\"type\":\"A\",\"version\":1,\"payload\":{\"a\":1,\"x\":\"\xff\"}}";
+    for bytes in [&canonical[..], &spaced[..]] {
+        let e = registry.decode::<A>(bytes).unwrap_err();
+        assert_eq!(
+            malformation(&e),
+            &Malformation::Syntax("invalid UTF-8".into())
+        );
+        assert!(
+            matches!(e.kind(), upcaster::ErrorKind::Malformed { offset, .. } if bytes[*offset] == 0xff)
+        );
+    }
+    let e = registry
+        .decode_split::<A>("A", "1", b"{\"a\":1,\"x\":\"\xff\"}", Format::Json)
+        .unwrap_err();
+    assert_eq!(
+        malformation(&e),
+        &Malformation::Syntax("invalid UTF-8".into())
+    );
+}
+
+#[test]
+fn an_unfinished_container_after_a_msgpack_payload_is_trailing_bytes() {
+    let registry = registry_a();
+    for tail in [
+        &b"\x91"[..],
+        b"\x81",
+        b"\x92\x01",
+        b"\xdc\x00\x05",
+        b"\x81\xa1a",
+        b"\xc0",
+    ] {
+        let mut bytes = b"\x83\xa4type\xa1A\xa7version\x01\xa7payload\x81\xa1a\x07".to_vec();
+        bytes.extend_from_slice(tail);
+        let e = registry.decode::<A>(&bytes).unwrap_err();
+        assert_eq!(
+            malformation(&e),
+            &Malformation::TrailingBytes,
+            "{tail:02x?}"
+        );
+        let mut body = b"\x81\xa1a\x07".to_vec();
+        body.extend_from_slice(tail);
+        assert!(
+            registry
+                .decode_split::<A>("A", "1", &body, Format::MessagePack)
+                .is_err(),
+            "{tail:02x?}"
+        );
+    }
+}
+
+#[test]
+fn a_syntax_error_points_at_its_byte() {
+    let e = registry_a().peek(b"{\"type\":\"A\"}x").unwrap_err();
+    assert!(
+        matches!(e.kind(), upcaster::ErrorKind::Malformed { offset: 12, .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_split_version_has_the_envelopes_rules() {
+    for bad in ["01", "007"] {
+        let e = registry_a()
+            .decode_split::<A>("A", bad, b"{\"a\":1}", Format::Json)
+            .unwrap_err();
+        assert!(
+            matches!(malformation(&e), Malformation::InvalidVersion(_)),
+            "{bad}"
+        );
     }
 }

@@ -71,13 +71,11 @@ fn duplicate_version_keys() {
     assert_eq!(malformation(&e), &Malformation::DuplicateKey("version"));
     assert_eq!(
         e.to_string(),
-        "malformed JSON envelope at byte 75: duplicate key `version`"
+        "malformed JSON envelope at byte 74: duplicate key `version`"
     );
-    assert!(
-        input[..75].ends_with(br#","version""#),
-        "just past the second key"
-    );
-    assert_eq!(e.header().version, Some(1), "the first version was read");
+    assert_eq!(input[74], b'"', "at the end of the second key");
+    assert_eq!(e.header().version, None, "no value wins");
+    assert_eq!(e.header().type_name.as_deref(), Some("AddPonkaToImage"));
     assert_eq!(e.raw(), input);
 }
 
@@ -435,4 +433,43 @@ fn bytes_of_neither_codec_are_named_as_such() {
         "malformed envelope at byte 0: not an envelope: expected a JSON object or a MessagePack map"
     );
     assert!(format!("{e:?}").starts_with("Error { message: \"malformed envelope"));
+}
+
+#[test]
+fn a_bad_field_does_not_hide_the_valid_ones() {
+    let input = br#"{"headers":{"message-id":"m1"},"version":1,"type":5,"payload":{"a":1}}"#;
+    let e = registry().decode::<AddPonkaToImage>(input).unwrap_err();
+    assert_eq!(
+        malformation(&e),
+        &Malformation::InvalidType("a number".into())
+    );
+    assert_eq!(e.header().version, Some(1));
+    assert_eq!(e.header().headers.get("message-id"), Some("m1"));
+    let input =
+        br#"{"headers":{"message-id":"m1"},"type":"AddPonkaToImage","version":0,"payload":{}}"#;
+    let e = registry().decode::<AddPonkaToImage>(input).unwrap_err();
+    assert_eq!(e.header().headers.get("message-id"), Some("m1"));
+    assert_eq!(e.header().type_name.as_deref(), Some("AddPonkaToImage"));
+}
+
+#[test]
+fn an_older_struct_is_refused_even_for_a_message_of_its_own_version() {
+    let input = br#"{"type":"AddPonkaToImage","version":1,"payload":{"imagePostId":1}}"#;
+    let spaced = br#" {"type":"AddPonkaToImage","version":1,"payload":{"imagePostId":1}}"#;
+    for bytes in [&input[..], &spaced[..]] {
+        let e = registry()
+            .decode::<ponka::v1::AddPonkaToImage>(bytes)
+            .unwrap_err();
+        assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::NotCurrent {
+                    version: 1,
+                    current: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
 }

@@ -583,3 +583,34 @@ fn a_handler_for_an_older_struct_is_refused_with_the_reason() {
         }]
     );
 }
+
+#[derive(Debug, PartialEq, Serialize, Deserialize, Message)]
+#[message(name = "Old", version = 1, aliases = ["Older"])]
+struct NoteV1 {
+    text: String,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize, Message)]
+#[message(name = "Note", version = 2, previous = NoteV1)]
+struct Note {
+    text: String,
+}
+
+impl From<NoteV1> for Note {
+    fn from(v1: NoteV1) -> Self {
+        Note { text: v1.text }
+    }
+}
+
+#[test]
+fn names_and_aliases_of_linked_structs_resolve_registered_or_not() {
+    let bytes = json("Older", 1, json!({"text": "hi"}));
+    let registered = Registry::builder().register::<Note>().build().unwrap();
+    let unregistered = Registry::builder().build().unwrap();
+    for registry in [registered, unregistered] {
+        let d: Decoded<Note> = registry.decode(&bytes).unwrap();
+        assert_eq!(d.message.text, "hi");
+        let old = json("Old", 1, json!({"text": "hi"}));
+        assert_eq!(registry.decode::<Note>(&old).unwrap().message.text, "hi");
+    }
+}

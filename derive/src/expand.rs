@@ -71,11 +71,12 @@ fn typed_link(previous: &syn::Path, message_version: u32) -> (TokenStream, Token
         ::upcaster::__private::upcast_via::<#previous, Self>(#written, #input)
     };
     let methods = quote! {
-        fn __typed_versions(#out: &mut ::std::vec::Vec<(&'static str, u32)>) {
+        fn __typed_versions(#out: &mut ::std::vec::Vec<::upcaster::__private::TypedVersion>) {
             #typed_versions
             #out.push((
                 <Self as ::upcaster::Message>::NAME,
                 <Self as ::upcaster::Message>::VERSION,
+                <Self as ::upcaster::Message>::ALIASES,
             ));
         }
 

@@ -15,5 +15,6 @@ fn main() {
 
     let mut versions = Vec::new();
     AddPonkaToImage::__typed_versions(&mut versions);
-    assert_eq!(versions, [("AddPonkaToImage", 2)]);
+    let aliases: &[&str] = &["AddPonka"];
+    assert_eq!(versions, [("AddPonkaToImage", 2, aliases)]);
 }
