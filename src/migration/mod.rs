@@ -330,17 +330,14 @@ impl Migrations {
             }
         }
         files.sort();
-        let mut migrations = Migrations::new();
-        for (file, text) in &files {
-            match Migration::parse(file, text) {
-                Ok(m) => migrations.steps.push(m),
-                Err(e) => errors.push(e),
+        let parsed = Self::from_files(files.iter().map(|(f, t)| (f.as_str(), t.as_str())));
+        match parsed {
+            Ok(migrations) if errors.is_empty() => Ok(migrations),
+            Ok(_) => Err(MigrationErrors { errors }),
+            Err(mut found) => {
+                errors.append(&mut found.errors);
+                Err(MigrationErrors { errors })
             }
-        }
-        if errors.is_empty() {
-            Ok(migrations)
-        } else {
-            Err(MigrationErrors { errors })
         }
     }
 
