@@ -6,6 +6,7 @@ use serde::de::{self, DeserializeOwned, Visitor};
 use serde::Deserializer;
 use serde_json::Value;
 
+use crate::migration::Plan;
 use crate::upcast::ChainFailure;
 
 /// The wire codec of an envelope or a split-form body.
@@ -45,6 +46,8 @@ pub struct Input<'a> {
 enum Source<'a> {
     Payload(PayloadRef<'a>),
     Tree(Value),
+    /// Bytes read through a chain of renames, without a tree.
+    Renamed(PayloadRef<'a>, &'a Plan),
 }
 
 impl<'a> Input<'a> {
@@ -52,6 +55,15 @@ impl<'a> Input<'a> {
         Input {
             source: Source::Payload(payload),
             locate,
+        }
+    }
+
+    /// Bytes read through `plan`'s renames. Never used to locate errors: a failure here
+    /// sends the message down the tree path, which reports it.
+    pub(crate) fn renamed(payload: PayloadRef<'a>, plan: &'a Plan) -> Self {
+        Input {
+            source: Source::Renamed(payload, plan),
+            locate: false,
         }
     }
 
@@ -84,6 +96,7 @@ impl<'a> Input<'a> {
                 }
                 Source::Tree(v) => serde_path_to_error::deserialize(&v)
                     .map_err(|e| failed(Some(pointer(e.path())), json_message(e.inner()))),
+                Source::Renamed(..) => Err(failed(None, "renamed input is not located".into())),
             }
             .map_err(|f| f.at_version(version));
         }
@@ -98,6 +111,9 @@ impl<'a> Input<'a> {
                 msgpack_exact(b).map_err(|e| failed(None, e.to_string()))
             }
             Source::Tree(v) => T::deserialize(v).map_err(|e| failed(None, json_message(&e))),
+            Source::Renamed(payload, plan) => {
+                read_renamed(payload, plan).map_err(|message| failed(None, message))
+            }
         }
     }
 
@@ -110,6 +126,24 @@ impl<'a> Input<'a> {
                 locate: self.locate,
             }
             .read::<Value>(version),
+        }
+    }
+}
+
+fn read_renamed<T: DeserializeOwned>(payload: PayloadRef<'_>, plan: &Plan) -> Result<T, String> {
+    fn json<'de, R: serde_json::de::Read<'de>, T: DeserializeOwned>(
+        mut de: serde_json::Deserializer<R>,
+        plan: &Plan,
+    ) -> Result<T, String> {
+        let value = T::deserialize(plan.wrap(&mut de)).map_err(|e| e.to_string())?;
+        de.end().map_err(|e| e.to_string())?;
+        Ok(value)
+    }
+    match payload {
+        PayloadRef::JsonStr(s) => json(serde_json::Deserializer::from_str(s), plan),
+        PayloadRef::JsonBytes(b) => json(serde_json::Deserializer::from_slice(b), plan),
+        PayloadRef::MessagePack(b) => {
+            msgpack_exact_with(b, |de| T::deserialize(plan.wrap(de))).map_err(|e| e.to_string())
         }
     }
 }
@@ -188,8 +222,19 @@ pub(crate) fn read_current<T: DeserializeOwned>(payload: PayloadRef<'_>) -> Opti
 /// Reads one MessagePack value that must fill `b`: rmp-serde alone ignores trailing bytes.
 #[inline]
 fn msgpack_exact<T: DeserializeOwned>(b: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    msgpack_exact_with(b, |de| T::deserialize(de))
+}
+
+type MsgpackReader<'a> = rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'a, [u8]>>;
+
+/// Runs `read` on a MessagePack reader over `b`, then checks that it consumed all of `b`.
+#[inline]
+fn msgpack_exact_with<'a, T>(
+    b: &'a [u8],
+    read: impl FnOnce(&mut MsgpackReader<'a>) -> Result<T, rmp_serde::decode::Error>,
+) -> Result<T, rmp_serde::decode::Error> {
     let mut de = msgpack_reader(b);
-    let value = T::deserialize(&mut de)?;
+    let value = read(&mut de)?;
     // rmp-serde does not tell its position, so ask for one more value: only a failure to read
     // its first marker proves the input ended. `NoValue` accepts nothing, so a trailing value
     // is refused at its marker rather than read into.
@@ -207,9 +252,7 @@ fn msgpack_exact<T: DeserializeOwned>(b: &[u8]) -> Result<T, rmp_serde::decode::
 /// before it can exhaust a thread's stack.
 const MAX_DEPTH: usize = 128;
 
-pub(crate) fn msgpack_reader(
-    b: &[u8],
-) -> rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'_, [u8]>> {
+pub(crate) fn msgpack_reader(b: &[u8]) -> MsgpackReader<'_> {
     let mut de = rmp_serde::Deserializer::from_read_ref(b);
     de.set_max_depth(MAX_DEPTH);
     de

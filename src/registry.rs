@@ -10,7 +10,7 @@ use crate::codec::{self, Format, Input, PayloadRef};
 use crate::envelope::{self, Decoded, Header, Headers, Malformed, Raw, RawEnvelope, Split};
 use crate::error::{EncodeError, Error, ErrorKind, Malformation, RegistryError, RegistryProblem};
 use crate::message::TypedVersion;
-use crate::migration::{Migration, Migrations};
+use crate::migration::{Migration, Migrations, Plan};
 use crate::upcast::{ChainFailure, Upcaster};
 use crate::Message;
 
@@ -90,6 +90,9 @@ pub(crate) struct Entry {
     steps: Vec<Upcaster>,
     /// The older version to write, if one is configured.
     write: Option<Write>,
+    /// `plans[k]`: when the steps from `oldest + k` up are renames only, those renames,
+    /// applied while reading with no object tree.
+    plans: Vec<Option<Plan>>,
 }
 
 /// An older version that [`Registry::encode`] writes instead of the current one.
@@ -215,6 +218,7 @@ impl RegistryBuilder {
                 typed_floor: typed_floor(info),
                 steps: Vec::new(),
                 write: None,
+                plans: Vec::new(),
             };
             let Some(k) = entries
                 .iter()
@@ -294,6 +298,13 @@ impl RegistryBuilder {
                 oldest = step.from;
             }
             entry.oldest = oldest;
+            entry.plans = (0..chain.len())
+                .map(|k| {
+                    let files: Option<Vec<&Migration>> =
+                        chain[k..].iter().map(Upcaster::as_migration).collect();
+                    Plan::compose(files?)
+                })
+                .collect();
             entry.steps = chain;
         }
 
@@ -652,6 +663,9 @@ impl Registry {
             .by_type
             .get(&TypeId::of::<T>())
             .map(|&i| &self.entries[i]);
+        if entry.is_some() && name == T::NAME {
+            return Ok(entry);
+        }
         match self.by_name.get(name) {
             Some(&i) if self.entries[i].type_id == TypeId::of::<T>() => Ok(entry),
             // An older struct of a registered type: decode into the current one.
@@ -689,6 +703,13 @@ impl Registry {
         let found = match entry {
             Some(e) if version < e.typed_floor => {
                 let first = version.checked_sub(e.oldest).ok_or_else(missing)? as usize;
+                // Renames only: read through them, and take the tree only if that fails.
+                if let Some(Some(plan)) = e.plans.get(first).filter(|_| !locate) {
+                    let input = Input::renamed(payload, plan);
+                    if let Some(Ok(message)) = T::__upcast_from(e.typed_floor, input) {
+                        return Ok(message);
+                    }
+                }
                 let mut tree = Input::payload(payload, locate).into_tree(version)?;
                 for step in e.steps.get(first..).unwrap_or_default() {
                     step.apply(&mut tree, locate)?;

@@ -93,6 +93,14 @@ impl Upcaster {
         }
     }
 
+    /// The migration file's step, if this step is one.
+    pub(crate) fn as_migration(&self) -> Option<&Migration> {
+        match &self.run {
+            StepFn::Migration(m) => Some(&m.0),
+            _ => None,
+        }
+    }
+
     /// What serves this step, for messages: the file, or Rust code.
     pub(crate) fn origin(&self) -> String {
         match self.file() {

@@ -763,3 +763,163 @@ proptest! {
         prop_assert_eq!(down, expected);
     }
 }
+
+// Rename-only chains are read while streaming, without a tree. They must give exactly what
+// the tree gives: the same message, or a failure.
+#[derive(Debug, PartialEq, Serialize, Deserialize, Message)]
+#[message(name = "Renamed", version = 3)]
+struct RenamedAll {
+    #[serde(flatten)]
+    all: std::collections::BTreeMap<String, Value>,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize, Message)]
+#[message(name = "Renamed", version = 3)]
+struct RenamedFields {
+    c: Option<Value>,
+    items: Option<Vec<Item>>,
+    d: Option<D>,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Item {
+    price: Option<i64>,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct D {
+    y: Option<Value>,
+}
+
+fn rename_steps() -> Vec<Migration> {
+    vec![
+        step(
+            "Renamed/v1-to-v2.json",
+            json!([
+                {"op": "move", "from": "/a", "path": "/b"},
+                {"op": "move", "from": "/items/*/cost", "path": "/items/*/price"},
+            ]),
+        ),
+        step(
+            "Renamed/v2-to-v3.json",
+            json!([
+                {"op": "move", "from": "/b", "path": "/c"},
+                {"op": "move", "from": "/d/x", "path": "/d/y"},
+            ]),
+        ),
+    ]
+}
+
+/// The same chain, applied by Rust steps over the tree.
+fn tree_registry<T: Message>() -> Registry {
+    let mut builder = Registry::builder().register::<T>();
+    for m in rename_steps() {
+        let (from, to) = (m.from_version(), m.to_version());
+        builder = builder.upcaster::<T>(Upcaster::new(from, to, move |p| {
+            m.apply(p).map_err(Into::into)
+        }));
+    }
+    builder.build().unwrap()
+}
+
+fn stream_registry<T: Message>() -> Registry {
+    let mut m = Migrations::new();
+    for s in rename_steps() {
+        m.push(s);
+    }
+    Registry::builder()
+        .register::<T>()
+        .migrations(m)
+        .build()
+        .unwrap()
+}
+
+fn scalar() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        any::<i64>().prop_map(Value::from),
+        any::<bool>().prop_map(Value::from),
+        "[a-z]{0,3}".prop_map(Value::from),
+        Just(Value::Null),
+    ]
+}
+
+/// Payloads near the shape the renames expect: keys present or missing, both old and new
+/// names at once, wrong types where objects are expected.
+fn near_payload() -> impl Strategy<Value = Value> {
+    let item = proptest::collection::btree_map(
+        prop::sample::select(vec!["cost", "price", "x"]),
+        any::<i64>().prop_map(Value::from),
+        0..3,
+    )
+    .prop_map(|m| json!(m));
+    let items = prop_oneof![
+        4 => proptest::collection::vec(prop_oneof![5 => item, 1 => scalar()], 0..4).prop_map(Value::Array),
+        1 => scalar(),
+    ];
+    let d = prop_oneof![
+        3 => proptest::collection::btree_map(prop::sample::select(vec!["x", "y", "z"]), scalar(), 0..3).prop_map(|m| json!(m)),
+        1 => scalar(),
+    ];
+    (
+        proptest::collection::btree_map(
+            prop::sample::select(vec!["a", "b", "c", "e"]),
+            scalar(),
+            0..4,
+        ),
+        proptest::option::weighted(0.8, items),
+        proptest::option::weighted(0.8, d),
+    )
+        .prop_map(|(top, items, d)| {
+            let mut o: serde_json::Map<String, Value> =
+                top.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            if let Some(items) = items {
+                o.insert("items".into(), items);
+            }
+            if let Some(d) = d {
+                o.insert("d".into(), d);
+            }
+            Value::Object(o)
+        })
+}
+
+fn same_outcome<T: Message + PartialEq + std::fmt::Debug>(
+    payload: &Value,
+) -> Result<(), TestCaseError> {
+    let (stream, tree) = (stream_registry::<T>(), tree_registry::<T>());
+    let envelope = json!({"type": "Renamed", "version": 1, "payload": payload});
+    for bytes in [
+        serde_json::to_vec(&envelope).unwrap(),
+        rmp_serde::to_vec_named(&envelope).unwrap(),
+    ] {
+        let a = stream.decode::<T>(&bytes).map(|d| d.message);
+        let b = tree.decode::<T>(&bytes).map(|d| d.message);
+        match (&a, &b) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+            (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+            _ => prop_assert!(false, "stream {a:?} but tree {b:?} for {payload}"),
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn streaming_renames_match_the_tree(payload in near_payload()) {
+        same_outcome::<RenamedAll>(&payload)?;
+        same_outcome::<RenamedFields>(&payload)?;
+    }
+}
+
+#[test]
+fn a_rename_chain_reads_without_a_tree_and_agrees_on_a_fitting_payload() {
+    let payload = json!({"a": 1, "items": [{"cost": 5}, {"cost": 6, "x": 1}], "d": {"x": "v"}});
+    same_outcome::<RenamedFields>(&payload).unwrap();
+    let bytes =
+        serde_json::to_vec(&json!({"type": "Renamed", "version": 1, "payload": payload})).unwrap();
+    let d: Decoded<RenamedFields> = stream_registry::<RenamedFields>().decode(&bytes).unwrap();
+    assert_eq!(d.message.c, Some(json!(1)));
+    assert_eq!(d.message.items.unwrap()[1].price, Some(6));
+    assert_eq!(d.message.d.unwrap().y, Some(json!("v")));
+}

@@ -18,6 +18,7 @@
 
 mod op;
 mod pointer;
+mod stream;
 
 use std::fmt;
 use std::path::Path;
@@ -26,6 +27,7 @@ use serde_json::Value;
 
 pub use op::{Op, OP_NAMES};
 pub use pointer::Pointer;
+pub(crate) use stream::Plan;
 
 /// One step of one message type, read from a migration file.
 #[derive(Clone, Debug, PartialEq)]

@@ -64,6 +64,10 @@ impl Pointer {
         &self.text
     }
 
+    pub(crate) fn tokens(&self) -> &[Token] {
+        &self.tokens
+    }
+
     /// True when the pointer has a wildcard.
     pub fn has_wildcard(&self) -> bool {
         self.tokens.contains(&Token::Wildcard)
