@@ -8,6 +8,7 @@ pub mod error;
 mod message;
 pub mod migration;
 pub mod registry;
+pub mod schema;
 pub mod upcast;
 
 pub use codec::Format;

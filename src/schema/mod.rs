@@ -1,0 +1,3 @@
+//! JSON Schemas of messages: the compatibility engine behind `schema-check`.
+
+pub mod compat;
