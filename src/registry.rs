@@ -11,6 +11,7 @@ use crate::envelope::{self, Decoded, Header, Headers, Malformed, Raw, RawEnvelop
 use crate::error::{EncodeError, Error, ErrorKind, Malformation, RegistryError, RegistryProblem};
 use crate::message::TypedVersion;
 use crate::migration::{Migration, Migrations, Plan};
+use crate::schema::{Manifest, StepEntry, StepKind, TypeEntry};
 use crate::upcast::{ChainFailure, Upcaster};
 use crate::Message;
 
@@ -93,6 +94,8 @@ pub(crate) struct Entry {
     /// `plans[k]`: when the steps from `oldest + k` up are renames only, those renames,
     /// applied while reading with no object tree.
     plans: Vec<Option<Plan>>,
+    /// Its other names: aliases and former names.
+    aliases: Vec<String>,
 }
 
 /// An older version that [`Registry::encode`] writes instead of the current one.
@@ -219,6 +222,7 @@ impl RegistryBuilder {
                 steps: Vec::new(),
                 write: None,
                 plans: Vec::new(),
+                aliases: Vec::new(),
             };
             let Some(k) = entries
                 .iter()
@@ -313,6 +317,7 @@ impl RegistryBuilder {
         for (i, entry) in entries.iter().enumerate() {
             by_name.insert(entry.name.into(), i);
         }
+        let mut all_aliases: Vec<Vec<String>> = Vec::new();
         for (i, info) in infos.iter().enumerate() {
             let mut names: Vec<&str> = info.names().collect();
             names.extend(
@@ -323,6 +328,13 @@ impl RegistryBuilder {
             );
             names.sort_unstable();
             names.dedup();
+            all_aliases.push(
+                names
+                    .iter()
+                    .filter(|n| **n != info.name)
+                    .map(|n| (*n).to_owned())
+                    .collect(),
+            );
             for name in names {
                 match by_name.get(name) {
                     Some(&j) if j == i => {}
@@ -336,6 +348,10 @@ impl RegistryBuilder {
                     }
                 }
             }
+        }
+
+        for (entry, aliases) in entries.iter_mut().zip(all_aliases) {
+            entry.aliases = aliases;
         }
 
         for (named, version) in self.write_versions {
@@ -899,6 +915,43 @@ impl Registry {
     /// The names of the registered types.
     pub fn type_names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.entries.iter().map(|e| e.name)
+    }
+
+    /// The types, versions, names and steps, as `schemas/manifest.json` records them.
+    pub fn manifest(&self) -> Manifest {
+        let mut manifest = Manifest::default();
+        for e in &self.entries {
+            let mut steps: Vec<StepEntry> = e
+                .steps
+                .iter()
+                .map(|s| StepEntry {
+                    from: s.from,
+                    to: s.to,
+                    by: if s.as_migration().is_some() {
+                        StepKind::Migration
+                    } else {
+                        StepKind::Rust
+                    },
+                    file: s.file().map(str::to_owned),
+                })
+                .collect();
+            steps.extend((e.typed_floor..e.current).map(|from| StepEntry {
+                from,
+                to: from + 1,
+                by: StepKind::Typed,
+                file: None,
+            }));
+            manifest.types.insert(
+                e.name.to_owned(),
+                TypeEntry {
+                    current: e.current,
+                    aliases: e.aliases.clone(),
+                    retired: Vec::new(),
+                    steps,
+                },
+            );
+        }
+        manifest
     }
 }
 

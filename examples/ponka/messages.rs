@@ -3,15 +3,17 @@
 //! Shared by the example and the integration tests (`#[path]`), so both speak of the same
 //! types.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use upcaster::{Registry, RegistryError};
 
 /// What yesterday's code wrote: v1 called the image post `imagePostId`.
 pub mod v1 {
+    use schemars::JsonSchema;
     use serde::{Deserialize, Serialize};
 
     /// Asks a worker to add Ponka to an image.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, upcaster::Message)]
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, upcaster::Message)]
     #[serde(rename_all = "camelCase")]
     #[message(name = "AddPonkaToImage", version = 1)]
     pub struct AddPonkaToImage {
@@ -20,7 +22,7 @@ pub mod v1 {
 }
 
 /// Asks a worker to add Ponka to an image. v2 renamed `imagePostId` to `imagePost`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, upcaster::Message)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, upcaster::Message)]
 #[serde(rename_all = "camelCase")]
 #[message(name = "AddPonkaToImage", version = 2)]
 pub struct AddPonkaToImage {
@@ -28,7 +30,7 @@ pub struct AddPonkaToImage {
 }
 
 /// Asks a worker to delete an image post and its file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, upcaster::Message)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, upcaster::Message)]
 #[serde(rename_all = "camelCase")]
 #[message(name = "DeleteImagePost", version = 1)]
 pub struct DeleteImagePost {
@@ -37,7 +39,7 @@ pub struct DeleteImagePost {
 }
 
 /// Announces that an image post was deleted.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, upcaster::Message)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, upcaster::Message)]
 #[serde(rename_all = "camelCase")]
 #[message(name = "ImagePostDeletedEvent", version = 1)]
 pub struct ImagePostDeletedEvent {

@@ -1,3 +1,301 @@
-//! JSON Schemas of messages: the compatibility engine behind `schema-check`.
+//! JSON Schemas of messages: the files in `schemas/`, the test helper that keeps them true to
+//! the code, and the compatibility engine behind `schema-check`.
+//!
+//! `schemas/<TypeName>/v<N>.json` holds the JSON Schema (draft 2020-12, by schemars) of every
+//! version of every message, and `schemas/manifest.json` the types, versions, aliases and
+//! what serves each step. They are written from code by one command,
+//!
+//! ```text
+//! UPCASTER_SCHEMAS=write cargo test
+//! ```
+//!
+//! with a test that calls [`Schemas::assert_committed`]; afterwards the same test fails
+//! whenever the code's schema of a current version differs from its committed file.
 
 pub mod compat;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::registry::Registry;
+use crate::Message;
+
+/// The name of the manifest file in a schemas directory.
+pub const MANIFEST: &str = "manifest.json";
+
+/// The environment variable that makes [`Schemas::assert_committed`] write instead of check.
+pub const WRITE_VAR: &str = "UPCASTER_SCHEMAS";
+
+/// `schemas/manifest.json`: what `schema-check` knows of the code without compiling it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Every message type, by name.
+    pub types: BTreeMap<String, TypeEntry>,
+}
+
+/// One message type in the manifest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeEntry {
+    /// The current version.
+    pub current: u32,
+    /// Other names that read as this type: aliases and former names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Versions retired on purpose: no message of them may still be queued, so their schema
+    /// files may go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<u32>,
+    /// What takes each version to the next.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepEntry>,
+}
+
+/// One step vN → vN+1 and what serves it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepEntry {
+    /// The version read.
+    pub from: u32,
+    /// The version written.
+    pub to: u32,
+    /// `migration` (a file in `migrations/`), `rust` (an `Upcaster`) or `typed` (a
+    /// `previous` link).
+    pub by: StepKind,
+    /// The migration file, below the migrations directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// What serves a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    /// A declarative migration file.
+    Migration,
+    /// A Rust `Upcaster`.
+    Rust,
+    /// A typed `previous` link.
+    Typed,
+}
+
+/// The schema file of a version: `<dir>/<TypeName>/v<N>.json`.
+pub fn schema_path(dir: &Path, type_name: &str, version: u32) -> PathBuf {
+    dir.join(type_name).join(format!("v{version}.json"))
+}
+
+/// The JSON Schema of `T`, marked as written by upcaster from a serde type.
+pub fn schema_of<T: Message + JsonSchema>() -> Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Value::Null);
+    if let Value::Object(o) = &mut schema {
+        o.insert(
+            "x-upcaster".into(),
+            serde_json::json!({ "type": T::NAME, "version": T::VERSION }),
+        );
+    }
+    schema
+}
+
+/// Pretty JSON with a final newline, as committed.
+pub fn to_file_text(v: &impl Serialize) -> String {
+    let mut text = serde_json::to_string_pretty(v).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The schemas of a registry's current types, to compare with or write to `schemas/`.
+///
+/// ```no_run
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize, schemars::JsonSchema, upcaster::Message)]
+/// # #[message(version = 1)]
+/// # struct DeleteImagePost { id: u64 }
+/// #[test]
+/// fn schemas_are_committed() {
+///     let registry = upcaster::Registry::builder().register::<DeleteImagePost>().build().unwrap();
+///     upcaster::schema::Schemas::new(&registry)
+///         .message::<DeleteImagePost>()
+///         .assert_committed("schemas");
+/// }
+/// ```
+pub struct Schemas<'r> {
+    registry: &'r Registry,
+    current: BTreeMap<&'static str, (u32, Value)>,
+    /// Older versions whose structs the code keeps: their files are history, checked but
+    /// never overwritten.
+    older: Vec<(&'static str, u32, Value)>,
+}
+
+impl<'r> Schemas<'r> {
+    /// Schemas for the types of `registry`; add each with [`Schemas::message`].
+    pub fn new(registry: &'r Registry) -> Self {
+        Schemas {
+            registry,
+            current: BTreeMap::new(),
+            older: Vec::new(),
+        }
+    }
+
+    /// Adds the current version of `T`.
+    pub fn message<T: Message + JsonSchema>(mut self) -> Self {
+        self.current.insert(T::NAME, (T::VERSION, schema_of::<T>()));
+        self
+    }
+
+    /// Adds an older version whose struct the code keeps (a `previous` link, or the struct
+    /// yesterday's producer used). Its committed file must match; `write` adds it only when
+    /// missing, since a released schema is never rewritten.
+    pub fn version<T: Message + JsonSchema>(mut self) -> Self {
+        self.older.push((T::NAME, T::VERSION, schema_of::<T>()));
+        self
+    }
+
+    /// The manifest of the registry, keeping the `retired` lists of `previous`.
+    pub fn manifest(&self, previous: Option<&Manifest>) -> Manifest {
+        let mut manifest = self.registry.manifest();
+        if let Some(previous) = previous {
+            for (name, entry) in &mut manifest.types {
+                if let Some(old) = previous.types.get(name) {
+                    entry.retired = old.retired.clone();
+                }
+            }
+        }
+        manifest
+    }
+
+    /// Every difference between the code and `dir`, as messages that say what to do.
+    pub fn differences(&self, dir: impl AsRef<Path>) -> Vec<String> {
+        let dir = dir.as_ref();
+        let mut found = Vec::new();
+        for name in self.registry.type_names() {
+            if !self.current.contains_key(name) {
+                found.push(format!(
+                    "`{name}` is registered but has no schema here: add `.message::<{name}>()`"
+                ));
+            }
+        }
+        for (name, version, schema) in &self.older {
+            let path = schema_path(dir, name, *version);
+            match std::fs::read_to_string(&path) {
+                Ok(have) if have == to_file_text(schema) => {}
+                Ok(_) => found.push(format!(
+                    "[released-modified] {}: the struct of `{name}` v{version}, a released \
+                     version, no longer matches its schema. Restore the struct: released \
+                     messages keep their shape",
+                    path.display()
+                )),
+                Err(_) => found.push(format!(
+                    "[schema-drift] {}: `{name}` v{version} has no committed schema. Write it: \
+                     {WRITE_VAR}=write cargo test",
+                    path.display()
+                )),
+            }
+        }
+        for (name, (version, schema)) in &self.current {
+            let path = schema_path(dir, name, *version);
+            let want = to_file_text(schema);
+            match std::fs::read_to_string(&path) {
+                Err(_) => found.push(format!(
+                    "[schema-drift] {}: `{name}` v{version} has no committed schema. New \
+                     version? Write it: {WRITE_VAR}=write cargo test",
+                    path.display()
+                )),
+                Ok(have) if have != want => {
+                    let committed: Value = serde_json::from_str(&have).unwrap_or(Value::Null);
+                    let mut message = format!(
+                        "[schema-drift] {}: the code's schema of `{name}` v{version} differs \
+                         from the committed file.\n  If v{version} was released, bump the \
+                         version (and add a migration for the step).\n  If not, regenerate: \
+                         {WRITE_VAR}=write cargo test\n  Differences:",
+                        path.display()
+                    );
+                    let changes = compat::diff(&committed, schema, compat::Mode::Full);
+                    for c in &changes {
+                        let _ = write!(message, "\n    {} ({})", c, c.direction);
+                    }
+                    if changes.is_empty() {
+                        let _ = write!(message, "\n    {}", first_difference(&have, &want));
+                    }
+                    found.push(message);
+                }
+                Ok(_) => {}
+            }
+        }
+        let path = dir.join(MANIFEST);
+        let previous = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Manifest>(&t).ok());
+        let want = to_file_text(&self.manifest(previous.as_ref()));
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(want.as_str()) {
+            found.push(format!(
+                "[schema-drift] {}: the manifest differs from the registry's types and steps. \
+                 Regenerate: {WRITE_VAR}=write cargo test",
+                path.display()
+            ));
+        }
+        found
+    }
+
+    /// Writes the current versions' schemas and the manifest into `dir`.
+    pub fn write(&self, dir: impl AsRef<Path>) -> std::io::Result<()> {
+        let dir = dir.as_ref();
+        let older = self.older.iter().map(|(n, v, s)| (n, v, s, false));
+        let current = self.current.iter().map(|(n, (v, s))| (n, v, s, true));
+        for (name, version, schema, overwrite) in older.chain(current) {
+            let path = schema_path(dir, name, *version);
+            if !overwrite && path.exists() {
+                continue;
+            }
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&path, to_file_text(schema))?;
+        }
+        let path = dir.join(MANIFEST);
+        let previous = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Manifest>(&t).ok());
+        std::fs::write(&path, to_file_text(&self.manifest(previous.as_ref())))
+    }
+
+    /// Fails (panics, for tests) when `dir` does not match the code, saying what to do; with
+    /// `UPCASTER_SCHEMAS=write` set, writes the files instead. A relative `dir` is taken from
+    /// the crate's root, as `cargo test` runs there.
+    #[track_caller]
+    pub fn assert_committed(&self, dir: impl AsRef<Path>) {
+        let dir = dir.as_ref();
+        if std::env::var(WRITE_VAR).is_ok_and(|v| v == "write") {
+            if let Err(e) = self.write(dir) {
+                panic!("cannot write schemas to {}: {e}", dir.display());
+            }
+            return;
+        }
+        let found = self.differences(dir);
+        assert!(
+            found.is_empty(),
+            "schemas out of date:\n{}",
+            found.join("\n")
+        );
+    }
+}
+
+/// The first line where two texts differ, for a message.
+fn first_difference(a: &str, b: &str) -> String {
+    for (i, (x, y)) in a.lines().zip(b.lines()).enumerate() {
+        if x != y {
+            return format!(
+                "line {}: committed `{}`, code `{}`",
+                i + 1,
+                x.trim(),
+                y.trim()
+            );
+        }
+    }
+    "the files differ in length".to_owned()
+}
