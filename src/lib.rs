@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+#[cfg(feature = "check")]
+pub mod check;
 pub mod codec;
 pub mod dispatch;
 pub mod envelope;

@@ -1,0 +1,145 @@
+//! `schema-check`: fails CI on an unsafe message change. See `schema-check --help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use upcaster::check::{self, output, Config};
+use upcaster::schema::compat;
+
+/// Checks that message schemas, migrations and samples keep every queued message readable.
+///
+/// Exit codes: 0 clean, 1 error-level findings (or, for `diff`, incompatible), 2 usage or
+/// configuration error.
+#[derive(Parser)]
+#[command(name = "schema-check", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    repo: RepoArgs,
+}
+
+#[derive(clap::Args, Clone)]
+struct RepoArgs {
+    /// The schemas directory.
+    #[arg(long, default_value = "schemas", global = true)]
+    schemas: PathBuf,
+    /// The migrations directory.
+    #[arg(long, default_value = "migrations", global = true)]
+    migrations: PathBuf,
+    /// The samples directory.
+    #[arg(long, default_value = "tests/samples", global = true)]
+    samples: PathBuf,
+    /// Compare with the schemas at this git ref (a base branch), like `buf breaking --against`.
+    #[arg(long, global = true)]
+    against: Option<String>,
+    /// Output: text, json, github (Actions annotations) or sarif.
+    #[arg(long, default_value = "text", global = true)]
+    format: output::Format,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every rule over the repository (the default).
+    Check,
+    /// Compare two JSON Schema files: exit 0 when compatible, 1 when not.
+    Diff {
+        /// The old schema.
+        old: PathBuf,
+        /// The new schema.
+        new: PathBuf,
+        /// backward (new readers, old writers), forward, or full.
+        #[arg(long, default_value = "backward")]
+        mode: String,
+    },
+    /// List every rule with its severity and what it finds.
+    Rules,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Cmd::Check) {
+        Cmd::Check => {
+            let config = Config {
+                schemas: cli.repo.schemas,
+                migrations: cli.repo.migrations,
+                samples: cli.repo.samples,
+                against: cli.repo.against,
+            };
+            match check::check(&config) {
+                Ok(findings) => {
+                    print!("{}", output::render(&findings, cli.repo.format));
+                    if check::failed(&findings) {
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("schema-check: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Diff { old, new, mode } => diff(&old, &new, &mode, cli.repo.format),
+        Cmd::Rules => {
+            for rule in check::rules::ALL {
+                println!("{:<28} {:<8} {}", rule.id, rule.severity, rule.summary);
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn diff(old: &PathBuf, new: &PathBuf, mode: &str, format: output::Format) -> ExitCode {
+    let mode: compat::Mode = match mode.parse() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("schema-check: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let read = |p: &PathBuf| -> Result<serde_json::Value, String> {
+        let text =
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", p.display()))
+    };
+    let (old_schema, new_schema) = match (read(old), read(new)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("schema-check: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let changes = compat::diff(&old_schema, &new_schema, mode);
+    let compatible = compat::compatible(&changes);
+    match format {
+        output::Format::Json | output::Format::Sarif => {
+            let report = serde_json::json!({"compatible": compatible, "changes": changes});
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+        }
+        output::Format::Text | output::Format::Github => {
+            for c in &changes {
+                let kind = if c.breaking { "breaking" } else { "info" };
+                println!("{kind}[{}] {} ({})", c.rule, c, c.direction);
+            }
+            println!(
+                "{}",
+                if compatible {
+                    "compatible"
+                } else {
+                    "incompatible"
+                }
+            );
+        }
+    }
+    if compatible {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

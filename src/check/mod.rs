@@ -1,0 +1,725 @@
+//! `schema-check`: the rules that keep message changes safe, run over a repository's
+//! `schemas/`, `migrations/` and samples without compiling its code.
+
+pub mod output;
+pub mod rules;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::migration::{Migration, Migrations};
+use crate::schema::compat::{self, Mode};
+use crate::schema::{Manifest, StepKind, MANIFEST};
+pub use rules::{Rule, Severity};
+
+/// Where the repository's files are.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `schemas/`.
+    pub schemas: PathBuf,
+    /// `migrations/`.
+    pub migrations: PathBuf,
+    /// `tests/samples/`.
+    pub samples: PathBuf,
+    /// A git ref to compare with, like `buf breaking --against`.
+    pub against: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            schemas: "schemas".into(),
+            migrations: "migrations".into(),
+            samples: "tests/samples".into(),
+            against: None,
+        }
+    }
+}
+
+/// One thing found wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The rule's id.
+    pub rule: &'static str,
+    /// The rule's severity.
+    pub severity: Severity,
+    /// The file it is about.
+    pub file: String,
+    /// JSON Pointer into the file, empty for the file itself.
+    pub pointer: String,
+    /// What is wrong.
+    pub message: String,
+    /// What to do.
+    pub fix: &'static str,
+}
+
+/// A problem with the setup rather than the repository's contents (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Every finding for the repository at `config`, errors first within each file.
+pub fn check(config: &Config) -> Result<Vec<Finding>, ConfigError> {
+    let repo = Repo::load(config)?;
+    let mut found = Found::default();
+    repo.manifest_rules(&mut found);
+    repo.version_rules(&mut found);
+    repo.step_rules(&mut found);
+    repo.sample_rules(&mut found);
+    if let Some(base) = &config.against {
+        repo.against(base, &mut found)?;
+    }
+    let mut findings = found.0;
+    findings.sort_by(|a, b| (&a.file, a.severity, a.rule).cmp(&(&b.file, b.severity, b.rule)));
+    Ok(findings)
+}
+
+/// True when some finding is an error.
+pub fn failed(findings: &[Finding]) -> bool {
+    findings.iter().any(|f| f.severity == Severity::Error)
+}
+
+#[derive(Default)]
+struct Found(Vec<Finding>);
+
+impl Found {
+    fn add(&mut self, rule: &Rule, file: impl Into<String>, pointer: &str, message: String) {
+        self.0.push(Finding {
+            rule: rule.id,
+            severity: rule.severity,
+            file: file.into(),
+            pointer: pointer.to_owned(),
+            message,
+            fix: rule.fix,
+        });
+    }
+}
+
+/// A schema file: its path for messages, and its contents if they parsed.
+struct SchemaFile {
+    path: String,
+    schema: Option<Value>,
+}
+
+/// A stored sample: its file, and its payload if the envelope read.
+struct Sample {
+    path: String,
+    payload: Value,
+}
+
+struct Repo {
+    config: Config,
+    manifest: Manifest,
+    /// Type → version → schema file.
+    schemas: BTreeMap<String, BTreeMap<u32, SchemaFile>>,
+    migrations: BTreeMap<String, Migration>,
+    /// Type → version → samples.
+    samples: BTreeMap<String, BTreeMap<u32, Vec<Sample>>>,
+    /// Findings made while loading, reported with the rest.
+    early: Vec<Finding>,
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// `v12` → 12.
+fn version_of(stem: &str) -> Option<u32> {
+    let digits = stem.strip_prefix('v')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|v| *v > 0)
+}
+
+impl Repo {
+    fn load(config: &Config) -> Result<Repo, ConfigError> {
+        let mut found = Found::default();
+        let manifest_path = config.schemas.join(MANIFEST);
+        let text = std::fs::read_to_string(&manifest_path).map_err(|e| {
+            ConfigError(format!(
+                "cannot read {}: {e}; generate it with UPCASTER_SCHEMAS=write cargo test",
+                manifest_path.display()
+            ))
+        })?;
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
+            ConfigError(format!(
+                "{} is not a manifest: {e}",
+                manifest_path.display()
+            ))
+        })?;
+
+        let mut schemas: BTreeMap<String, BTreeMap<u32, SchemaFile>> = BTreeMap::new();
+        for dir in read_dir_sorted(&config.schemas) {
+            if !dir.is_dir() {
+                continue;
+            }
+            let type_name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let versions = schemas.entry(type_name.clone()).or_default();
+            for file in read_dir_sorted(&dir) {
+                let path = display(&file);
+                let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned());
+                let is_json = file.extension().is_some_and(|e| e == "json");
+                let Some(version) = stem.as_deref().filter(|_| is_json).and_then(version_of) else {
+                    found.add(
+                        &rules::SCHEMA_INVALID,
+                        path,
+                        "",
+                        "schema files are named v<N>.json, N from 1".into(),
+                    );
+                    continue;
+                };
+                let schema = match std::fs::read_to_string(&file)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string()))
+                {
+                    Ok(v) => {
+                        #[cfg(feature = "check")]
+                        if let Err(e) = jsonschema::validator_for(&v) {
+                            found.add(
+                                &rules::SCHEMA_INVALID,
+                                path.clone(),
+                                "",
+                                format!("not a usable JSON Schema: {e}"),
+                            );
+                        }
+                        Some(v)
+                    }
+                    Err(e) => {
+                        found.add(
+                            &rules::SCHEMA_INVALID,
+                            path.clone(),
+                            "",
+                            format!("not JSON: {e}"),
+                        );
+                        None
+                    }
+                };
+                if let Some(first) = versions.get(&version) {
+                    found.add(
+                        &rules::VERSION_DUPLICATE,
+                        path,
+                        "",
+                        format!("`{type_name}` v{version} is also {}", first.path),
+                    );
+                    continue;
+                }
+                versions.insert(version, SchemaFile { path, schema });
+            }
+        }
+
+        let mut migrations = BTreeMap::new();
+        if config.migrations.is_dir() {
+            match Migrations::load(&config.migrations) {
+                Ok(loaded) => {
+                    for m in loaded {
+                        migrations.insert(m.file().to_owned(), m);
+                    }
+                }
+                Err(e) => {
+                    for err in e.errors {
+                        let path = display(&config.migrations.join(&err.file));
+                        found.add(
+                            &rules::MIGRATION_INVALID,
+                            path,
+                            &err.pointer,
+                            err.to_string(),
+                        );
+                    }
+                }
+            }
+        }
+
+        let mut samples: BTreeMap<String, BTreeMap<u32, Vec<Sample>>> = BTreeMap::new();
+        for type_dir in read_dir_sorted(&config.samples) {
+            let type_name = type_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            for version_dir in read_dir_sorted(&type_dir) {
+                let Some(version) = version_dir
+                    .file_name()
+                    .and_then(|n| version_of(&n.to_string_lossy()))
+                else {
+                    continue;
+                };
+                for file in read_dir_sorted(&version_dir) {
+                    let path = display(&file);
+                    match read_sample(&file, &type_name, version) {
+                        Ok(payload) => samples
+                            .entry(type_name.clone())
+                            .or_default()
+                            .entry(version)
+                            .or_default()
+                            .push(Sample { path, payload }),
+                        Err(why) => found.add(&rules::SAMPLE_INVALID, path, "", why),
+                    }
+                }
+            }
+        }
+
+        Ok(Repo {
+            config: config.clone(),
+            manifest,
+            schemas,
+            migrations,
+            samples,
+            early: found.0,
+        })
+    }
+
+    fn schema(&self, type_name: &str, version: u32) -> Option<&SchemaFile> {
+        self.schemas.get(type_name)?.get(&version)
+    }
+
+    /// The versions of a type whose messages may still be queued: those with a schema
+    /// file that are not retired.
+    fn kept(&self, type_name: &str) -> Vec<u32> {
+        let retired = self
+            .manifest
+            .types
+            .get(type_name)
+            .map(|t| t.retired.clone())
+            .unwrap_or_default();
+        self.schemas
+            .get(type_name)
+            .map(|v| v.keys().copied().filter(|v| !retired.contains(v)).collect())
+            .unwrap_or_default()
+    }
+
+    fn manifest_rules(&self, found: &mut Found) {
+        found.0.extend(self.early.iter().cloned());
+        let manifest_file = display(&self.config.schemas.join(MANIFEST));
+        for (name, entry) in &self.manifest.types {
+            if self.schema(name, entry.current).is_none() {
+                let path = display(&crate::schema::schema_path(
+                    &self.config.schemas,
+                    name,
+                    entry.current,
+                ));
+                found.add(
+                    &rules::SCHEMA_MISSING,
+                    path,
+                    "",
+                    format!(
+                        "the manifest says `{name}` is at v{}, but it has no schema",
+                        entry.current
+                    ),
+                );
+            }
+            for (i, step) in entry.steps.iter().enumerate() {
+                if let (StepKind::Migration, Some(file)) = (step.by, &step.file) {
+                    if !self.migrations.contains_key(file) && self.migrations_loaded() {
+                        found.add(
+                            &rules::MANIFEST_STALE,
+                            manifest_file.clone(),
+                            &format!("/types/{}/steps/{i}", escape(name)),
+                            format!(
+                                "`{name}` v{}→v{} names {file}, which is not in {}",
+                                step.from,
+                                step.to,
+                                display(&self.config.migrations)
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        for name in self.schemas.keys() {
+            if !self.manifest.types.contains_key(name) {
+                found.add(
+                    &rules::MANIFEST_STALE,
+                    display(&self.config.schemas.join(name)),
+                    "",
+                    format!("schemas of `{name}`, a type the manifest does not list"),
+                );
+            }
+        }
+        let listed: BTreeSet<&str> = self
+            .manifest
+            .types
+            .values()
+            .flat_map(|t| t.steps.iter().filter_map(|s| s.file.as_deref()))
+            .collect();
+        for file in self.migrations.keys() {
+            if !listed.contains(file.as_str()) {
+                found.add(
+                    &rules::MANIFEST_STALE,
+                    display(&self.config.migrations.join(file)),
+                    "",
+                    "a migration the manifest does not list: the registry does not load it".into(),
+                );
+            }
+        }
+    }
+
+    /// Whether every migration file loaded (else missing ones were already reported).
+    fn migrations_loaded(&self) -> bool {
+        !self
+            .early
+            .iter()
+            .any(|f| f.rule == rules::MIGRATION_INVALID.id)
+    }
+
+    fn version_rules(&self, found: &mut Found) {
+        for (name, entry) in &self.manifest.types {
+            let kept = self.kept(name);
+            let Some(&oldest) = kept.first() else {
+                continue;
+            };
+            for v in oldest..entry.current {
+                if self.schema(name, v).is_none() && !entry.retired.contains(&v) {
+                    let path = display(&crate::schema::schema_path(&self.config.schemas, name, v));
+                    found.add(
+                        &rules::VERSION_GAP,
+                        path,
+                        "",
+                        format!("`{name}` keeps v{oldest} but has no schema for v{v}"),
+                    );
+                }
+            }
+            for v in oldest..entry.current {
+                let (Some(a), Some(b)) = (self.schema(name, v), self.schema(name, v + 1)) else {
+                    continue;
+                };
+                if let (Some(x), Some(y)) = (&a.schema, &b.schema) {
+                    if without_marker(x) == without_marker(y) {
+                        found.add(
+                            &rules::VERSION_IDENTICAL,
+                            b.path.clone(),
+                            "",
+                            format!("`{name}` v{} has the same schema as v{v}", v + 1),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn step_rules(&self, found: &mut Found) {
+        for (name, entry) in &self.manifest.types {
+            let step = |from: u32| entry.steps.iter().find(|s| s.from == from);
+            for v in self.kept(name) {
+                if v >= entry.current {
+                    continue;
+                }
+                // The chain from a kept version must reach the current one.
+                if let Some(missing) = (v..entry.current).find(|k| step(*k).is_none()) {
+                    let incompatible = self.breaking(name, missing);
+                    let file = self
+                        .schema(name, v)
+                        .map(|s| s.path.clone())
+                        .unwrap_or_default();
+                    match incompatible {
+                        Some(changes) if missing == v => found.add(
+                            &rules::BREAKING_WITHOUT_MIGRATION,
+                            file,
+                            &changes[0].pointer,
+                            format!(
+                                "`{name}` v{v}→v{} breaks old messages and no step converts them: {}",
+                                v + 1,
+                                describe(&changes)
+                            ),
+                        ),
+                        _ => found.add(
+                            &rules::CHAIN_BROKEN,
+                            file,
+                            "",
+                            format!("`{name}` v{v} cannot reach v{}: no step v{missing}→v{}", entry.current, missing + 1),
+                        ),
+                    }
+                    continue;
+                }
+                // A migration with no operations does not convert anything.
+                let Some(s) = step(v) else { continue };
+                let empty = s
+                    .file
+                    .as_ref()
+                    .and_then(|f| self.migrations.get(f))
+                    .is_some_and(|m| m.ops().is_empty());
+                if empty {
+                    if let Some(changes) = self.breaking(name, v) {
+                        let file = s
+                            .file
+                            .as_deref()
+                            .map(|f| display(&self.config.migrations.join(f)))
+                            .unwrap_or_default();
+                        found.add(
+                            &rules::BREAKING_WITHOUT_MIGRATION,
+                            file,
+                            "/ops",
+                            format!("`{name}` v{v}→v{} breaks old messages but this migration has no operations: {}", v + 1, describe(&changes)),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The breaking changes of step `v` → `v + 1`, if both schemas are here and any are.
+    fn breaking(&self, name: &str, v: u32) -> Option<Vec<compat::Change>> {
+        let old = self.schema(name, v)?.schema.as_ref()?;
+        let new = self.schema(name, v + 1)?.schema.as_ref()?;
+        let changes: Vec<_> = compat::diff(old, new, Mode::Backward)
+            .into_iter()
+            .filter(|c| c.breaking)
+            .collect();
+        (!changes.is_empty()).then_some(changes)
+    }
+
+    fn sample_rules(&self, found: &mut Found) {
+        for (name, entry) in &self.manifest.types {
+            for v in self.kept(name) {
+                let samples = self
+                    .samples
+                    .get(name)
+                    .and_then(|s| s.get(&v))
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                if samples.is_empty() && v < entry.current {
+                    let file = self
+                        .schema(name, v)
+                        .map(|s| s.path.clone())
+                        .unwrap_or_default();
+                    found.add(
+                        &rules::NO_SAMPLES,
+                        file,
+                        "",
+                        format!(
+                            "released `{name}` v{v} has no samples in {}",
+                            display(&self.config.samples)
+                        ),
+                    );
+                }
+                for sample in samples {
+                    self.check_sample(name, v, sample, found);
+                }
+            }
+        }
+    }
+
+    /// A sample fits its schema, and each migration step takes it to something the next
+    /// version's schema accepts. Rust steps are run by `cargo test`, not here.
+    fn check_sample(&self, name: &str, version: u32, sample: &Sample, found: &mut Found) {
+        let Some(entry) = self.manifest.types.get(name) else {
+            return;
+        };
+        if let Some(problem) = self.invalid(name, version, &sample.payload) {
+            found.add(
+                &rules::SAMPLE_INVALID,
+                sample.path.clone(),
+                &format!("/payload{}", problem.0),
+                problem.1,
+            );
+            return;
+        }
+        let mut payload = sample.payload.clone();
+        for v in version..entry.current {
+            let Some(step) = entry.steps.iter().find(|s| s.from == v) else {
+                return;
+            };
+            let Some(migration) = step.file.as_ref().and_then(|f| self.migrations.get(f)) else {
+                return;
+            };
+            if let Err(e) = migration.apply(&mut payload) {
+                found.add(
+                    &rules::SAMPLE_UPCAST_FAILED,
+                    sample.path.clone(),
+                    "/payload",
+                    format!("`{name}` v{v}→v{}: {e}", v + 1),
+                );
+                return;
+            }
+            if let Some((pointer, why)) = self.invalid(name, v + 1, &payload) {
+                found.add(
+                    &rules::MIGRATION_OUTPUT_INVALID,
+                    display(&self.config.migrations.join(migration.file())),
+                    "",
+                    format!(
+                        "over {}, the output is not a valid v{}: at {pointer}: {why}",
+                        sample.path,
+                        v + 1
+                    ),
+                );
+                return;
+            }
+        }
+    }
+
+    /// Why `payload` does not fit version `v`'s schema, if it does not.
+    #[cfg(feature = "check")]
+    fn invalid(&self, name: &str, v: u32, payload: &Value) -> Option<(String, String)> {
+        let schema = self.schema(name, v)?.schema.as_ref()?;
+        let validator = jsonschema::validator_for(schema).ok()?;
+        let error = validator.iter_errors(payload).next()?;
+        Some((error.instance_path().to_string(), error.to_string()))
+    }
+
+    #[cfg(not(feature = "check"))]
+    fn invalid(&self, _: &str, _: u32, _: &Value) -> Option<(String, String)> {
+        None
+    }
+
+    /// Rules that compare with the schemas at a git ref.
+    fn against(&self, base: &str, found: &mut Found) -> Result<(), ConfigError> {
+        let dir = &self.config.schemas;
+        let listing = git(&["ls-tree", "-r", "--name-only", base, "--", &display(dir)])?;
+        let base_manifest: Manifest = git(&[
+            "show",
+            &format!("{base}:./{}", display(&dir.join(MANIFEST))),
+        ])
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+        let prefix = git(&["rev-parse", "--show-prefix"])?.trim().to_owned();
+        for line in listing.lines() {
+            let rel = line.strip_prefix(&prefix).unwrap_or(line);
+            let path = Path::new(rel);
+            let Ok(inside) = path.strip_prefix(dir) else {
+                continue;
+            };
+            let mut parts = inside.iter();
+            let (Some(type_name), Some(file), None) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let type_name = type_name.to_string_lossy().into_owned();
+            let Some(version) = Path::new(file)
+                .file_stem()
+                .and_then(|s| version_of(&s.to_string_lossy()))
+            else {
+                continue;
+            };
+            let old_text = git(&["show", &format!("{base}:./{rel}")])?;
+            let old: Option<Value> = serde_json::from_str(&old_text).ok();
+            let retired = self
+                .manifest
+                .types
+                .get(&type_name)
+                .is_some_and(|t| t.retired.contains(&version));
+            match self.schema(&type_name, version) {
+                None if !retired => found.add(
+                    &rules::RELEASED_DELETED,
+                    rel.to_owned(),
+                    "",
+                    format!(
+                        "`{type_name}` v{version} is in {base} but deleted here, and not retired"
+                    ),
+                ),
+                None => {}
+                Some(now)
+                    if now.schema.as_ref().map(without_marker)
+                        != old.as_ref().map(without_marker) =>
+                {
+                    let changes = match (&old, &now.schema) {
+                        (Some(o), Some(n)) => describe(&compat::diff(o, n, Mode::Full)),
+                        _ => "the file changed".into(),
+                    };
+                    found.add(
+                        &rules::RELEASED_MODIFIED,
+                        rel.to_owned(),
+                        "",
+                        format!("`{type_name}` v{version} differs from {base}: {changes}"),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+        for (name, entry) in &base_manifest.types {
+            for v in &entry.retired {
+                if let Some(now) = self.schema(name, *v) {
+                    found.add(
+                        &rules::VERSION_REUSED,
+                        now.path.clone(),
+                        "",
+                        format!("`{name}` v{v} was retired in {base}; a retired version is not used again"),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A schema without our own marker, which holds the version number.
+fn without_marker(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Value::Object(o) = &mut v {
+        o.remove("x-upcaster");
+    }
+    v
+}
+
+fn describe(changes: &[compat::Change]) -> String {
+    let shown: Vec<String> = changes.iter().take(3).map(ToString::to_string).collect();
+    let more = changes.len().saturating_sub(3);
+    if more > 0 {
+        format!("{} (and {more} more)", shown.join("; "))
+    } else {
+        shown.join("; ")
+    }
+}
+
+fn escape(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+fn git(args: &[&str]) -> Result<String, ConfigError> {
+    let out = Command::new("git")
+        .args(args)
+        .output()
+        .map_err(|e| ConfigError(format!("cannot run git: {e}")))?;
+    if !out.status.success() {
+        return Err(ConfigError(format!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Reads a stored envelope and returns its payload, after checking that its type and
+/// version match the directory it is stored in.
+fn read_sample(file: &Path, type_name: &str, version: u32) -> Result<Value, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
+    let envelope: Value = match file.extension().and_then(|e| e.to_str()) {
+        Some("json") => serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))?,
+        Some("msgpack") => {
+            rmp_serde::from_slice(&bytes).map_err(|e| format!("not MessagePack: {e}"))?
+        }
+        _ => return Err("samples are .json or .msgpack envelopes".into()),
+    };
+    let found_type = envelope.get("type").and_then(Value::as_str);
+    let found_version = envelope.get("version").and_then(Value::as_u64);
+    if found_version != Some(u64::from(version)) {
+        return Err(format!(
+            "stored under v{version} but its envelope says version {}",
+            found_version.map_or("(none)".into(), |v| v.to_string())
+        ));
+    }
+    if found_type.is_none() {
+        return Err(format!(
+            "no `type`; expected `{type_name}` or one of its names"
+        ));
+    }
+    envelope
+        .get("payload")
+        .cloned()
+        .ok_or_else(|| "no `payload`".to_owned())
+}
