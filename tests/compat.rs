@@ -486,3 +486,89 @@ mod serde_pairs {
         check::<Colour3, Colour2>(&[Colour3::Green], false);
     }
 }
+
+/// What schemars does not show, the derive records: serde aliases and catch-all variants.
+mod serde_facts {
+    use super::*;
+    use schemars::JsonSchema;
+    use serde::{Deserialize, Serialize};
+    use upcaster::schema::schema_of;
+
+    #[derive(Serialize, Deserialize, JsonSchema, upcaster::Message)]
+    #[serde(rename_all = "camelCase")]
+    #[message(name = "Post", version = 1)]
+    struct PostV1 {
+        image_post_id: u64,
+    }
+
+    #[derive(Serialize, Deserialize, JsonSchema, upcaster::Message)]
+    #[serde(rename_all = "camelCase")]
+    #[message(name = "Post", version = 2)]
+    struct PostAliased {
+        #[serde(alias = "imagePostId")]
+        image_post: u64,
+    }
+
+    #[derive(Serialize, Deserialize, JsonSchema, upcaster::Message)]
+    #[serde(rename_all = "camelCase")]
+    #[message(name = "Post", version = 2)]
+    struct PostRenamed {
+        image_post: u64,
+    }
+
+    #[test]
+    fn a_renamed_field_that_keeps_an_alias_is_compatible() {
+        let recorded = schema_of::<PostAliased>();
+        assert_eq!(
+            recorded["x-upcaster"]["aliases"],
+            json!({"imagePost": ["imagePostId"]})
+        );
+        let old = schema_of::<PostV1>();
+        assert!(compatible(&diff(&old, &recorded, Mode::Backward)));
+        assert!(!compatible(&diff(
+            &old,
+            &schema_of::<PostRenamed>(),
+            Mode::Backward
+        )));
+        // And serde agrees.
+        let v1 = serde_json::to_value(PostV1 { image_post_id: 3 }).unwrap();
+        assert!(serde_json::from_value::<PostAliased>(v1.clone()).is_ok());
+        assert!(serde_json::from_value::<PostRenamed>(v1).is_err());
+    }
+
+    #[derive(Serialize, Deserialize, JsonSchema, upcaster::Message)]
+    #[serde(rename_all = "snake_case")]
+    #[message(name = "Mood", version = 1)]
+    enum MoodV1 {
+        Happy,
+        #[serde(other)]
+        SomethingElse,
+    }
+
+    #[derive(Serialize, Deserialize, JsonSchema, upcaster::Message)]
+    #[serde(rename_all = "snake_case")]
+    #[message(name = "Mood", version = 2)]
+    enum MoodV2 {
+        Happy,
+        SomethingElse,
+        Sleepy,
+    }
+
+    #[test]
+    fn a_catch_all_variant_lets_old_readers_accept_new_variants() {
+        let old = schema_of::<MoodV1>();
+        assert_eq!(old["x-upcaster"]["other"], "something_else");
+        let new = schema_of::<MoodV2>();
+        assert!(compatible(&diff(&old, &new, Mode::Forward)));
+        assert!(compatible(&diff(&old, &new, Mode::Backward)));
+        // Without the catch-all, old readers refuse `sleepy`.
+        let mut plain = old.clone();
+        plain["x-upcaster"].as_object_mut().unwrap().remove("other");
+        assert!(!compatible(&diff(&plain, &new, Mode::Forward)));
+        let sleepy = serde_json::to_value(MoodV2::Sleepy).unwrap();
+        assert!(matches!(
+            serde_json::from_value::<MoodV1>(sleepy),
+            Ok(MoodV1::SomethingElse)
+        ));
+    }
+}

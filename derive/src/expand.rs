@@ -5,7 +5,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::DeriveInput;
 
-use crate::{ast, valid, Errors};
+use crate::{ast, serde_facts, valid, Errors};
 
 /// Runs every phase on `node`: the generated impl, or every mistake found, combined.
 pub fn derive(node: &DeriveInput) -> syn::Result<TokenStream> {
@@ -14,7 +14,7 @@ pub fn derive(node: &DeriveInput) -> syn::Result<TokenStream> {
     let message = valid::check(&input, &mut errors);
     match (message, errors.into_error()) {
         (_, Some(error)) => Err(error),
-        (Some(message), None) => Ok(expand(&message)),
+        (Some(message), None) => Ok(expand(&message, &serde_facts::facts(node))),
         (None, None) => Err(syn::Error::new(
             node.ident.span(),
             "internal error in upcaster-derive: the input was rejected without a reason; \
@@ -23,7 +23,7 @@ pub fn derive(node: &DeriveInput) -> syn::Result<TokenStream> {
     }
 }
 
-fn expand(message: &valid::Message) -> TokenStream {
+fn expand(message: &valid::Message, facts: &str) -> TokenStream {
     let ident = message.ident;
     // Without a `name`, a linked version keeps the name of the one before it.
     let name = match (&message.name, message.previous) {
@@ -47,6 +47,9 @@ fn expand(message: &valid::Message) -> TokenStream {
             const NAME: &'static str = #name;
             const VERSION: u32 = #version;
             const ALIASES: &'static [&'static str] = &[#(#aliases),*];
+            fn __serde_facts() -> &'static str {
+                #facts
+            }
             #methods
         }
         #assertion

@@ -12,6 +12,7 @@ mod ast;
 mod attr;
 mod embed;
 mod expand;
+mod serde_facts;
 mod valid;
 
 use proc_macro::TokenStream;

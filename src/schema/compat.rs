@@ -336,6 +336,10 @@ impl<'a> Engine<'a> {
 
     fn values(&mut self, wo: &Map<String, Value>, ro: &Map<String, Value>, at: &str) {
         let Some(rv) = values(ro) else { return };
+        // A serde enum with a `#[serde(other)]` variant reads any unknown variant as it.
+        if at.is_empty() && self.reader_root.pointer("/x-upcaster/other").is_some() {
+            return;
+        }
         match values(wo) {
             None => self.breaking(
                 "enum-added",
@@ -531,10 +535,42 @@ impl<'a> Engine<'a> {
             .unwrap_or(&empty);
         let w_rest = self.writer_rest(wo);
         let r_rest = rest_of(ro);
+        // Field aliases the reader's serde type declares (recorded at the schema's root):
+        // old name → the field that reads it.
+        let mut alias_of: Vec<(&str, &str)> = Vec::new();
+        if at.is_empty() {
+            if let Some(Value::Object(a)) = self.reader_root.pointer("/x-upcaster/aliases") {
+                for (field, names) in a {
+                    for n in names
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                    {
+                        alias_of.push((n, field.as_str()));
+                    }
+                }
+            }
+        }
         let mut names: Vec<&String> = w_props.keys().chain(r_props.keys()).collect();
         names.sort();
         names.dedup();
         for name in names {
+            if let (Some(w), false) = (w_props.get(name), r_props.contains_key(name)) {
+                if let Some((_, field)) = alias_of.iter().find(|(a, _)| a == name) {
+                    if let Some(r) = r_props.get(*field) {
+                        let here = format!("{at}/properties/{}", escape(field));
+                        self.report(
+                            "property-renamed-with-alias",
+                            &here,
+                            format!("`{name}` is read as `{field}` through its serde alias"),
+                            false,
+                        );
+                        self.accepts(w, r, &here);
+                        continue;
+                    }
+                }
+            }
             let w = w_props
                 .get(name)
                 .unwrap_or_else(|| pattern_for(wo, name).unwrap_or(w_rest));
@@ -590,7 +626,10 @@ impl<'a> Engine<'a> {
         };
         let w_req = required(wo);
         for name in required(ro) {
-            if w_req.contains(&name) {
+            let by_alias = alias_of
+                .iter()
+                .any(|(a, f)| *f == name && w_req.contains(a));
+            if w_req.contains(&name) || by_alias {
                 continue;
             }
             let has_default = r_props

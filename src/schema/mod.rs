@@ -94,10 +94,14 @@ pub fn schema_path(dir: &Path, type_name: &str, version: u32) -> PathBuf {
 pub fn schema_of<T: Message + JsonSchema>() -> Value {
     let mut schema = serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Value::Null);
     if let Value::Object(o) = &mut schema {
-        o.insert(
-            "x-upcaster".into(),
-            serde_json::json!({ "type": T::NAME, "version": T::VERSION }),
-        );
+        let mut marker = serde_json::json!({ "type": T::NAME, "version": T::VERSION });
+        if let (Ok(Value::Object(facts)), Value::Object(m)) = (
+            serde_json::from_str::<Value>(T::__serde_facts()),
+            &mut marker,
+        ) {
+            m.extend(facts);
+        }
+        o.insert("x-upcaster".into(), marker);
     }
     schema
 }
