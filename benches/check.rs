@@ -38,7 +38,10 @@ fn generate(root: &Path) {
         let name = format!("Message{t:04}");
         let mut steps = Vec::new();
         for v in 1..=VERSIONS {
-            write(&root.join(format!("schemas/{name}/v{v}.json")), &schema(&name, v));
+            write(
+                &root.join(format!("schemas/{name}/v{v}.json")),
+                &schema(&name, v),
+            );
             write(
                 &root.join(format!("tests/samples/{name}/v{v}/one.json")),
                 &json!({"type": name, "version": v,
@@ -55,7 +58,10 @@ fn generate(root: &Path) {
         }
         types.insert(name, json!({"current": VERSIONS, "steps": steps}));
     }
-    write(&root.join("schemas/manifest.json"), &json!({"types": types}));
+    write(
+        &root.join("schemas/manifest.json"),
+        &json!({"types": types}),
+    );
 }
 
 fn main() {
@@ -73,7 +79,10 @@ fn main() {
         let start = Instant::now();
         let findings = check::check(&config).expect("the generated repository loads");
         times.push(start.elapsed().as_secs_f64());
-        assert!(findings.is_empty(), "the generated repository is clean: {findings:?}");
+        assert!(
+            findings.is_empty(),
+            "the generated repository is clean: {findings:?}"
+        );
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];

@@ -571,4 +571,42 @@ mod serde_facts {
             Ok(MoodV1::SomethingElse)
         ));
     }
+
+    #[derive(Serialize, Deserialize, JsonSchema, upcaster::Message)]
+    #[message(name = "Tagged", version = 1)]
+    struct TaggedV1 {
+        id: u32,
+    }
+
+    #[derive(Serialize, Deserialize, JsonSchema, upcaster::Message)]
+    #[message(name = "Tagged", version = 2)]
+    struct TaggedSkipped {
+        id: u32,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tags: Vec<String>,
+    }
+
+    #[derive(Serialize, Deserialize, JsonSchema, upcaster::Message)]
+    #[message(name = "Tagged", version = 2)]
+    struct TaggedDefaulted {
+        id: u32,
+        #[serde(skip_serializing_if = "Vec::is_empty", default)]
+        tags: Vec<String>,
+    }
+
+    #[test]
+    fn a_field_the_writer_may_skip_is_still_required_to_read_without_a_default() {
+        let skipped = schema_of::<TaggedSkipped>();
+        assert_eq!(skipped["x-upcaster"]["required"], json!(["tags"]));
+        let old = schema_of::<TaggedV1>();
+        assert!(!compatible(&diff(&old, &skipped, Mode::Backward)));
+        assert!(compatible(&diff(
+            &old,
+            &schema_of::<TaggedDefaulted>(),
+            Mode::Backward
+        )));
+        let v1 = serde_json::to_value(TaggedV1 { id: 1 }).unwrap();
+        assert!(serde_json::from_value::<TaggedSkipped>(v1.clone()).is_err());
+        assert!(serde_json::from_value::<TaggedDefaulted>(v1).is_ok());
+    }
 }

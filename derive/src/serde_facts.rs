@@ -13,18 +13,23 @@ pub fn facts(node: &DeriveInput) -> String {
     let container = read(&node.attrs);
     let mut aliases: Vec<(String, Vec<String>)> = Vec::new();
     let mut other = None;
+    // Fields a writer may omit but a reader cannot do without: schemars calls them
+    // optional, serde fails on a message without them.
+    let mut required = Vec::new();
     match &node.data {
         Data::Struct(data) => {
             for field in &data.fields {
                 let Some(ident) = &field.ident else { continue };
                 let own = read(&field.attrs);
-                if own.aliases.is_empty() {
-                    continue;
-                }
-                let wire = own.rename.unwrap_or_else(|| {
+                let wire = own.rename.clone().unwrap_or_else(|| {
                     field_case(&ident.unraw().to_string(), container.rename_all.as_deref())
                 });
-                aliases.push((wire, own.aliases));
+                if own.skip_if && !own.default && !container.default && !is_option(&field.ty) {
+                    required.push(wire.clone());
+                }
+                if !own.aliases.is_empty() {
+                    aliases.push((wire, own.aliases));
+                }
             }
         }
         Data::Enum(data) => {
@@ -65,6 +70,13 @@ pub fn facts(node: &DeriveInput) -> String {
         }
         out.push_str(&format!("\"other\":{}", json_string(&other)));
     }
+    if !required.is_empty() {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        let names: Vec<String> = required.iter().map(|n| json_string(n)).collect();
+        out.push_str(&format!("\"required\":[{}]", names.join(",")));
+    }
     out.push('}');
     out
 }
@@ -75,6 +87,10 @@ struct SerdeAttrs {
     rename_all: Option<String>,
     aliases: Vec<String>,
     other: bool,
+    /// `skip_serializing_if`: the writer may leave the field out.
+    skip_if: bool,
+    /// `default` (on a field or the container): a reader fills a missing field.
+    default: bool,
 }
 
 fn read(attrs: &[Attribute]) -> SerdeAttrs {
@@ -98,6 +114,8 @@ fn read(attrs: &[Attribute]) -> SerdeAttrs {
                     ("rename", Some(t)) => found.rename = Some(t),
                     ("rename_all", Some(t)) => found.rename_all = Some(t),
                     ("alias", Some(t)) => found.aliases.push(t),
+                    ("skip_serializing_if", _) => found.skip_if = true,
+                    ("default", _) => found.default = true,
                     _ => {}
                 }
             } else if meta.input.peek(syn::token::Paren) {
@@ -121,11 +139,21 @@ fn read(attrs: &[Attribute]) -> SerdeAttrs {
                 })?;
             } else if key == "other" {
                 found.other = true;
+            } else if key == "default" {
+                found.default = true;
             }
             Ok(())
         });
     }
     found
+}
+
+/// `Option<…>`, as serde_derive itself recognises it: by the last path segment.
+fn is_option(ty: &syn::Type) -> bool {
+    match ty {
+        syn::Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "Option"),
+        _ => false,
+    }
 }
 
 fn json_string(s: &str) -> String {

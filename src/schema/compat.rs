@@ -625,7 +625,17 @@ impl<'a> Engine<'a> {
                 .unwrap_or_default()
         };
         let w_req = required(wo);
-        for name in required(ro) {
+        let mut r_req = required(ro);
+        // Fields serde needs though the writer may skip them (`skip_serializing_if` without
+        // `default`): the schema calls them optional.
+        if at.is_empty() {
+            if let Some(Value::Array(extra)) = self.reader_root.pointer("/x-upcaster/required") {
+                r_req.extend(extra.iter().filter_map(Value::as_str));
+            }
+        }
+        r_req.sort_unstable();
+        r_req.dedup();
+        for name in r_req {
             let by_alias = alias_of
                 .iter()
                 .any(|(a, f)| *f == name && w_req.contains(a));
