@@ -945,6 +945,7 @@ impl Registry {
                 e.name.to_owned(),
                 TypeEntry {
                     current: e.current,
+                    versions: (e.oldest..=e.current).collect(),
                     aliases: e.aliases.clone(),
                     retired: Vec::new(),
                     steps,

@@ -120,6 +120,29 @@ fn schema_missing() {
 }
 
 #[test]
+fn schema_missing_for_a_version_the_registry_reads() {
+    let f = fixture("missing-old");
+    let mut m = manifest(migration_step(), json!([]));
+    m["types"]["Order"]["versions"] = json!([1, 2]);
+    write(&f.dir.join("schemas/manifest.json"), &m);
+    std::fs::remove_file(f.dir.join("schemas/Order/v1.json")).unwrap();
+    let run = check(&f);
+    assert_eq!(run.code, 1);
+    let finding = run
+        .findings
+        .iter()
+        .find(|f| f["rule"] == "schema-missing")
+        .unwrap();
+    assert!(
+        finding["message"]
+            .as_str()
+            .unwrap()
+            .contains("reads `Order` v1"),
+        "{finding}"
+    );
+}
+
+#[test]
 fn schema_invalid() {
     let f = fixture("invalid");
     std::fs::write(f.dir.join("schemas/Order/v2.json"), "{").unwrap();

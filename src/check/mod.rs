@@ -322,6 +322,20 @@ impl Repo {
                     ),
                 );
             }
+            for &v in &entry.versions {
+                if v != entry.current
+                    && self.schema(name, v).is_none()
+                    && !entry.retired.contains(&v)
+                {
+                    let path = display(&crate::schema::schema_path(&self.config.schemas, name, v));
+                    found.add(
+                        &rules::SCHEMA_MISSING,
+                        path,
+                        "",
+                        format!("the registry reads `{name}` v{v}, which has no schema"),
+                    );
+                }
+            }
             for (i, step) in entry.steps.iter().enumerate() {
                 if let (StepKind::Migration, Some(file)) = (step.by, &step.file) {
                     if !self.migrations.contains_key(file) && self.migrations_loaded() {

@@ -45,6 +45,9 @@ pub struct Manifest {
 pub struct TypeEntry {
     /// The current version.
     pub current: u32,
+    /// Every version the registry reads: the oldest its chain starts from, up to current.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<u32>,
     /// Other names that read as this type: aliases and former names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
