@@ -128,7 +128,13 @@ fn required_and_defaults() {
     let b_required = json!({"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}}, "required": ["a", "b"]});
     let b_defaulted = json!({"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string", "default": ""}}, "required": ["a", "b"]});
     assert!(!back(base.clone(), b_required.clone()));
-    let changes = diff(&base, &b_defaulted, Mode::Backward);
+    // serde fills a default in; a JSON Schema validator does not.
+    assert!(!back(base.clone(), b_defaulted.clone()));
+    let mark = |mut v: Value| {
+        v["x-upcaster"] = json!({"version": 1});
+        v
+    };
+    let changes = diff(&mark(base.clone()), &mark(b_defaulted), Mode::Backward);
     assert!(
         compatible(&changes),
         "a reader fills the default: {changes:?}"
@@ -149,10 +155,19 @@ fn type_widening_narrowing_and_nullability() {
     assert!(!back(nullable_array.clone(), string.clone()));
     assert!(!back(nullable_any_of.clone(), string.clone()));
     assert!(back(nullable_any_of, nullable_array));
-    // Integer widths, which schemars writes only as `format`.
-    let u32s = json!({"type": "integer", "format": "uint32", "minimum": 0});
-    let u64s = json!({"type": "integer", "format": "uint64", "minimum": 0});
-    let i64s = json!({"type": "integer", "format": "int64"});
+    // Integer widths, which schemars writes only as `format`: ranges for serde's types,
+    // annotations for JSON Schema validators.
+    let serde = json!({"version": 1});
+    let u32s = json!({"type": "integer", "format": "uint32", "minimum": 0, "x-upcaster": serde});
+    let u64s = json!({"type": "integer", "format": "uint64", "minimum": 0, "x-upcaster": serde});
+    let i64s = json!({"type": "integer", "format": "int64", "x-upcaster": serde});
+    assert!(
+        back(
+            json!({"type": "integer", "format": "uint64"}),
+            json!({"type": "integer", "format": "uint32"})
+        ),
+        "without serde, `format` constrains nothing"
+    );
     assert!(back(u32s.clone(), u64s.clone()));
     assert!(!back(u64s.clone(), u32s.clone()));
     assert!(back(u32s.clone(), i64s.clone()));
@@ -609,4 +624,151 @@ mod serde_facts {
         assert!(serde_json::from_value::<TaggedSkipped>(v1.clone()).is_err());
         assert!(serde_json::from_value::<TaggedDefaulted>(v1).is_ok());
     }
+}
+
+/// Pairs where a document valid under the old schema is refused by the new one: each must
+/// be reported breaking (found by a review; every document was checked with a validator).
+#[test]
+fn no_false_compatible_verdicts() {
+    let cases = [
+        (
+            json!({"type": "object"}),
+            json!({"type": "object", "if": {"properties": {"a": {"const": 1}}, "required": ["a"]}, "then": {"required": ["b"]}}),
+        ),
+        (
+            json!({"type": "array"}),
+            json!({"type": "array", "unevaluatedItems": false}),
+        ),
+        (
+            json!({}),
+            json!({"$dynamicAnchor": "m", "$dynamicRef": "#/$defs/s", "$defs": {"s": {"type": "string"}}}),
+        ),
+        (
+            json!({"type": "integer"}),
+            json!({"oneOf": [{"type": "integer"}, {"type": "number"}]}),
+        ),
+        (
+            json!({}),
+            json!({"anyOf": [{}], "oneOf": [{"type": "string"}]}),
+        ),
+        (
+            json!({"not": {"$ref": "#/$defs/x"}, "$defs": {"x": {"type": "integer"}}}),
+            json!({"not": {"$ref": "#/$defs/x"}, "$defs": {"x": {"type": "number"}}}),
+        ),
+        (
+            json!({"type": "object"}),
+            json!({"$ref": "#/$defs/o", "required": ["x"], "$defs": {"o": {"type": "object"}}}),
+        ),
+        (
+            json!({"type": "array", "contains": {"type": "string"}, "minContains": 0}),
+            json!({"type": "array", "contains": {"type": "string"}}),
+        ),
+        (
+            json!({"properties": {"abd": {"type": "string"}}, "additionalProperties": false}),
+            json!({"patternProperties": {"^ab+c$": {"type": "string"}}, "additionalProperties": false}),
+        ),
+        (
+            json!({"patternProperties": {"^ab+c$": {"type": "string"}}}),
+            json!({"properties": {"abd": {"type": "string"}}}),
+        ),
+        (
+            json!({"properties": {"a1": {"type": "string"}}, "additionalProperties": false}),
+            json!({"properties": {"a1": {"type": "string"}}, "additionalProperties": false, "patternProperties": {"^a": {"minLength": 5}}}),
+        ),
+        (
+            json!({"properties": {"ab": {"type": "string"}}, "additionalProperties": false}),
+            json!({"patternProperties": {"^a": {"type": "string"}, "b$": {"maxLength": 0}}, "additionalProperties": false}),
+        ),
+        (
+            json!({"patternProperties": {"^x": {"type": "integer"}}, "additionalProperties": false}),
+            json!({"patternProperties": {"y$": {"type": "string"}}}),
+        ),
+        (
+            json!({"properties": {"a": {}}, "dependentSchemas": {"a": {"properties": {"b": {}}}}, "unevaluatedProperties": false}),
+            json!({"properties": {"a": {}}, "additionalProperties": false}),
+        ),
+        (
+            json!({"$schema": "http://json-schema.org/draft-04/schema#", "minimum": 5}),
+            json!({"$schema": "http://json-schema.org/draft-04/schema#", "minimum": 5, "exclusiveMinimum": true}),
+        ),
+        (
+            json!({"type": "integer", "maximum": 9007199254740993u64}),
+            json!({"type": "integer", "maximum": 9007199254740992u64}),
+        ),
+        (json!({"multipleOf": 1e-13}), json!({"multipleOf": 1})),
+        (
+            json!({"type": "object"}),
+            json!({"properties": {"a": {"default": 1}}, "required": ["a"]}),
+        ),
+        (
+            json!({"type": "integer", "format": "uint8"}),
+            json!({"type": "integer", "maximum": 255}),
+        ),
+        (json!({"type": "string"}), json!(3)),
+    ];
+    for (old, new) in cases {
+        let changes = diff(&old, &new, Mode::Backward);
+        assert!(
+            !compatible(&changes),
+            "{old} → {new} was called compatible: {changes:?}"
+        );
+    }
+    // Serde specifics: a flattened map is written, and a field and its alias cannot both be.
+    let serde = json!({"version": 1});
+    let flattened = json!({"properties": {"a": {"type": "string"}}, "additionalProperties": {"type": "integer"}, "x-upcaster": serde});
+    let strict = json!({"properties": {"a": {"type": "string"}}, "additionalProperties": false, "x-upcaster": serde});
+    assert!(!back(flattened, strict));
+    let both = json!({"type": "object", "properties": {"name": {"type": "string"}, "title": {"type": "string"}}, "x-upcaster": serde});
+    let aliased = json!({"type": "object", "properties": {"title": {"type": "string"}}, "x-upcaster": {"version": 2, "aliases": {"title": ["name"]}}});
+    let changes = diff(&both, &aliased, Mode::Backward);
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.rule == "alias-clash" && c.breaking),
+        "{changes:?}"
+    );
+}
+
+/// Schemas that once overflowed the stack or ran for minutes now end, and say so.
+#[test]
+fn pathological_schemas_end() {
+    let cyclic = json!({"anyOf": [{"$ref": "#"}]});
+    let _ = diff(&cyclic, &cyclic, Mode::Full);
+    let _ = diff(
+        &json!({"allOf": [{"$ref": "#"}]}),
+        &json!({"type": "object"}),
+        Mode::Full,
+    );
+    // A long acyclic chain of definitions.
+    let mut defs = serde_json::Map::new();
+    for i in 0..3000 {
+        defs.insert(
+            format!("d{i}"),
+            json!({"type": "object", "properties": {"x": {"$ref": format!("#/$defs/d{}", i + 1)}}}),
+        );
+    }
+    defs.insert("d3000".into(), json!({"type": "string"}));
+    let chain = json!({"$ref": "#/$defs/d0", "$defs": defs});
+    let changes = diff(&chain, &chain, Mode::Backward);
+    assert!(
+        changes.iter().any(|c| c.rule == "schema-too-complex"),
+        "deep chains are cut off"
+    );
+    // Two references per level: 2^40 paths without memoisation.
+    let mut defs = serde_json::Map::new();
+    for i in 0..40 {
+        let next = format!("#/$defs/d{}", i + 1);
+        defs.insert(
+            format!("d{i}"),
+            json!({"type": "object", "properties": {"a": {"$ref": next}, "b": {"$ref": next}}}),
+        );
+    }
+    defs.insert("d40".into(), json!({"type": "string"}));
+    let wide = json!({"$ref": "#/$defs/d0", "$defs": defs});
+    assert!(compatible(&diff(&wide, &wide, Mode::Full)));
+    // Big enums.
+    let old: Vec<u32> = (0..100_000).collect();
+    let new: Vec<u32> = (1..100_000).collect();
+    let changes = diff(&json!({"enum": old}), &json!({"enum": new}), Mode::Backward);
+    assert!(changes.iter().any(|c| c.rule == "enum-narrowed"));
 }

@@ -97,22 +97,31 @@ struct Engine<'a> {
     serde: bool,
     /// `(writer, reader)` pairs under comparison, by address: recursion is assumed fine.
     active: HashSet<(usize, usize)>,
+    /// Pairs reached through `$ref`s (so living in the roots) already shown compatible.
+    proven: HashSet<(usize, usize)>,
+    /// How deep the comparison is, and how many comparisons it made: both bounded, so that
+    /// no schema can exhaust the stack or the clock. Past a bound, the answer is "breaking".
+    depth: usize,
+    steps: usize,
     changes: Vec<Change>,
 }
 
-const INTEGER_FORMATS: &[(&str, f64, f64)] = &[
-    ("int8", -128.0, 127.0),
-    ("uint8", 0.0, 255.0),
-    ("int16", -32768.0, 32767.0),
-    ("uint16", 0.0, 65535.0),
-    ("int32", -2147483648.0, 2147483647.0),
-    ("uint32", 0.0, 4294967295.0),
-    ("int64", -9.223372036854776e18, 9.223372036854776e18),
-    ("uint64", 0.0, 1.8446744073709552e19),
-    ("int", -9.223372036854776e18, 9.223372036854776e18),
-    ("uint", 0.0, 1.8446744073709552e19),
-    ("int128", -1.7014118346046923e38, 1.7014118346046923e38),
-    ("uint128", 0.0, 3.402823669209385e38),
+const MAX_DEPTH: usize = 96;
+const MAX_STEPS: usize = 200_000;
+
+const INTEGER_FORMATS: &[(&str, i128, i128)] = &[
+    ("int8", i8::MIN as i128, i8::MAX as i128),
+    ("uint8", 0, u8::MAX as i128),
+    ("int16", i16::MIN as i128, i16::MAX as i128),
+    ("uint16", 0, u16::MAX as i128),
+    ("int32", i32::MIN as i128, i32::MAX as i128),
+    ("uint32", 0, u32::MAX as i128),
+    ("int64", i64::MIN as i128, i64::MAX as i128),
+    ("uint64", 0, u64::MAX as i128),
+    ("int", i64::MIN as i128, i64::MAX as i128),
+    ("uint", 0, u64::MAX as i128),
+    ("int128", i128::MIN, i128::MAX),
+    ("uint128", 0, i128::MAX),
 ];
 
 const TYPES: &[&str] = &[
@@ -128,6 +137,9 @@ impl<'a> Engine<'a> {
             direction,
             serde: ours(writer) && ours(reader),
             active: HashSet::new(),
+            proven: HashSet::new(),
+            depth: 0,
+            steps: 0,
             changes: Vec::new(),
         }
     }
@@ -153,13 +165,21 @@ impl<'a> Engine<'a> {
     }
 
     /// Follows `$ref`s within a root; `None` for a reference that does not resolve.
-    fn resolve<'v>(root: &'v Value, mut schema: &'v Value) -> Option<&'v Value> {
+    fn resolve<'v>(root: &'v Value, schema: &'v Value) -> Option<&'v Value> {
+        Self::follow(root, schema).map(|(v, _)| v)
+    }
+
+    /// [`Engine::resolve`], and whether a `$ref` was followed (the result then lives in the
+    /// root, at a stable address).
+    fn follow<'v>(root: &'v Value, mut schema: &'v Value) -> Option<(&'v Value, bool)> {
+        let mut followed = false;
         for _ in 0..64 {
             let Some(r) = schema.get("$ref").and_then(Value::as_str) else {
-                return Some(schema);
+                return Some((schema, followed));
             };
             let pointer = r.strip_prefix('#')?;
             schema = root.pointer(pointer)?;
+            followed = true;
         }
         None
     }
@@ -169,9 +189,38 @@ impl<'a> Engine<'a> {
     where
         'a: 's,
     {
-        let (Some(w), Some(r)) = (
-            Self::resolve(self.writer_root, w),
-            Self::resolve(self.reader_root, r),
+        self.steps += 1;
+        if self.depth >= MAX_DEPTH || self.steps > MAX_STEPS {
+            if !self.changes.iter().any(|c| c.rule == "schema-too-complex") {
+                self.breaking(
+                    "schema-too-complex",
+                    at,
+                    "the schemas are nested or branched past what is compared; treated as breaking"
+                        .into(),
+                );
+            }
+            return;
+        }
+        // `$ref` beside other keywords means both apply (draft 2019-09 on).
+        if let Some((target, siblings)) = split_ref(r) {
+            self.accepts(w, &target, at);
+            self.accepts(w, &siblings, at);
+            return;
+        }
+        if let Some((target, siblings)) = split_ref(w) {
+            let merged = match Self::resolve(self.writer_root, &target) {
+                Some(t) => match siblings {
+                    Value::Object(o) => merge(&o, t, self.writer_root),
+                    other => other,
+                },
+                None => target,
+            };
+            self.accepts(&merged, r, at);
+            return;
+        }
+        let (Some((w, w_followed)), Some((r, r_followed))) = (
+            Self::follow(self.writer_root, w),
+            Self::follow(self.reader_root, r),
         ) else {
             self.breaking(
                 "ref-unresolved",
@@ -181,11 +230,18 @@ impl<'a> Engine<'a> {
             return;
         };
         let key = (w as *const Value as usize, r as *const Value as usize);
-        if !self.active.insert(key) {
+        let stable = w_followed && r_followed;
+        if (stable && self.proven.contains(&key)) || !self.active.insert(key) {
             return;
         }
+        let before = self.changes.iter().filter(|c| c.breaking).count();
+        self.depth += 1;
         self.compare(w, r, at);
+        self.depth -= 1;
         self.active.remove(&key);
+        if stable && self.changes.iter().filter(|c| c.breaking).count() == before {
+            self.proven.insert(key);
+        }
     }
 
     fn compare<'s>(&mut self, w: &'s Value, r: &'s Value, at: &str)
@@ -205,8 +261,21 @@ impl<'a> Engine<'a> {
         // `true` is the schema with no keywords.
         let w = if w == &Value::Bool(true) { &*ANY } else { w };
         let (Value::Object(wo), Value::Object(ro)) = (w, r) else {
+            if !r.is_object() {
+                self.breaking("schema-invalid", at, format!("{r} is not a schema"));
+            }
             return;
         };
+        // Keywords this engine does not compare: a reader may not add or change them.
+        for (k, v) in ro {
+            if !is_annotation(k) && !KNOWN.contains(&k.as_str()) && wo.get(k) != Some(v) {
+                self.breaking(
+                    "keyword-unsupported",
+                    &format!("{at}/{}", escape(k)),
+                    format!("`{k}` is not compared here; a reader that adds or changes it may refuse old documents"),
+                );
+            }
+        }
 
         // `allOf` on the reader: each part must accept the writer.
         if let Some(parts) = ro.get("allOf").and_then(Value::as_array) {
@@ -214,16 +283,16 @@ impl<'a> Engine<'a> {
                 self.accepts(w, part, &format!("{at}/allOf/{i}"));
             }
         }
-        // Alternatives on the writer: each must be accepted.
-        for key in ["anyOf", "oneOf"] {
-            if let Some(parts) = wo.get(key).and_then(Value::as_array) {
-                let rest = without(wo, &["anyOf", "oneOf"]);
-                for part in parts {
+        // Alternatives on the writer: each must be accepted (both lists, when there are two).
+        if wo.contains_key("anyOf") || wo.contains_key("oneOf") {
+            let rest = without(wo, &["anyOf", "oneOf"]);
+            for key in ["anyOf", "oneOf"] {
+                for part in wo.get(key).and_then(Value::as_array).into_iter().flatten() {
                     let merged = merge(&rest, part, self.writer_root);
                     self.accepts(&merged, r, at);
                 }
-                return;
             }
+            return;
         }
         // `allOf` on the writer: its parts together describe the writer.
         if let Some(parts) = wo.get("allOf").and_then(Value::as_array) {
@@ -245,19 +314,32 @@ impl<'a> Engine<'a> {
             self.accepts(&merged, &r_rest, at);
             return;
         }
-        // Alternatives on the reader: the writer must fit one of them.
+        // Alternatives on the reader: the writer must fit one of them (and, for `oneOf`, not
+        // two of them, or the reader refuses).
+        let mut alternatives = false;
         for key in ["anyOf", "oneOf"] {
             if let Some(parts) = ro.get(key).and_then(Value::as_array) {
-                self.some_branch(w, parts, &format!("{at}/{key}"));
-                let rest = Value::Object(without(ro, &["anyOf", "oneOf", "allOf"]));
-                self.accepts(w, &rest, at);
-                return;
+                self.some_branch(w, parts, &format!("{at}/{key}"), key == "oneOf");
+                alternatives = true;
             }
+        }
+        if alternatives {
+            let rest = Value::Object(without(ro, &["anyOf", "oneOf", "allOf"]));
+            self.accepts(w, &rest, at);
+            return;
         }
         if let Some(not) = ro.get("not") {
             match wo.get("not") {
-                // The reader refuses `not`: the writer must refuse at least that much.
-                Some(wnot) => self.accepts(not, wnot, &format!("{at}/not")),
+                // The reader refuses `not`: the writer must refuse at least that much. The
+                // roles swap, and so do the roots the `$ref`s resolve in.
+                Some(wnot) => {
+                    let mut inner = Engine::new(self.reader_root, self.writer_root, self.direction);
+                    inner.serde = self.serde;
+                    inner.depth = self.depth + 1;
+                    inner.accepts(not, wnot, &format!("{at}/not"));
+                    self.steps += inner.steps;
+                    self.changes.extend(inner.changes);
+                }
                 None => self.breaking(
                     "not-added",
                     &format!("{at}/not"),
@@ -303,19 +385,26 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// The writer must fit one reader branch; the best match explains a failure.
-    fn some_branch<'s>(&mut self, w: &'s Value, parts: &'s [Value], at: &str)
+    /// The writer must fit one reader branch; the best match explains a failure. With
+    /// `exclusive` (`oneOf`), fitting two branches fails too: a document valid under both is
+    /// refused.
+    fn some_branch<'s>(&mut self, w: &'s Value, parts: &'s [Value], at: &str, exclusive: bool)
     where
         'a: 's,
     {
         let mut best: Option<Vec<Change>> = None;
+        let mut fitting = Vec::new();
         for (i, part) in parts.iter().enumerate() {
             let saved = std::mem::take(&mut self.changes);
             self.accepts(w, part, &format!("{at}/{i}"));
             let found = std::mem::replace(&mut self.changes, saved);
             let broken = found.iter().filter(|c| c.breaking).count();
             if broken == 0 {
-                return;
+                fitting.push(i);
+                if !exclusive {
+                    return;
+                }
+                continue;
             }
             if best
                 .as_ref()
@@ -324,9 +413,15 @@ impl<'a> Engine<'a> {
                 best = Some(found);
             }
         }
-        match best {
-            Some(found) => self.changes.extend(found),
-            None => self.breaking(
+        match (fitting.len(), best) {
+            (1, _) => {}
+            (n, _) if n > 1 => self.breaking(
+                "one-of-ambiguous",
+                at,
+                format!("the writer fits {n} alternatives of a `oneOf`, which accepts exactly one"),
+            ),
+            (_, Some(found)) => self.changes.extend(found),
+            (_, None) => self.breaking(
                 "branch-unmatched",
                 at,
                 "no alternative of the reader accepts the writer".into(),
@@ -347,9 +442,11 @@ impl<'a> Engine<'a> {
                 "the reader now accepts only listed values".into(),
             ),
             Some(wv) => {
+                let accepted: HashSet<String> = rv.iter().map(|v| canonical(v)).collect();
                 let lost: Vec<String> = wv
                     .iter()
-                    .filter(|v| !rv.contains(v))
+                    .filter(|v| !accepted.contains(&canonical(v)))
+                    .take(20)
                     .map(|v| v.to_string())
                     .collect();
                 if !lost.is_empty() {
@@ -369,8 +466,9 @@ impl<'a> Engine<'a> {
     }
 
     fn numbers(&mut self, wo: &Map<String, Value>, ro: &Map<String, Value>, at: &str) {
-        let (w_lo, w_hi) = (lower(wo), upper(wo));
-        let (r_lo, r_hi) = (lower(ro), upper(ro));
+        let serde = self.serde;
+        let (w_lo, w_hi) = (lower(wo, serde), upper(wo, serde));
+        let (r_lo, r_hi) = (lower(ro, serde), upper(ro, serde));
         if let Some(r) = r_lo {
             if w_lo.is_none_or(|w| bound_below(w, r)) {
                 self.breaking(
@@ -396,10 +494,16 @@ impl<'a> Engine<'a> {
             }
         }
         if let Some(rm) = ro.get("multipleOf").and_then(Value::as_f64) {
+            // The writer's step must be a whole multiple of the reader's.
             let fits = wo
                 .get("multipleOf")
                 .and_then(Value::as_f64)
-                .is_some_and(|wm| rm > 0.0 && ((wm / rm) - (wm / rm).round()).abs() < 1e-9);
+                .is_some_and(|wm| {
+                    let ratio = wm / rm;
+                    rm > 0.0
+                        && ratio >= 1.0 - 1e-9
+                        && (ratio - ratio.round()).abs() < 1e-9 * ratio.max(1.0)
+                });
             if !fits {
                 self.breaking(
                     "multiple-of-changed",
@@ -498,8 +602,13 @@ impl<'a> Engine<'a> {
                 "the reader requires unique items".into(),
             );
         }
-        if let Some(rc) = ro.get("contains") {
-            match wo.get("contains") {
+        // `minContains: 0` makes `contains` demand nothing.
+        fn demands(o: &Map<String, Value>) -> Option<&Value> {
+            o.get("contains")
+                .filter(|_| o.get("minContains").and_then(Value::as_f64) != Some(0.0))
+        }
+        if let Some(rc) = demands(ro) {
+            match demands(wo) {
                 Some(wc) => {
                     self.accepts(wc, rc, &format!("{at}/contains"));
                     self.count_bounds(
@@ -560,6 +669,14 @@ impl<'a> Engine<'a> {
                 if let Some((_, field)) = alias_of.iter().find(|(a, _)| a == name) {
                     if let Some(r) = r_props.get(*field) {
                         let here = format!("{at}/properties/{}", escape(field));
+                        if w_props.contains_key(*field) {
+                            // serde refuses a document with both the field and its alias.
+                            self.breaking(
+                                "alias-clash",
+                                &here,
+                                format!("the writer may send both `{name}` and `{field}`, which serde reads as a duplicate field"),
+                            );
+                        }
                         self.report(
                             "property-renamed-with-alias",
                             &here,
@@ -574,9 +691,6 @@ impl<'a> Engine<'a> {
             let w = w_props
                 .get(name)
                 .unwrap_or_else(|| pattern_for(wo, name).unwrap_or(w_rest));
-            let r = r_props
-                .get(name)
-                .unwrap_or_else(|| pattern_for(ro, name).unwrap_or(r_rest));
             let here = format!("{at}/properties/{}", escape(name));
             match (w_props.contains_key(name), r_props.contains_key(name)) {
                 (false, true) => self.report(
@@ -593,30 +707,43 @@ impl<'a> Engine<'a> {
                 ),
                 _ => {}
             }
-            self.accepts(w, r, &here);
-        }
-        // Undeclared members: each reader pattern, then the rest.
-        if let Some(patterns) = ro.get("patternProperties").and_then(Value::as_object) {
-            for (p, r) in patterns {
-                let w = wo
-                    .get("patternProperties")
-                    .and_then(|wp| wp.get(p))
-                    .unwrap_or(w_rest);
-                self.accepts(w, r, &format!("{at}/patternProperties/{}", escape(p)));
+            // The reader applies its declaration and every pattern that may match the name;
+            // only a name none of them covers falls to its rest.
+            let mut readers: Vec<(&Value, String)> = Vec::new();
+            if let Some(r) = r_props.get(name) {
+                readers.push((r, here.clone()));
             }
-        }
-        if let Some(patterns) = wo.get("patternProperties").and_then(Value::as_object) {
-            for (p, w) in patterns {
-                if ro
-                    .get("patternProperties")
-                    .and_then(|rp| rp.get(p))
-                    .is_none()
-                {
-                    self.accepts(w, r_rest, &format!("{at}/{}", rest_key(ro)));
+            for (p, rp) in patterns(ro) {
+                if may_match(p, name) {
+                    readers.push((rp, format!("{at}/patternProperties/{}", escape(p))));
                 }
             }
+            if readers.is_empty() {
+                readers.push((r_rest, here));
+            }
+            for (r, pointer) in readers {
+                self.accepts(w, r, &pointer);
+            }
         }
-        self.accepts(w_rest, r_rest, &format!("{at}/{}", rest_key(ro)));
+        // Undeclared members: the writer's patterns and rest, against each reader pattern
+        // they may overlap (any two patterns may) and the reader's rest.
+        for (p, r) in patterns(ro) {
+            let here = format!("{at}/patternProperties/{}", escape(p));
+            for (q, w) in patterns(wo) {
+                if may_overlap(q, p) {
+                    self.accepts(w, r, &here);
+                }
+            }
+            self.accepts(w_rest, r, &here);
+        }
+        let rest_here = format!("{at}/{}", rest_key(ro));
+        for (q, w) in patterns(wo) {
+            // Names the reader matches with the very same pattern never reach its rest.
+            if !patterns(ro).any(|(p, _)| p == q) {
+                self.accepts(w, r_rest, &rest_here);
+            }
+        }
+        self.accepts(w_rest, r_rest, &rest_here);
 
         let required = |o: &'s Map<String, Value>| -> Vec<&'s str> {
             o.get("required")
@@ -642,9 +769,11 @@ impl<'a> Engine<'a> {
             if w_req.contains(&name) || by_alias {
                 continue;
             }
-            let has_default = r_props
-                .get(name)
-                .is_some_and(|p| p.get("default").is_some());
+            // A default is filled in by serde, not by JSON Schema validators.
+            let has_default = self.serde
+                && r_props
+                    .get(name)
+                    .is_some_and(|p| p.get("default").is_some());
             if has_default {
                 self.report(
                     "required-with-default",
@@ -685,10 +814,18 @@ impl<'a> Engine<'a> {
     /// declared fields, so for one of ours it is `false`, whatever readers accept.
     fn writer_rest<'s>(&self, wo: &'s Map<String, Value>) -> &'s Value {
         static FALSE: Value = Value::Bool(false);
-        if self.serde && wo.contains_key("properties") {
+        static TRUE: Value = Value::Bool(true);
+        // A schema for the rest is a flattened map: its members are written.
+        let open = matches!(
+            wo.get("additionalProperties"),
+            None | Some(Value::Bool(true))
+        );
+        if self.serde && wo.contains_key("properties") && open {
             return &FALSE;
         }
-        rest_of(wo)
+        // `unevaluatedProperties` depends on what subschemas evaluate: assume the writer may
+        // write anything there.
+        wo.get("additionalProperties").unwrap_or(&TRUE)
     }
 
     fn dependencies<'s>(&mut self, wo: &'s Map<String, Value>, ro: &'s Map<String, Value>, at: &str)
@@ -870,48 +1007,106 @@ fn value_type(v: &Value) -> &'static str {
 }
 
 /// A bound: the value, and whether it is exclusive.
-type Bound = (f64, bool);
+type Bound = (Num, bool);
 
-fn lower(o: &Map<String, Value>) -> Option<Bound> {
-    let mut best: Option<Bound> = None;
-    let mut take = |b: Bound| {
-        if best.is_none_or(|c| b.0 > c.0 || (b.0 == c.0 && b.1)) {
-            best = Some(b);
-        }
-    };
-    if let Some(v) = o.get("minimum").and_then(Value::as_f64) {
-        take((v, false));
-    }
-    if let Some(v) = o.get("exclusiveMinimum").and_then(Value::as_f64) {
-        take((v, true));
-    }
-    if let Some((_, lo, _)) = int_format(o) {
-        take((lo, false));
-    }
-    best
+/// A number as JSON wrote it: integers compare exactly, beyond `f64`'s 53 bits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Num {
+    Int(i128),
+    Float(f64),
 }
 
-fn upper(o: &Map<String, Value>) -> Option<Bound> {
+impl fmt::Display for Num {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Num::Int(i) => write!(f, "{i}"),
+            Num::Float(x) => write!(f, "{x}"),
+        }
+    }
+}
+
+fn num(v: &Value) -> Option<Num> {
+    let n = v.as_number()?;
+    if let Some(i) = n.as_i64() {
+        return Some(Num::Int(i128::from(i)));
+    }
+    if let Some(u) = n.as_u64() {
+        return Some(Num::Int(i128::from(u)));
+    }
+    n.as_f64().map(Num::Float)
+}
+
+fn num_cmp(a: Num, b: Num) -> std::cmp::Ordering {
+    match (a, b) {
+        (Num::Int(x), Num::Int(y)) => x.cmp(&y),
+        (x, y) => {
+            let f = |n: Num| match n {
+                Num::Int(i) => i as f64,
+                Num::Float(v) => v,
+            };
+            f(x).total_cmp(&f(y))
+        }
+    }
+}
+
+/// The tightest lower bound of `o`: `minimum`, `exclusiveMinimum` (a number, or draft 4's
+/// boolean beside `minimum`), and for serde schemas an integer `format`.
+fn lower(o: &Map<String, Value>, serde: bool) -> Option<Bound> {
+    bound(
+        o,
+        serde,
+        "minimum",
+        "exclusiveMinimum",
+        std::cmp::Ordering::Greater,
+        |(_, lo, _)| lo,
+    )
+}
+
+fn upper(o: &Map<String, Value>, serde: bool) -> Option<Bound> {
+    bound(
+        o,
+        serde,
+        "maximum",
+        "exclusiveMaximum",
+        std::cmp::Ordering::Less,
+        |(_, _, hi)| hi,
+    )
+}
+
+fn bound(
+    o: &Map<String, Value>,
+    serde: bool,
+    inclusive: &str,
+    exclusive: &str,
+    tighter: std::cmp::Ordering,
+    from_format: fn((&str, i128, i128)) -> i128,
+) -> Option<Bound> {
     let mut best: Option<Bound> = None;
     let mut take = |b: Bound| {
-        if best.is_none_or(|c| b.0 < c.0 || (b.0 == c.0 && b.1)) {
+        let better = best.is_none_or(|c| {
+            let o = num_cmp(b.0, c.0);
+            o == tighter || (o == std::cmp::Ordering::Equal && b.1)
+        });
+        if better {
             best = Some(b);
         }
     };
-    if let Some(v) = o.get("maximum").and_then(Value::as_f64) {
-        take((v, false));
+    let draft4_exclusive = o.get(exclusive) == Some(&Value::Bool(true));
+    if let Some(v) = o.get(inclusive).and_then(num) {
+        take((v, draft4_exclusive));
     }
-    if let Some(v) = o.get("exclusiveMaximum").and_then(Value::as_f64) {
+    if let Some(v) = o.get(exclusive).and_then(num) {
         take((v, true));
     }
-    if let Some((_, _, hi)) = int_format(o) {
-        take((hi, false));
+    // Validators do not enforce `format`; serde's integer types do.
+    if let Some(f) = int_format(o).filter(|_| serde) {
+        take((Num::Int(from_format(f)), false));
     }
     best
 }
 
 /// An integer `format` as a range: schemars writes `u32` and `u64` alike but for it.
-fn int_format(o: &Map<String, Value>) -> Option<(&'static str, f64, f64)> {
+fn int_format(o: &Map<String, Value>) -> Option<(&'static str, i128, i128)> {
     let f = o.get("format")?.as_str()?;
     INTEGER_FORMATS
         .iter()
@@ -921,11 +1116,94 @@ fn int_format(o: &Map<String, Value>) -> Option<(&'static str, f64, f64)> {
 
 /// The writer's lower bound `w` lets through values below the reader's `r`.
 fn bound_below(w: Bound, r: Bound) -> bool {
-    w.0 < r.0 || (w.0 == r.0 && !w.1 && r.1)
+    match num_cmp(w.0, r.0) {
+        std::cmp::Ordering::Less => true,
+        std::cmp::Ordering::Equal => !w.1 && r.1,
+        std::cmp::Ordering::Greater => false,
+    }
 }
 
 fn bound_above(w: Bound, r: Bound) -> bool {
-    w.0 > r.0 || (w.0 == r.0 && !w.1 && r.1)
+    match num_cmp(w.0, r.0) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Equal => !w.1 && r.1,
+        std::cmp::Ordering::Less => false,
+    }
+}
+
+/// The text a value is compared by: `1` and `1.0` are the same number.
+fn canonical(v: &Value) -> String {
+    match num(v) {
+        Some(Num::Float(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{}", f as i64),
+        _ => v.to_string(),
+    }
+}
+
+/// A `$ref` with other keywords beside it: the reference alone, and the rest.
+fn split_ref(v: &Value) -> Option<(Value, Value)> {
+    let o = v.as_object()?;
+    let target = o.get("$ref")?;
+    if o.keys().all(|k| k == "$ref" || is_annotation(k)) {
+        return None;
+    }
+    let mut only = Map::new();
+    only.insert("$ref".into(), target.clone());
+    Some((Value::Object(only), Value::Object(without(o, &["$ref"]))))
+}
+
+/// The keywords compared here; any other on the reader is reported, not ignored.
+const KNOWN: &[&str] = &[
+    "type",
+    "enum",
+    "const",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "$ref",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+    "items",
+    "prefixItems",
+    "additionalItems",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "contains",
+    "minContains",
+    "maxContains",
+    "properties",
+    "patternProperties",
+    "additionalProperties",
+    "unevaluatedProperties",
+    "required",
+    "minProperties",
+    "maxProperties",
+    "dependencies",
+    "dependentRequired",
+    "dependentSchemas",
+    "propertyNames",
+    "$anchor",
+];
+
+fn patterns(o: &Map<String, Value>) -> impl Iterator<Item = (&String, &Value)> {
+    o.get("patternProperties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+}
+
+/// Whether a `patternProperties` regex may match `name`: a pattern the regex engine cannot
+/// read may, to stay on the safe side.
+fn may_match(pattern: &str, name: &str) -> bool {
+    regex::Regex::new(pattern).map_or(true, |re| re.is_match(name))
 }
 
 /// The item schemas of an array: per position, then for the rest.
@@ -960,27 +1238,27 @@ fn rest_key(o: &Map<String, Value>) -> &'static str {
     }
 }
 
-/// The schema a pattern gives an undeclared member, if one matches. Patterns are matched as
-/// prefixes or literal text: no regex engine is taken on for this.
-fn pattern_for<'v>(o: &'v Map<String, Value>, name: &str) -> Option<&'v Value> {
-    o.get("patternProperties")?
-        .as_object()?
-        .iter()
-        .find(|(p, _)| simple_match(p, name))
-        .map(|(_, s)| s)
+/// Whether two `patternProperties` regexes may match a common name. Decided only for plain
+/// anchored prefixes (`^I_`), the usual shape; any other pair may.
+fn may_overlap(a: &str, b: &str) -> bool {
+    let prefix = |p: &str| {
+        let literal = p.strip_prefix('^')?;
+        literal
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+            .then_some(literal.to_owned())
+    };
+    match (prefix(a), prefix(b)) {
+        (Some(x), Some(y)) => x.starts_with(&y) || y.starts_with(&x),
+        _ => true,
+    }
 }
 
-fn simple_match(pattern: &str, name: &str) -> bool {
-    let anchored = pattern.strip_prefix('^');
-    let body = anchored.unwrap_or(pattern);
-    let literal: String = body
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '-')
-        .collect();
-    match anchored {
-        Some(_) => name.starts_with(&literal),
-        None => name.contains(&literal),
-    }
+/// The schema of the first writer or reader pattern that may match an undeclared `name`.
+fn pattern_for<'v>(o: &'v Map<String, Value>, name: &str) -> Option<&'v Value> {
+    patterns(o)
+        .find(|(p, _)| may_match(p, name))
+        .map(|(_, s)| s)
 }
 
 fn escape(token: &str) -> String {
