@@ -522,3 +522,204 @@ fn rules_lists_every_rule_and_github_format_annotates() {
     let sarif: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(sarif["runs"][0]["results"][0]["ruleId"], "schema-missing");
 }
+
+// Found by review: each of these once crashed, hung, hid a finding or invented one.
+
+#[test]
+fn an_absurd_current_version_is_one_gap_not_a_hang() {
+    let f = fixture("absurd");
+    let mut m = manifest(migration_step(), json!([]));
+    m["types"]["Order"]["current"] = json!(u32::MAX);
+    write(&f.dir.join("schemas/manifest.json"), &m);
+    let run = check(&f);
+    assert_eq!(run.code, 1);
+    let gaps = run
+        .findings
+        .iter()
+        .filter(|f| f["rule"] == "version-gap")
+        .count();
+    assert_eq!(gaps, 1, "{}", run.stdout);
+}
+
+#[test]
+fn a_sample_stored_under_another_type_is_invalid() {
+    let f = fixture("wrong-type");
+    write(
+        &f.dir.join("tests/samples/Order/v1/stray.json"),
+        &json!({"type": "Invoice", "version": 1, "payload": {"id": 1}}),
+    );
+    let run = check(&f);
+    assert_eq!(run.code, 1);
+    let finding = run
+        .findings
+        .iter()
+        .find(|f| f["rule"] == "sample-invalid")
+        .unwrap();
+    assert!(
+        finding["message"].as_str().unwrap().contains("\"Invoice\""),
+        "{finding}"
+    );
+}
+
+#[test]
+fn a_breaking_step_points_into_the_newer_schema() {
+    let f = fixture("points");
+    write(
+        &f.dir.join("schemas/manifest.json"),
+        &manifest(json!([]), json!([])),
+    );
+    std::fs::remove_dir_all(f.dir.join("migrations")).unwrap();
+    let run = run_in(&f.dir, &["check", "--format", "github"]);
+    assert!(
+        run.stdout
+            .contains("file=schemas/Order/v2.json,line=4,title=breaking-without-migration"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn one_broken_migration_hides_no_other_finding() {
+    let f = fixture("one-broken");
+    write(
+        &f.dir.join("migrations/Order/v1-to-v2.json"),
+        &json!({"ops": []}),
+    );
+    write(
+        &f.dir.join("migrations/Zed/v1-to-v2.json"),
+        &json!({"ops": [{"op": "bogus"}]}),
+    );
+    let run = check(&f);
+    assert!(run.has("migration-invalid"), "{}", run.stdout);
+    assert!(run.has("breaking-without-migration"), "{}", run.stdout);
+}
+
+#[test]
+fn manifest_steps_must_be_consistent() {
+    let f = fixture("steps");
+    write(
+        &f.dir.join("schemas/manifest.json"),
+        &manifest(
+            json!([{"from": 1, "to": 2, "by": "migration", "file": "Order/v1-to-v2.json"},
+                   {"from": 1, "to": 7, "by": "migration"},
+                   {"from": 1, "to": 2, "by": "migration", "file": "Other/v5-to-v6.json"}]),
+            json!([]),
+        ),
+    );
+    let run = check(&f);
+    assert_eq!(run.code, 1);
+    let messages: Vec<&str> = run
+        .findings
+        .iter()
+        .filter(|f| f["rule"] == "manifest-stale")
+        .filter_map(|f| f["message"].as_str())
+        .collect();
+    for expected in [
+        "not one step up",
+        "two steps from v1",
+        "a migration with no file",
+        "names Other/v5-to-v6.json",
+    ] {
+        assert!(
+            messages.iter().any(|m| m.contains(expected)),
+            "{expected}: {messages:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_kept_retired_file_is_not_a_reused_version() {
+    let f = fixture("kept-retired");
+    write(
+        &f.dir.join("schemas/manifest.json"),
+        &manifest(migration_step(), json!([1])),
+    );
+    git(&f.dir, &["init", "-q"]);
+    git(&f.dir, &["add", "."]);
+    git(&f.dir, &["commit", "-qm", "base"]);
+    let run = run_in(&f.dir, &["check", "--format", "json", "--against", "HEAD"]);
+    assert!(!run.has("version-reused"), "{}", run.stdout);
+}
+
+#[test]
+fn editing_the_serde_facts_of_a_released_schema_is_a_modification() {
+    let f = committed("facts");
+    let mut v1 = order_v1();
+    v1["x-upcaster"]["aliases"] = json!({"id": ["key"]});
+    write(&f.dir.join("schemas/Order/v1.json"), &v1);
+    let run = run_in(&f.dir, &["check", "--format", "json", "--against", "HEAD"]);
+    assert!(run.has("released-modified"), "{}", run.stdout);
+}
+
+#[test]
+fn against_finds_edits_whatever_the_path_spelling_or_directory() {
+    let f = committed("spelling");
+    let mut v1 = order_v1();
+    v1["properties"]["id"] = json!({"type": "integer"});
+    write(&f.dir.join("schemas/Order/v1.json"), &v1);
+    let absolute = f.dir.join("schemas");
+    for schemas in [
+        "./schemas",
+        "schemas/../schemas",
+        absolute.to_str().unwrap(),
+    ] {
+        let run = run_in(
+            &f.dir,
+            &[
+                "check",
+                "--format",
+                "json",
+                "--against",
+                "HEAD",
+                "--schemas",
+                schemas,
+            ],
+        );
+        assert!(
+            run.has("released-modified"),
+            "--schemas {schemas}: {}",
+            run.stdout
+        );
+    }
+    let sub = f.dir.join("tests");
+    let run = run_in(
+        &sub,
+        &[
+            "check",
+            "--format",
+            "json",
+            "--against",
+            "HEAD",
+            "--schemas",
+            "../schemas",
+            "--migrations",
+            "../migrations",
+            "--samples",
+            "samples",
+        ],
+    );
+    assert!(run.has("released-modified"), "{}", run.stdout);
+}
+
+#[test]
+fn a_migration_that_doubles_the_payload_stops_at_a_limit() {
+    let f = fixture("doubling");
+    let mut ops = vec![json!({"op": "to-string", "path": "/id"})];
+    for i in 0..40 {
+        ops.push(json!({"op": "copy", "from": "", "path": format!("/k{i}")}));
+    }
+    write(
+        &f.dir.join("migrations/Order/v1-to-v2.json"),
+        &json!({"ops": ops}),
+    );
+    let run = check(&f);
+    let failed = run
+        .findings
+        .iter()
+        .find(|f| f["rule"] == "sample-upcast-failed")
+        .unwrap();
+    assert!(
+        failed["message"].as_str().unwrap().contains("larger than"),
+        "{failed}"
+    );
+}

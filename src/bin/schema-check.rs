@@ -103,7 +103,15 @@ fn diff(old: &PathBuf, new: &PathBuf, mode: &str, format: output::Format) -> Exi
     let read = |p: &PathBuf| -> Result<serde_json::Value, String> {
         let text =
             std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", p.display()))
+        let schema: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", p.display()))?;
+        if !(schema.is_object() || schema.is_boolean()) {
+            return Err(format!(
+                "{} is not a JSON Schema (an object or a boolean)",
+                p.display()
+            ));
+        }
+        Ok(schema)
     };
     let (old_schema, new_schema) = match (read(old), read(new)) {
         (Ok(a), Ok(b)) => (a, b),

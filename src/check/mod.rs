@@ -11,7 +11,7 @@ use std::process::Command;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::migration::{Migration, Migrations};
+use crate::migration::Migration;
 use crate::schema::compat::{self, Mode};
 use crate::schema::{Manifest, StepKind, MANIFEST};
 pub use rules::{Rule, Severity};
@@ -223,24 +223,44 @@ impl Repo {
             }
         }
 
+        // Each file on its own, so that one broken file hides no other.
         let mut migrations = BTreeMap::new();
-        if config.migrations.is_dir() {
-            match Migrations::load(&config.migrations) {
-                Ok(loaded) => {
-                    for m in loaded {
-                        migrations.insert(m.file().to_owned(), m);
-                    }
+        for type_dir in read_dir_sorted(&config.migrations) {
+            let type_name = type_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            for file in read_dir_sorted(&type_dir) {
+                if file.extension().is_none_or(|e| e != "json") {
+                    continue;
                 }
-                Err(e) => {
-                    for err in e.errors {
-                        let path = display(&config.migrations.join(&err.file));
+                let name = file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let rel = format!("{type_name}/{name}");
+                let text = match std::fs::read_to_string(&file) {
+                    Ok(text) => text,
+                    Err(e) => {
                         found.add(
                             &rules::MIGRATION_INVALID,
-                            path,
-                            &err.pointer,
-                            err.to_string(),
+                            display(&file),
+                            "",
+                            format!("cannot read: {e}"),
                         );
+                        continue;
                     }
+                };
+                match Migration::parse(&rel, &text) {
+                    Ok(m) => {
+                        migrations.insert(rel, m);
+                    }
+                    Err(e) => found.add(
+                        &rules::MIGRATION_INVALID,
+                        display(&file),
+                        &e.pointer,
+                        e.to_string(),
+                    ),
                 }
             }
         }
@@ -260,7 +280,16 @@ impl Repo {
                 };
                 for file in read_dir_sorted(&version_dir) {
                     let path = display(&file);
-                    match read_sample(&file, &type_name, version) {
+                    let names: Vec<&str> = std::iter::once(type_name.as_str())
+                        .chain(
+                            manifest
+                                .types
+                                .get(&type_name)
+                                .into_iter()
+                                .flat_map(|t| t.aliases.iter().map(String::as_str)),
+                        )
+                        .collect();
+                    match read_sample(&file, &names, version) {
                         Ok(payload) => samples
                             .entry(type_name.clone())
                             .or_default()
@@ -337,8 +366,46 @@ impl Repo {
                 }
             }
             for (i, step) in entry.steps.iter().enumerate() {
+                let at = format!("/types/{}/steps/{i}", escape(name));
+                let mut stale = |message: String| {
+                    found.add(&rules::MANIFEST_STALE, manifest_file.clone(), &at, message);
+                };
+                if step.from.checked_add(1) != Some(step.to) || step.to > entry.current {
+                    stale(format!(
+                        "`{name}` step v{}→v{} is not one step up to at most v{}",
+                        step.from, step.to, entry.current
+                    ));
+                }
+                if entry.steps[..i].iter().any(|s| s.from == step.from) {
+                    stale(format!("`{name}` has two steps from v{}", step.from));
+                }
+                match (step.by, &step.file) {
+                    (StepKind::Migration, None) => {
+                        stale(format!(
+                            "`{name}` step v{}→v{} is a migration with no file",
+                            step.from, step.to
+                        ));
+                    }
+                    (StepKind::Migration, Some(file)) => {
+                        let expected = format!("{name}/v{}-to-v{}.json", step.from, step.to);
+                        let renamed_dir = entry
+                            .aliases
+                            .iter()
+                            .any(|a| *file == format!("{a}/v{}-to-v{}.json", step.from, step.to));
+                        if *file != expected && !renamed_dir {
+                            stale(format!(
+                                "`{name}` step v{}→v{} names {file}, not {expected}",
+                                step.from, step.to
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
                 if let (StepKind::Migration, Some(file)) = (step.by, &step.file) {
-                    if !self.migrations.contains_key(file) && self.migrations_loaded() {
+                    let broken = self.early.iter().any(|f| {
+                        f.rule == rules::MIGRATION_INVALID.id && f.file.ends_with(file.as_str())
+                    });
+                    if !self.migrations.contains_key(file) && !broken {
                         found.add(
                             &rules::MANIFEST_STALE,
                             manifest_file.clone(),
@@ -382,37 +449,51 @@ impl Repo {
         }
     }
 
-    /// Whether every migration file loaded (else missing ones were already reported).
-    fn migrations_loaded(&self) -> bool {
-        !self
-            .early
-            .iter()
-            .any(|f| f.rule == rules::MIGRATION_INVALID.id)
-    }
-
     fn version_rules(&self, found: &mut Found) {
         for (name, entry) in &self.manifest.types {
             let kept = self.kept(name);
             let Some(&oldest) = kept.first() else {
                 continue;
             };
-            for v in oldest..entry.current {
-                if self.schema(name, v).is_none() && !entry.retired.contains(&v) {
-                    let path = display(&crate::schema::schema_path(&self.config.schemas, name, v));
+            // Walk the versions that exist, not the numbers between: a manifest may say
+            // anything, and each run of missing versions is one finding.
+            let mut present: Vec<u32> = self
+                .schemas
+                .get(name)
+                .map(|v| v.keys().copied().filter(|v| *v >= oldest).collect())
+                .unwrap_or_default();
+            present.extend(entry.retired.iter().copied().filter(|v| *v >= oldest));
+            present.push(entry.current);
+            present.sort_unstable();
+            present.dedup();
+            for pair in present.windows(2) {
+                let (a, b) = (pair[0], pair[1]);
+                if b > a + 1 && a < entry.current {
+                    let path = display(&crate::schema::schema_path(
+                        &self.config.schemas,
+                        name,
+                        a + 1,
+                    ));
+                    let missing = if b == a + 2 {
+                        format!("v{}", a + 1)
+                    } else {
+                        format!("v{} to v{}", a + 1, b - 1)
+                    };
                     found.add(
                         &rules::VERSION_GAP,
                         path,
                         "",
-                        format!("`{name}` keeps v{oldest} but has no schema for v{v}"),
+                        format!("`{name}` keeps v{oldest} but has no schema for {missing}"),
                     );
                 }
             }
-            for v in oldest..entry.current {
-                let (Some(a), Some(b)) = (self.schema(name, v), self.schema(name, v + 1)) else {
+            let files = self.schemas.get(name).into_iter().flatten();
+            for (&v, a) in files {
+                let Some(b) = v.checked_add(1).and_then(|next| self.schema(name, next)) else {
                     continue;
                 };
                 if let (Some(x), Some(y)) = (&a.schema, &b.schema) {
-                    if without_marker(x) == without_marker(y) {
+                    if without_version(x) == without_version(y) {
                         found.add(
                             &rules::VERSION_IDENTICAL,
                             b.path.clone(),
@@ -439,10 +520,15 @@ impl Repo {
                         .schema(name, v)
                         .map(|s| s.path.clone())
                         .unwrap_or_default();
+                    // The changes point into the newer schema, the reader's.
+                    let newer = self
+                        .schema(name, v + 1)
+                        .map(|s| s.path.clone())
+                        .unwrap_or_default();
                     match incompatible {
                         Some(changes) if missing == v => found.add(
                             &rules::BREAKING_WITHOUT_MIGRATION,
-                            file,
+                            newer,
                             &changes[0].pointer,
                             format!(
                                 "`{name}` v{v}→v{} breaks old messages and no step converts them: {}",
@@ -560,12 +646,17 @@ impl Repo {
                 return;
             }
             if let Some((pointer, why)) = self.invalid(name, v + 1, &payload) {
+                let at = if pointer.is_empty() {
+                    "the payload".to_owned()
+                } else {
+                    pointer
+                };
                 found.add(
                     &rules::MIGRATION_OUTPUT_INVALID,
                     display(&self.config.migrations.join(migration.file())),
                     "",
                     format!(
-                        "over {}, the output is not a valid v{}: at {pointer}: {why}",
+                        "over {}, the output is not a valid v{}, at {at}: {why}",
                         sample.path,
                         v + 1
                     ),
@@ -589,64 +680,79 @@ impl Repo {
         None
     }
 
-    /// Rules that compare with the schemas at a git ref.
+    /// Rules that compare with the schemas at a git ref. Paths are taken relative to the
+    /// repository's root, whatever the working directory or the spelling of `--schemas`.
     fn against(&self, base: &str, found: &mut Found) -> Result<(), ConfigError> {
-        let dir = &self.config.schemas;
-        let listing = git(&["ls-tree", "-r", "--name-only", base, "--", &display(dir)])?;
-        let base_manifest: Manifest = git(&[
-            "show",
-            &format!("{base}:./{}", display(&dir.join(MANIFEST))),
-        ])
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
-        let prefix = git(&["rev-parse", "--show-prefix"])?.trim().to_owned();
-        for line in listing.lines() {
-            let rel = line.strip_prefix(&prefix).unwrap_or(line);
-            let path = Path::new(rel);
-            let Ok(inside) = path.strip_prefix(dir) else {
+        let top = PathBuf::from(git(&["rev-parse", "--show-toplevel"])?.trim());
+        let top = top.canonicalize().unwrap_or(top);
+        let dir = self.config.schemas.canonicalize().map_err(|e| {
+            ConfigError(format!(
+                "cannot find {}: {e}",
+                display(&self.config.schemas)
+            ))
+        })?;
+        let rel_dir = dir.strip_prefix(&top).map_err(|_| {
+            ConfigError(format!(
+                "{} is outside the git repository {}",
+                display(&dir),
+                display(&top)
+            ))
+        })?;
+        let rel_dir = rel_dir.to_string_lossy().replace('\\', "/");
+        let show = |path: &str| git(&["show", &format!("{base}:{path}")]);
+        let listing = git(&[
+            "ls-tree",
+            "-r",
+            "-z",
+            "--name-only",
+            "--full-name",
+            base,
+            "--",
+            &format!(":/{rel_dir}"),
+        ])?;
+        let base_manifest: Manifest = show(&format!("{rel_dir}/{MANIFEST}"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let mut base_files: BTreeSet<(String, u32)> = BTreeSet::new();
+        for path in listing.split('\0').filter(|p| !p.is_empty()) {
+            let Some(inside) = path.strip_prefix(&format!("{rel_dir}/")) else {
                 continue;
             };
-            let mut parts = inside.iter();
+            let mut parts = inside.split('/');
             let (Some(type_name), Some(file), None) = (parts.next(), parts.next(), parts.next())
             else {
                 continue;
             };
-            let type_name = type_name.to_string_lossy().into_owned();
-            let Some(version) = Path::new(file)
-                .file_stem()
-                .and_then(|s| version_of(&s.to_string_lossy()))
-            else {
+            let Some(version) = file.strip_suffix(".json").and_then(version_of) else {
                 continue;
             };
-            let old_text = git(&["show", &format!("{base}:./{rel}")])?;
-            let old: Option<Value> = serde_json::from_str(&old_text).ok();
+            base_files.insert((type_name.to_owned(), version));
+            let old: Option<Value> = serde_json::from_str(&show(path)?).ok();
             let retired = self
                 .manifest
                 .types
-                .get(&type_name)
+                .get(type_name)
                 .is_some_and(|t| t.retired.contains(&version));
-            match self.schema(&type_name, version) {
+            match self.schema(type_name, version) {
                 None if !retired => found.add(
                     &rules::RELEASED_DELETED,
-                    rel.to_owned(),
+                    path.to_owned(),
                     "",
                     format!(
                         "`{type_name}` v{version} is in {base} but deleted here, and not retired"
                     ),
                 ),
                 None => {}
-                Some(now)
-                    if now.schema.as_ref().map(without_marker)
-                        != old.as_ref().map(without_marker) =>
-                {
+                // The whole file, marker included: its facts change verdicts too.
+                Some(now) if now.schema != old => {
                     let changes = match (&old, &now.schema) {
                         (Some(o), Some(n)) => describe(&compat::diff(o, n, Mode::Full)),
                         _ => "the file changed".into(),
                     };
                     found.add(
                         &rules::RELEASED_MODIFIED,
-                        rel.to_owned(),
+                        now.path.clone(),
                         "",
                         format!("`{type_name}` v{version} differs from {base}: {changes}"),
                     );
@@ -654,8 +760,12 @@ impl Repo {
                 Some(_) => {}
             }
         }
+        // A version retired in the base, and absent there, must not come back.
         for (name, entry) in &base_manifest.types {
             for v in &entry.retired {
+                if base_files.contains(&(name.clone(), *v)) {
+                    continue;
+                }
                 if let Some(now) = self.schema(name, *v) {
                     found.add(
                         &rules::VERSION_REUSED,
@@ -670,11 +780,11 @@ impl Repo {
     }
 }
 
-/// A schema without our own marker, which holds the version number.
-fn without_marker(v: &Value) -> Value {
+/// A schema without the version number our marker holds, to compare two versions.
+fn without_version(v: &Value) -> Value {
     let mut v = v.clone();
-    if let Value::Object(o) = &mut v {
-        o.remove("x-upcaster");
+    if let Some(Value::Object(m)) = v.get_mut("x-upcaster") {
+        m.remove("version");
     }
     v
 }
@@ -708,9 +818,9 @@ fn git(args: &[&str]) -> Result<String, ConfigError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Reads a stored envelope and returns its payload, after checking that its type and
-/// version match the directory it is stored in.
-fn read_sample(file: &Path, type_name: &str, version: u32) -> Result<Value, String> {
+/// Reads a stored envelope and returns its payload, after checking that its type (one of
+/// `names`) and version match the directory it is stored in.
+fn read_sample(file: &Path, names: &[&str], version: u32) -> Result<Value, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
     let envelope: Value = match file.extension().and_then(|e| e.to_str()) {
         Some("json") => serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))?,
@@ -719,18 +829,25 @@ fn read_sample(file: &Path, type_name: &str, version: u32) -> Result<Value, Stri
         }
         _ => return Err("samples are .json or .msgpack envelopes".into()),
     };
-    let found_type = envelope.get("type").and_then(Value::as_str);
-    let found_version = envelope.get("version").and_then(Value::as_u64);
-    if found_version != Some(u64::from(version)) {
-        return Err(format!(
-            "stored under v{version} but its envelope says version {}",
-            found_version.map_or("(none)".into(), |v| v.to_string())
-        ));
+    let Value::Object(envelope) = envelope else {
+        return Err("an envelope is an object (a map) with type, version and payload".into());
+    };
+    match envelope.get("version") {
+        Some(v) if v.as_u64() == Some(u64::from(version)) => {}
+        Some(v) => {
+            return Err(format!(
+                "stored under v{version} but its envelope has version {v}"
+            ))
+        }
+        None => return Err("no `version`".into()),
     }
-    if found_type.is_none() {
-        return Err(format!(
-            "no `type`; expected `{type_name}` or one of its names"
-        ));
+    match envelope.get("type") {
+        Some(Value::String(t)) if names.contains(&t.as_str()) => {}
+        Some(t) => {
+            let dir = names.first().copied().unwrap_or_default();
+            return Err(format!("stored under {dir} but its envelope has type {t}"));
+        }
+        None => return Err("no `type`".into()),
     }
     envelope
         .get("payload")

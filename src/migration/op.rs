@@ -288,6 +288,13 @@ impl Op {
                 let dst = path.split().1;
                 pointer::for_each(root, fan, &mut |base, at| {
                     let v = pointer::get(base, &src, at)?.clone();
+                    // Copies can double a payload each time: keep it to a sane size.
+                    if nodes(&v) + nodes(base) > MAX_NODES {
+                        return Err(format!(
+                            "copying {} would make the payload larger than {MAX_NODES} values",
+                            here(at, &src)
+                        ));
+                    }
                     pointer::put(base, &dst, at, v, Put::Add)
                 })
             }
@@ -473,6 +480,27 @@ fn put_each(root: &mut Value, path: &Pointer, value: &Value, mode: Put) -> Resul
     each(root, path, |base, keys, at| {
         pointer::put(base, keys, at, value.clone(), mode)
     })
+}
+
+/// The most values a payload may hold after a `copy`.
+const MAX_NODES: usize = 1_000_000;
+
+/// How many values `v` holds, counting it; stops counting past [`MAX_NODES`].
+fn nodes(v: &Value) -> usize {
+    let mut count = 0;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        count += 1;
+        if count > MAX_NODES {
+            break;
+        }
+        match v {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    count
 }
 
 fn here(at: &str, keys: &[&str]) -> String {
