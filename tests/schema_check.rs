@@ -350,6 +350,10 @@ fn sample_upcast_failed() {
 fn no_samples_is_a_warning() {
     let f = fixture("no-samples");
     std::fs::remove_dir_all(f.dir.join("tests/samples/Order/v1")).unwrap();
+    // Integer ids: every generated v1 payload converts.
+    let mut v1 = order_v1();
+    v1["properties"]["id"] = json!({"type": "integer"});
+    write(&f.dir.join("schemas/Order/v1.json"), &v1);
     let run = check(&f);
     assert_eq!(
         (run.code, run.rules()),
@@ -722,4 +726,25 @@ fn a_migration_that_doubles_the_payload_stops_at_a_limit() {
         failed["message"].as_str().unwrap().contains("larger than"),
         "{failed}"
     );
+}
+
+#[test]
+fn generated_payloads_stand_in_for_missing_samples() {
+    // v1 ids are any number, but the migration converts only integers: no stored sample
+    // shows it, a generated one does.
+    let f = fixture("generated");
+    std::fs::remove_dir_all(f.dir.join("tests/samples/Order/v1")).unwrap();
+    let run = check(&f);
+    assert_eq!(run.code, 1);
+    let finding = run
+        .findings
+        .iter()
+        .find(|f| f["rule"] == "migration-output-invalid")
+        .unwrap();
+    let message = finding["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("over the generated v1 payload {\"id\":"),
+        "{message}"
+    );
+    assert!(message.contains("not an integer"), "{message}");
 }

@@ -605,6 +605,7 @@ impl Repo {
                             display(&self.config.samples)
                         ),
                     );
+                    self.check_generated(name, v, found);
                 }
                 for sample in samples {
                     self.check_sample(name, v, sample, found);
@@ -662,6 +663,50 @@ impl Repo {
                     ),
                 );
                 return;
+            }
+        }
+    }
+
+    /// With no stored samples, payloads generated from the version's schema take their
+    /// place: each migration's output must fit the next version.
+    fn check_generated(&self, name: &str, version: u32, found: &mut Found) {
+        const EXAMPLES: usize = 24;
+        let (Some(entry), Some(schema)) = (
+            self.manifest.types.get(name),
+            self.schema(name, version).and_then(|s| s.schema.as_ref()),
+        ) else {
+            return;
+        };
+        for payload in crate::schema::generate::examples(schema, EXAMPLES) {
+            // The generator covers schemars's keywords, not all of JSON Schema.
+            if self.invalid(name, version, &payload).is_some() {
+                continue;
+            }
+            let mut payload = payload;
+            for v in version..entry.current {
+                let Some(step) = entry.steps.iter().find(|s| s.from == v) else {
+                    return;
+                };
+                let Some(migration) = step.file.as_ref().and_then(|f| self.migrations.get(f))
+                else {
+                    return;
+                };
+                let shown = payload.to_string();
+                let problem = match migration.apply(&mut payload) {
+                    Err(e) => Some(e.to_string()),
+                    Ok(()) => self.invalid(name, v + 1, &payload).map(|(at, why)| {
+                        format!("the output is not a valid v{}, at {at}: {why}", v + 1)
+                    }),
+                };
+                if let Some(problem) = problem {
+                    found.add(
+                        &rules::MIGRATION_OUTPUT_INVALID,
+                        display(&self.config.migrations.join(migration.file())),
+                        "",
+                        format!("over the generated v{v} payload {shown}: {problem}"),
+                    );
+                    return;
+                }
             }
         }
     }

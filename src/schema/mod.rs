@@ -13,6 +13,8 @@
 //! whenever the code's schema of a current version differs from its committed file.
 
 pub mod compat;
+#[cfg(any(feature = "check", feature = "testing"))]
+pub mod generate;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
