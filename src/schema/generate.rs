@@ -48,7 +48,7 @@ impl Gen<'_> {
                 .cloned();
             return match resolved {
                 Some(s) if depth < MAX_DEPTH => self.of(&s, depth + 1),
-                Some(s) => Just(smallest(&s, self.root)).boxed(),
+                Some(s) => Just(smallest(&s)).boxed(),
                 None => Just(Value::Null).boxed(),
             };
         }
@@ -205,7 +205,7 @@ fn integer_range(o: &Map<String, Value>) -> (i64, i64) {
 }
 
 /// The smallest value of a schema, where recursion must stop.
-fn smallest(schema: &Value, root: &Value) -> Value {
+fn smallest(schema: &Value) -> Value {
     let Some(o) = schema.as_object() else {
         return Value::Null;
     };
@@ -238,7 +238,7 @@ fn smallest(schema: &Value, root: &Value) -> Value {
                     name.as_str(),
                     o.get("properties").and_then(|p| p.get(name.as_str()?)),
                 ) {
-                    m.insert(name.to_owned(), smallest(s, root));
+                    m.insert(name.to_owned(), smallest(s));
                 }
             }
             Value::Object(m)
