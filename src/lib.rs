@@ -11,6 +11,8 @@ mod message;
 pub mod migration;
 pub mod registry;
 pub mod schema;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod upcast;
 
 pub use codec::Format;
@@ -30,4 +32,6 @@ pub mod __private {
     pub use crate::codec::Input;
     pub use crate::message::TypedVersion;
     pub use crate::upcast::{upcast_via, ChainFailure};
+    #[cfg(feature = "testing")]
+    pub use insta;
 }

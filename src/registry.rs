@@ -912,6 +912,11 @@ impl Registry {
             .map(|&i| self.entries[i].current)
     }
 
+    /// The registered name of the type `name` (a name, alias or former name) belongs to.
+    pub fn canonical_name(&self, name: &str) -> Option<&'static str> {
+        self.by_name.get(name).map(|&i| self.entries[i].name)
+    }
+
     /// The names of the registered types.
     pub fn type_names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.entries.iter().map(|e| e.name)

@@ -748,3 +748,43 @@ fn generated_payloads_stand_in_for_missing_samples() {
     );
     assert!(message.contains("not an integer"), "{message}");
 }
+
+#[test]
+fn sample_modified() {
+    let f = committed("sample-modified");
+    write(
+        &f.dir.join("tests/samples/Order/v1/first.json"),
+        &json!({"type": "Order", "version": 1, "payload": {"id": 8}}),
+    );
+    let run = run_in(&f.dir, &["check", "--format", "json", "--against", "HEAD"]);
+    assert_eq!(run.code, 1);
+    assert!(run.has("sample-modified"), "{}", run.stdout);
+}
+
+#[test]
+fn sample_add_files_a_message_by_its_envelope() {
+    let f = fixture("sample-add");
+    let message = f.dir.join("queued.bin");
+    std::fs::write(
+        &message,
+        br#"{"type":"Order","version":1,"payload":{"id":9}}"#,
+    )
+    .unwrap();
+    let run = run_in(
+        &f.dir,
+        &["sample", "add", "queued.bin", "--name", "from-prod"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(f.dir.join("tests/samples/Order/v1/from-prod.json").exists());
+    let again = run_in(
+        &f.dir,
+        &["sample", "add", "queued.bin", "--name", "from-prod"],
+    );
+    assert_eq!(again.code, 1, "a sample is never overwritten");
+    std::fs::write(&message, b"not a message").unwrap();
+    assert_eq!(
+        run_in(&f.dir, &["sample", "add", "queued.bin", "--name", "x"]).code,
+        1
+    );
+    assert_eq!(check(&f).code, 0, "the stored sample passes the rules");
+}

@@ -55,6 +55,22 @@ enum Cmd {
     },
     /// List every rule with its severity and what it finds.
     Rules,
+    /// Manage the stored samples.
+    #[command(subcommand)]
+    Sample(SampleCmd),
+}
+
+#[derive(Subcommand)]
+enum SampleCmd {
+    /// Store a message (an envelope, as a queue held it) as a sample, under the type and
+    /// version its envelope names. Existing samples are never overwritten.
+    Add {
+        /// The file holding the message bytes (JSON or MessagePack).
+        file: PathBuf,
+        /// The sample's name, without extension.
+        #[arg(long)]
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,6 +99,7 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Diff { old, new, mode } => diff(&old, &new, &mode, cli.repo.format),
+        Cmd::Sample(SampleCmd::Add { file, name }) => add_sample(&cli.repo, &file, &name),
         Cmd::Rules => {
             for rule in check::rules::ALL {
                 println!("{:<28} {:<8} {}", rule.id, rule.severity, rule.summary);
@@ -149,5 +166,59 @@ fn diff(old: &PathBuf, new: &PathBuf, mode: &str, format: output::Format) -> Exi
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+fn add_sample(repo: &RepoArgs, file: &PathBuf, name: &str) -> ExitCode {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("schema-check: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    // A registry that knows the manifest's names, so an alias files under its type.
+    let registry = upcaster::Registry::builder().build().ok();
+    let manifest: Option<upcaster::schema::Manifest> =
+        std::fs::read_to_string(repo.schemas.join(upcaster::schema::MANIFEST))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+    let Some(registry) = registry else {
+        return ExitCode::from(2);
+    };
+    let header = match registry.peek(&bytes) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("schema-check: {} is not a message: {e}", file.display());
+            return ExitCode::from(1);
+        }
+    };
+    let type_name = manifest
+        .as_ref()
+        .and_then(|m| {
+            m.types
+                .iter()
+                .find(|(n, t)| {
+                    **n == header.type_name || t.aliases.iter().any(|a| *a == header.type_name)
+                })
+                .map(|(n, _)| n.clone())
+        })
+        .unwrap_or_else(|| header.type_name.to_string());
+    match upcaster::schema::store_sample_as(
+        &repo.samples,
+        &type_name,
+        header.version,
+        header.format,
+        name,
+        &bytes,
+    ) {
+        Ok(path) => {
+            println!("stored {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("schema-check: {e}");
+            ExitCode::from(1)
+        }
     }
 }

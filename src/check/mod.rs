@@ -805,6 +805,39 @@ impl Repo {
                 Some(_) => {}
             }
         }
+        // Samples are kept as the queue held them.
+        if let Ok(samples) = self.config.samples.canonicalize() {
+            if let Ok(rel) = samples.strip_prefix(&top) {
+                let rel = rel.to_string_lossy().replace('\\', "/");
+                let listing = git(&[
+                    "ls-tree",
+                    "-r",
+                    "-z",
+                    "--name-only",
+                    "--full-name",
+                    base,
+                    "--",
+                    &format!(":/{rel}"),
+                ])?;
+                for path in listing.split('\0').filter(|p| !p.is_empty()) {
+                    let Some(inside) = path.strip_prefix(&format!("{rel}/")) else {
+                        continue;
+                    };
+                    let Ok(now) = std::fs::read(self.config.samples.join(inside)) else {
+                        continue;
+                    };
+                    let old = git_bytes(&["show", &format!("{base}:{path}")])?;
+                    if now != old {
+                        found.add(
+                            &rules::SAMPLE_MODIFIED,
+                            display(&self.config.samples.join(inside)),
+                            "",
+                            format!("differs from the sample committed in {base}"),
+                        );
+                    }
+                }
+            }
+        }
         // A version retired in the base, and absent there, must not come back.
         for (name, entry) in &base_manifest.types {
             for v in &entry.retired {
@@ -849,6 +882,10 @@ fn escape(token: &str) -> String {
 }
 
 fn git(args: &[&str]) -> Result<String, ConfigError> {
+    git_bytes(args).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+fn git_bytes(args: &[&str]) -> Result<Vec<u8>, ConfigError> {
     let out = Command::new("git")
         .args(args)
         .output()
@@ -860,7 +897,7 @@ fn git(args: &[&str]) -> Result<String, ConfigError> {
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(out.stdout)
 }
 
 /// Reads a stored envelope and returns its payload, after checking that its type (one of

@@ -100,6 +100,9 @@ rules! {
     SAMPLE_UPCAST_FAILED = "sample-upcast-failed", Error,
         "a sample fails to upcast through the migration files",
         "fix the migration step named, or add one that handles this payload";
+    SAMPLE_MODIFIED = "sample-modified", Error,
+        "a committed sample was edited",
+        "restore it: a sample is kept as the queue held it; store a new one under a new name";
     NO_SAMPLES = "no-samples", Warning,
         "a released version has no stored samples",
         "store a message of that version in tests/samples/<TypeName>/v<N>/";

@@ -308,3 +308,56 @@ fn first_difference(a: &str, b: &str) -> String {
     }
     "the files differ in length".to_owned()
 }
+
+/// Stores a message as a sample: `<dir>/<TypeName>/v<N>/<name>.json` (or `.msgpack`), by
+/// the type and version its envelope names. An existing sample is never overwritten:
+/// samples are kept as they were written.
+pub fn store_sample(
+    registry: &Registry,
+    dir: impl AsRef<Path>,
+    name: &str,
+    bytes: &[u8],
+) -> std::io::Result<PathBuf> {
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+    let header = registry.peek(bytes).map_err(|e| invalid(e.to_string()))?;
+    let type_name = registry
+        .canonical_name(&header.type_name)
+        .map_or_else(|| header.type_name.to_string(), str::to_owned);
+    store_sample_as(
+        dir.as_ref(),
+        &type_name,
+        header.version,
+        header.format,
+        name,
+        bytes,
+    )
+}
+
+/// Stores `bytes` as `<dir>/<type_name>/v<version>/<name>.<json|msgpack>`, never over an
+/// existing file.
+pub fn store_sample_as(
+    dir: &Path,
+    type_name: &str,
+    version: u32,
+    format: crate::Format,
+    name: &str,
+    bytes: &[u8],
+) -> std::io::Result<PathBuf> {
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(invalid(format!("`{name}` is not a plain file name")));
+    }
+    let ext = match format {
+        crate::Format::Json => "json",
+        crate::Format::MessagePack => "msgpack",
+    };
+    let folder = dir.join(type_name).join(format!("v{version}"));
+    std::fs::create_dir_all(&folder)?;
+    let path = folder.join(format!("{name}.{ext}"));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    Ok(path)
+}
