@@ -111,3 +111,30 @@ fn a_failing_sample_names_its_file_and_step() {
     assert!(message.contains("odd-case.json: upcasting `AddPonkaToImage` v1→v2 failed: op 0 (move /imagePostId → /imagePost): /imagePostId not found"), "{message}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_generated_failure_is_shrunk_to_the_smallest_payload() {
+    // A step that refuses ids above 1000: proptest finds one and shrinks it to 1001.
+    let registry = Registry::builder()
+        .register::<AddPonkaToImage>()
+        .upcaster::<AddPonkaToImage>(Upcaster::new(1, 2, |p| {
+            let o = p.as_object_mut().ok_or("not an object")?;
+            let id = o.remove("imagePostId").ok_or("missing")?;
+            if id.as_u64().is_some_and(|n| n > 1000) {
+                return Err(format!("id {id} is too big").into());
+            }
+            o.insert("imagePost".into(), id);
+            Ok(())
+        }))
+        .build()
+        .unwrap();
+    let e = Samples::new(&registry)
+        .message::<AddPonkaToImage>()
+        .check_generated("schemas", 256)
+        .unwrap_err();
+    assert!(e.contains("`AddPonkaToImage` v1"), "{e}");
+    assert!(
+        e.contains("id 1001 is too big"),
+        "shrunk to the boundary: {e}"
+    );
+}
