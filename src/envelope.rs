@@ -255,6 +255,7 @@ fn is_msgpack_map(b: u8) -> bool {
 }
 
 /// True when `name` appears in JSON exactly as its bytes, with no escapes.
+#[inline]
 pub(crate) const fn is_plain_name(name: &str) -> bool {
     let b = name.as_bytes();
     let mut i = 0;
@@ -1053,7 +1054,14 @@ pub(crate) fn write_json<P: Serialize + ?Sized>(
     payload: &P,
 ) -> Result<(), String> {
     out.extend_from_slice(b"{\"type\":");
-    serde_json::to_writer(&mut *out, type_name).map_err(|e| e.to_string())?;
+    if is_plain_name(type_name) {
+        // Nothing to escape: the usual case, written as is.
+        out.push(b'"');
+        out.extend_from_slice(type_name.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, type_name).map_err(|e| e.to_string())?;
+    }
     out.extend_from_slice(b",\"version\":");
     push_decimal(out, version);
     if !headers.is_empty() {

@@ -96,6 +96,8 @@ pub(crate) struct Entry {
     plans: Vec<Option<Plan>>,
     /// Its other names: aliases and former names.
     aliases: Vec<String>,
+    /// About how many bytes its last encoded message took.
+    size_hint: std::sync::atomic::AtomicUsize,
 }
 
 /// An older version that [`Registry::encode`] writes instead of the current one.
@@ -223,6 +225,7 @@ impl RegistryBuilder {
                 write: None,
                 plans: Vec::new(),
                 aliases: Vec::new(),
+                size_hint: std::sync::atomic::AtomicUsize::new(0),
             };
             let Some(k) = entries
                 .iter()
@@ -799,7 +802,15 @@ impl Registry {
         headers: &Headers,
         format: Format,
     ) -> Result<Vec<u8>, EncodeError> {
-        let mut out = Vec::with_capacity(128);
+        // Start at the size this type's last message took: one allocation, no regrowth.
+        let entry = self
+            .by_type
+            .get(&TypeId::of::<T>())
+            .map(|&i| &self.entries[i]);
+        let hint = entry.map_or(0, |e| {
+            e.size_hint.load(std::sync::atomic::Ordering::Relaxed)
+        });
+        let mut out = Vec::with_capacity(hint.max(128));
         let written = match self.downcast(message, format)? {
             Some((name, version, tree)) => match format {
                 Format::Json => envelope::write_json(&mut out, &name, version, headers, &tree),
@@ -817,6 +828,12 @@ impl Registry {
             },
         };
         written.map_err(envelope::encode_error(T::NAME, T::VERSION, format))?;
+        if let Some(e) = entry {
+            e.size_hint.store(
+                out.len() + out.len() / 8,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         Ok(out)
     }
 
