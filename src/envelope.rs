@@ -369,9 +369,19 @@ pub(crate) fn fast_msgpack<'a>(
     };
     let mut pack = Pack { b, pos: 1 };
     pack.key(b"\xa4type")?;
-    let type_name = pack.type_name(expected).ok()?;
+    let type_name = match pack.known_fixstr(expected) {
+        Some(name) => name,
+        None => pack.type_name(expected).ok()?,
+    };
     pack.key(b"\xa7version")?;
-    let version = pack.version().ok()?;
+    // A version below 128 is one byte, the writer's usual case.
+    let version = match b.get(pack.pos) {
+        Some(&v @ 1..=0x7f) => {
+            pack.pos += 1;
+            u32::from(v)
+        }
+        _ => pack.version().ok()?,
+    };
     let headers = if with_headers {
         pack.key(b"\xa7headers")?;
         pack.headers().ok()?
@@ -714,6 +724,21 @@ type PackResult<T> = Result<T, (usize, Malformation)>;
 impl<'a> Pack<'a> {
     fn syntax<T>(&self, at: usize, what: &str) -> PackResult<T> {
         Err((at, Malformation::Syntax(what.to_owned())))
+    }
+
+    /// Steps over `expected` written as a fixstr (the writer's form of a short name), if it
+    /// comes next.
+    #[inline]
+    fn known_fixstr(&mut self, expected: Option<&'static str>) -> Option<&'static str> {
+        let name = expected?;
+        let len = u8::try_from(name.len()).ok().filter(|n| *n < 32)?;
+        let rest = self.b.get(self.pos..)?;
+        let (&marker, rest) = rest.split_first()?;
+        if marker != 0xa0 | len || !rest.starts_with(name.as_bytes()) {
+            return None;
+        }
+        self.pos += 1 + name.len();
+        Some(name)
     }
 
     /// Steps over `key` (marker and bytes) if it comes next.

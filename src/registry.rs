@@ -707,8 +707,15 @@ impl Registry {
 
     /// True unless `T` is an older struct of a registered type, which must not be decoded
     /// into: handlers see the current version.
+    #[inline]
     fn knows<T: Message>(&self) -> bool {
-        self.by_type.contains_key(&TypeId::of::<T>()) || !self.by_name.contains_key(T::NAME)
+        let id = TypeId::of::<T>();
+        // A short scan beats hashing for the few types most registries hold.
+        if self.entries.len() <= 8 {
+            let named = |e: &Entry| e.name == T::NAME || e.aliases.iter().any(|a| a == T::NAME);
+            return self.entries.iter().all(|e| e.type_id == id || !named(e));
+        }
+        self.by_type.contains_key(&id) || !self.by_name.contains_key(T::NAME)
     }
 
     fn upcast<T: Message>(
