@@ -745,22 +745,13 @@ impl Repo {
         })?;
         let rel_dir = rel_dir.to_string_lossy().replace('\\', "/");
         let show = |path: &str| git(&["show", &format!("{base}:{path}")]);
-        let listing = git(&[
-            "ls-tree",
-            "-r",
-            "-z",
-            "--name-only",
-            "--full-name",
-            base,
-            "--",
-            &format!(":/{rel_dir}"),
-        ])?;
+        let listing = ls_tree(base, &rel_dir)?;
         let base_manifest: Manifest = show(&format!("{rel_dir}/{MANIFEST}"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default();
         let mut base_files: BTreeSet<(String, u32)> = BTreeSet::new();
-        for path in listing.split('\0').filter(|p| !p.is_empty()) {
+        for path in listing.iter() {
             let Some(inside) = path.strip_prefix(&format!("{rel_dir}/")) else {
                 continue;
             };
@@ -809,17 +800,8 @@ impl Repo {
         if let Ok(samples) = self.config.samples.canonicalize() {
             if let Ok(rel) = samples.strip_prefix(&top) {
                 let rel = rel.to_string_lossy().replace('\\', "/");
-                let listing = git(&[
-                    "ls-tree",
-                    "-r",
-                    "-z",
-                    "--name-only",
-                    "--full-name",
-                    base,
-                    "--",
-                    &format!(":/{rel}"),
-                ])?;
-                for path in listing.split('\0').filter(|p| !p.is_empty()) {
+                let listing = ls_tree(base, &rel)?;
+                for path in listing.iter() {
                     let Some(inside) = path.strip_prefix(&format!("{rel}/")) else {
                         continue;
                     };
@@ -879,6 +861,26 @@ fn describe(changes: &[compat::Change]) -> String {
 
 fn escape(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
+}
+
+/// The files below `dir` (relative to the repository's root) at `base`, root-relative.
+fn ls_tree(base: &str, dir: &str) -> Result<Vec<String>, ConfigError> {
+    let pathspec = format!(":/{dir}");
+    let listing = git(&[
+        "ls-tree",
+        "-r",
+        "-z",
+        "--name-only",
+        "--full-name",
+        base,
+        "--",
+        &pathspec,
+    ])?;
+    Ok(listing
+        .split('\0')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 fn git(args: &[&str]) -> Result<String, ConfigError> {
