@@ -132,6 +132,93 @@ typed_chain! {
     C6 = 6 <- C5;
 }
 
+/// The peer: native_model, which versions a message by its Rust struct and upgrades through
+/// `From`, here with rmp-serde.
+mod peer {
+    use super::{Customer, Item};
+    use native_model::native_model;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Clone, Serialize, Deserialize)]
+    #[native_model(id = 1, version = 1, with = native_model::rmp_serde_1_3::RmpSerde)]
+    pub struct OrderV1 {
+        pub order_id: u64,
+        pub customer: Customer,
+        pub items: Vec<Item>,
+        pub total: u64,
+        pub note: Option<String>,
+    }
+
+    #[derive(Clone, Serialize, Deserialize)]
+    #[native_model(id = 1, version = 2, with = native_model::rmp_serde_1_3::RmpSerde, from = OrderV1)]
+    pub struct OrderV2 {
+        pub order_id: u64,
+        pub customer: Customer,
+        pub items: Vec<Item>,
+        pub total_cents: u64,
+        pub note: Option<String>,
+    }
+
+    impl From<OrderV1> for OrderV2 {
+        fn from(o: OrderV1) -> Self {
+            OrderV2 {
+                order_id: o.order_id,
+                customer: o.customer,
+                items: o.items,
+                total_cents: o.total,
+                note: o.note,
+            }
+        }
+    }
+
+    impl From<OrderV2> for OrderV1 {
+        fn from(o: OrderV2) -> Self {
+            OrderV1 {
+                order_id: o.order_id,
+                customer: o.customer,
+                items: o.items,
+                total: o.total_cents,
+                note: o.note,
+            }
+        }
+    }
+}
+
+/// Version 1 of `Order` as a struct, linked to the current one for a typed step.
+#[derive(Clone, Serialize, Deserialize, upcaster::Message)]
+#[serde(rename_all = "camelCase")]
+#[message(name = "TypedOrder", version = 1)]
+struct TypedV1 {
+    order_id: u64,
+    customer: Customer,
+    items: Vec<Item>,
+    total: u64,
+    note: Option<String>,
+}
+
+#[derive(Clone, Serialize, Deserialize, upcaster::Message)]
+#[serde(rename_all = "camelCase")]
+#[message(version = 2, previous = TypedV1)]
+struct TypedV2 {
+    order_id: u64,
+    customer: Customer,
+    items: Vec<Item>,
+    total_cents: u64,
+    note: Option<String>,
+}
+
+impl From<TypedV1> for TypedV2 {
+    fn from(o: TypedV1) -> Self {
+        TypedV2 {
+            order_id: o.order_id,
+            customer: o.customer,
+            items: o.items,
+            total_cents: o.total,
+            note: o.note,
+        }
+    }
+}
+
 /// The same order at version 6 of a type whose five steps rename one field each.
 #[derive(Clone, Serialize, Deserialize, upcaster::Message)]
 #[serde(rename_all = "camelCase")]
@@ -1056,6 +1143,78 @@ fn main() {
             println!("allocations per current-version decode ({label}): JSON {ours} vs bare {bare}, MessagePack {ours_pack} vs bare {bare_pack_n}: {}",
                 if ours == bare && ours_pack == bare_pack_n { "equal" } else { "DIFFERENT" });
         }
+    }
+    // Against a peer: native_model's versioned decode, both fed an owned copy of the bytes
+    // (native_model takes a `Vec<u8>`), MessagePack on both sides. Informational.
+    for (label, items) in [("200 B", 1usize), ("5 KB", 50)] {
+        let o = order(items);
+        let theirs_v2 = peer::OrderV2 {
+            order_id: o.order_id,
+            customer: o.customer.clone(),
+            items: o.items.clone(),
+            total_cents: o.total_cents,
+            note: o.note.clone(),
+        };
+        let theirs_bytes = native_model::encode(&theirs_v2).expect("encode");
+        let ours_bytes = current.encode(&o, Format::MessagePack).expect("encode");
+        run(
+            format!("(peer) native_model decode, current ({label})"),
+            f64::INFINITY,
+            &|| {
+                black_box(
+                    native_model::decode::<peer::OrderV2>(black_box(theirs_bytes.clone()))
+                        .expect("decode"),
+                );
+            },
+            &|| {
+                black_box(
+                    current
+                        .decode::<Order>(black_box(&ours_bytes.clone()))
+                        .expect("decode")
+                        .message,
+                );
+            },
+        );
+        let theirs_v1 =
+            native_model::encode(&peer::OrderV1::from(theirs_v2.clone())).expect("encode");
+        let typed = Registry::builder()
+            .register::<TypedV2>()
+            .build()
+            .expect("registry");
+        let old = Registry::builder()
+            .register::<TypedV1>()
+            .build()
+            .expect("registry");
+        let ours_v1 = old
+            .encode(
+                &TypedV1 {
+                    order_id: o.order_id,
+                    customer: o.customer.clone(),
+                    items: o.items.clone(),
+                    total: o.total_cents,
+                    note: o.note.clone(),
+                },
+                Format::MessagePack,
+            )
+            .expect("encode");
+        run(
+            format!("(peer) native_model decode, 1 typed step ({label})"),
+            f64::INFINITY,
+            &|| {
+                black_box(
+                    native_model::decode::<peer::OrderV2>(black_box(theirs_v1.clone()))
+                        .expect("decode"),
+                );
+            },
+            &|| {
+                black_box(
+                    typed
+                        .decode::<TypedV2>(black_box(&ours_v1.clone()))
+                        .expect("decode")
+                        .message,
+                );
+            },
+        );
     }
     let targeted: Vec<&Case> = cases.iter().filter(|c| c.target.is_finite()).collect();
     let within = targeted.iter().filter(|c| c.ratio <= c.target).count();
