@@ -5,8 +5,13 @@ use serde_json::{json, Value};
 use upcaster::schema::compat::{compatible, diff, Mode};
 
 fn corpus() -> Vec<(String, Value)> {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/confluent");
+    // The project keeps the corpus beside the repository, in `../shared`; elsewhere, point
+    // UPCASTER_CONFORMANCE_DIR at a copy.
+    let dir = std::env::var_os("UPCASTER_CONFORMANCE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/confluent")
+        });
     let mut cases = Vec::new();
     for file in [
         "diff-schema-examples.json",
@@ -14,7 +19,10 @@ fn corpus() -> Vec<(String, Value)> {
     ] {
         let path = dir.join(file);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!("cannot read the conformance corpus {}: {e}", path.display())
+            panic!(
+                "cannot read the conformance corpus {}: {e}; set UPCASTER_CONFORMANCE_DIR to its folder",
+                path.display()
+            )
         });
         let list: Vec<Value> = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
