@@ -82,6 +82,13 @@ impl Run {
     fn has(&self, rule: &str) -> bool {
         self.rules().contains(&rule)
     }
+    /// The first finding of `rule`; fails the test, with the output, when there is none.
+    fn finding(&self, rule: &str) -> &Value {
+        self.findings
+            .iter()
+            .find(|f| f["rule"] == rule)
+            .unwrap_or_else(|| panic!("no `{rule}` finding in:\n{}", self.stdout))
+    }
 }
 
 fn run_in(dir: &Path, args: &[&str]) -> Run {
@@ -128,11 +135,7 @@ fn schema_missing_for_a_version_the_registry_reads() {
     std::fs::remove_file(f.dir.join("schemas/Order/v1.json")).unwrap();
     let run = check(&f);
     assert_eq!(run.code, 1);
-    let finding = run
-        .findings
-        .iter()
-        .find(|f| f["rule"] == "schema-missing")
-        .unwrap();
+    let finding = run.finding("schema-missing");
     assert!(
         finding["message"]
             .as_str()
@@ -228,11 +231,7 @@ fn breaking_without_migration() {
     let run = check(&f);
     assert_eq!(run.code, 1);
     assert!(run.has("breaking-without-migration"), "{}", run.stdout);
-    let finding = run
-        .findings
-        .iter()
-        .find(|f| f["rule"] == "breaking-without-migration")
-        .unwrap();
+    let finding = run.finding("breaking-without-migration");
     assert!(
         finding["message"]
             .as_str()
@@ -282,11 +281,7 @@ fn migration_invalid() {
     );
     let run = check(&f);
     assert_eq!(run.code, 1);
-    let finding = run
-        .findings
-        .iter()
-        .find(|f| f["rule"] == "migration-invalid")
-        .unwrap();
+    let finding = run.finding("migration-invalid");
     assert_eq!(finding["pointer"], "/ops/0/op");
     assert!(finding["file"]
         .as_str()
@@ -315,11 +310,7 @@ fn sample_invalid() {
     );
     let run = check(&f);
     assert_eq!(run.code, 1);
-    let finding = run
-        .findings
-        .iter()
-        .find(|f| f["rule"] == "sample-invalid")
-        .unwrap();
+    let finding = run.finding("sample-invalid");
     assert_eq!(finding["pointer"], "/payload/id");
 }
 
@@ -332,11 +323,7 @@ fn sample_upcast_failed() {
     );
     let run = check(&f);
     assert_eq!(run.code, 1);
-    let finding = run
-        .findings
-        .iter()
-        .find(|f| f["rule"] == "sample-upcast-failed")
-        .unwrap();
+    let finding = run.finding("sample-upcast-failed");
     assert!(
         finding["message"]
             .as_str()
@@ -554,11 +541,7 @@ fn a_sample_stored_under_another_type_is_invalid() {
     );
     let run = check(&f);
     assert_eq!(run.code, 1);
-    let finding = run
-        .findings
-        .iter()
-        .find(|f| f["rule"] == "sample-invalid")
-        .unwrap();
+    let finding = run.finding("sample-invalid");
     assert!(
         finding["message"].as_str().unwrap().contains("\"Invoice\""),
         "{finding}"
@@ -717,11 +700,7 @@ fn a_migration_that_doubles_the_payload_stops_at_a_limit() {
         &json!({"ops": ops}),
     );
     let run = check(&f);
-    let failed = run
-        .findings
-        .iter()
-        .find(|f| f["rule"] == "sample-upcast-failed")
-        .unwrap();
+    let failed = run.finding("sample-upcast-failed");
     assert!(
         failed["message"].as_str().unwrap().contains("larger than"),
         "{failed}"
@@ -736,11 +715,7 @@ fn generated_payloads_stand_in_for_missing_samples() {
     std::fs::remove_dir_all(f.dir.join("tests/samples/Order/v1")).unwrap();
     let run = check(&f);
     assert_eq!(run.code, 1);
-    let finding = run
-        .findings
-        .iter()
-        .find(|f| f["rule"] == "migration-output-invalid")
-        .unwrap();
+    let finding = run.finding("migration-output-invalid");
     let message = finding["message"].as_str().unwrap();
     assert!(
         message.starts_with("over the generated v1 payload {\"id\":"),
