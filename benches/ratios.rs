@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --bench ratios              # the full run (a few minutes)
 //! cargo bench --bench ratios -- --quick   # under a minute
+//! cargo bench --bench ratios -- "JSON text" dispatch   # only cases whose name has these
 //! ```
 //!
 //! Each case times its baseline and upcaster in alternating batches, so that a noisy
@@ -937,9 +938,17 @@ fn measure(rounds: usize, budget_ns: f64, base: &dyn Fn(), ours: &dyn Fn()) -> (
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // Other words select the cases whose name contains one of them.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let (rounds, budget) = if quick { (9, 2e6) } else { (31, 1e7) };
     let mut cases: Vec<Case> = Vec::new();
     let mut run = |name: String, target: f64, base: &dyn Fn(), ours: &dyn Fn()| {
+        if !only.is_empty() && !only.iter().any(|w| name.contains(w.as_str())) {
+            return;
+        }
         let (base_ns, ours_ns, ratio) = measure(rounds, budget, base, ours);
         let within = match (target.is_finite(), ratio <= target) {
             (false, _) => "-",

@@ -1,6 +1,7 @@
 //! Dispatch by type name: one queue, many message types, one handler each.
 
 use std::any::TypeId;
+use std::marker::PhantomData;
 
 use crate::codec::Format;
 use crate::envelope::{self, Decoded, Raw, RawEnvelope};
@@ -8,7 +9,38 @@ use crate::error::{Error, ErrorKind, RegistryError};
 use crate::registry::{self, Failed, Named, Registry};
 use crate::Message;
 
-type Handler<'r, Out> = dyn for<'a> Fn(&Registry, RawEnvelope<'a>) -> Result<Out, Failed<'a>> + 'r;
+/// One type's handler, reached either straight from the writer's own bytes or through a
+/// read envelope.
+trait Route<Out> {
+    /// Runs the handler when `raw` is the writer's form of the current version and reads;
+    /// `None` (handler not run) otherwise.
+    fn exact(&self, registry: &Registry, raw: Raw<'_>) -> Option<Out>;
+    /// Upcasts the envelope's payload and runs the handler.
+    fn general<'a>(&self, registry: &Registry, env: RawEnvelope<'a>) -> Result<Out, Failed<'a>>;
+}
+
+struct Typed<T, F>(F, PhantomData<fn() -> T>);
+
+impl<T, F, Out> Route<Out> for Typed<T, F>
+where
+    T: Message,
+    F: for<'a> Fn(Decoded<'a, T>) -> Out,
+{
+    #[inline]
+    fn exact(&self, registry: &Registry, raw: Raw<'_>) -> Option<Out> {
+        registry.decode_exact::<T>(raw).map(&self.0)
+    }
+
+    fn general<'a>(&self, registry: &Registry, env: RawEnvelope<'a>) -> Result<Out, Failed<'a>> {
+        match registry.convert::<T>(&env.header, env.payload) {
+            Ok(message) => Ok((self.0)(Decoded {
+                message,
+                header: env.header,
+            })),
+            Err(kind) => Err(Box::new((kind, env))),
+        }
+    }
+}
 
 /// Routes each message of a mixed queue to the handler of its type, upcast to the current
 /// version. Every handler returns the same `Out`.
@@ -39,7 +71,7 @@ type Handler<'r, Out> = dyn for<'a> Fn(&Registry, RawEnvelope<'a>) -> Result<Out
 /// ```
 pub struct Dispatcher<'r, Out> {
     registry: &'r Registry,
-    handlers: Vec<Option<Box<Handler<'r, Out>>>>,
+    handlers: Vec<Option<Box<dyn Route<Out> + 'r>>>,
 }
 
 impl<'r, Out> Dispatcher<'r, Out> {
@@ -67,17 +99,7 @@ impl<'r, Out> Dispatcher<'r, Out> {
                 problems: vec![Named::of::<T>().unregistered(&self.registry.entries)],
             });
         };
-        self.handlers[i] = Some(Box::new(
-            move |registry: &Registry, env: RawEnvelope<'_>| match registry
-                .convert::<T>(&env.header, env.payload)
-            {
-                Ok(message) => Ok(handler(Decoded {
-                    message,
-                    header: env.header,
-                })),
-                Err(kind) => Err(Box::new((kind, env))),
-            },
-        ));
+        self.handlers[i] = Some(Box::new(Typed(handler, PhantomData)));
         Ok(self)
     }
 
@@ -93,6 +115,15 @@ impl<'r, Out> Dispatcher<'r, Out> {
     }
 
     fn dispatch_raw(&self, raw: Raw<'_>) -> Result<Out, Error> {
+        let raw = raw.text();
+        // The writer's own form of a current version: the name picks the handler, which
+        // then needs only its type's exact prefix.
+        let handler = envelope::peek_name(raw)
+            .and_then(|name| self.registry.by_name.get(name))
+            .and_then(|&i| self.handlers.get(i)?.as_ref());
+        if let Some(out) = handler.and_then(|h| h.exact(self.registry, raw)) {
+            return Ok(out);
+        }
         if let Some(env) = envelope::fast(raw, None) {
             // A handler runs only after its message decoded, so retrying is safe.
             if let Ok(out) = self.route(env) {
@@ -124,7 +155,7 @@ impl<'r, Out> Dispatcher<'r, Out> {
             return Err(Box::new((ErrorKind::UnknownType { type_name }, env)));
         };
         match self.handlers.get(i).and_then(Option::as_ref) {
-            Some(handler) => handler(self.registry, env),
+            Some(handler) => handler.general(self.registry, env),
             None => Err(Box::new((
                 ErrorKind::Unhandled {
                     type_name: self.registry.entries[i].name,

@@ -142,6 +142,17 @@ pub struct Header<'a> {
 }
 
 impl Header<'_> {
+    /// The header of `T`'s current version, without headers.
+    #[inline]
+    pub(crate) fn current<T: crate::Message>(format: Format) -> Header<'static> {
+        Header {
+            format,
+            type_name: Cow::Borrowed(T::NAME),
+            version: T::VERSION,
+            headers: Headers::new(),
+        }
+    }
+
     /// Copies the borrowed parts, so the header outlives the input bytes.
     pub fn into_owned(self) -> Header<'static> {
         Header {
@@ -208,6 +219,19 @@ pub(crate) enum Raw<'a> {
 }
 
 impl<'a> Raw<'a> {
+    /// JSON bytes as text once their UTF-8 is checked, so later steps need not check again;
+    /// anything else unchanged (the full parser reports bad UTF-8 where it is).
+    #[inline]
+    pub(crate) fn text(self) -> Raw<'a> {
+        match self {
+            Raw::Bytes(b) if b.first() == Some(&b'{') => match std::str::from_utf8(b) {
+                Ok(s) => Raw::Str(s),
+                Err(_) => self,
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn bytes(self) -> &'a [u8] {
         match self {
             Raw::Str(s) => s.as_bytes(),
@@ -1178,5 +1202,202 @@ pub(crate) fn split_version(text: &str) -> Result<u32, Malformation> {
         Ok(0) => invalid("0".to_owned()),
         Ok(n) => u32::try_from(n).or_else(|_| invalid(shorten(text))),
         Err(_) => invalid(shorten(text)),
+    }
+}
+
+/// Room for a precomputed envelope prefix. A longer type name just skips the shortcut.
+const PREFIX_CAP: usize = 192;
+
+/// The writer's exact bytes before the payload of one message type's current version
+/// without headers, in both codecs, computed at compile time for each [`Message`].
+///
+/// The hottest decode is then one comparison of the input's start with these bytes.
+///
+/// [`Message`]: crate::Message
+#[doc(hidden)]
+pub struct Prefixes {
+    json: [u8; PREFIX_CAP],
+    json_len: usize,
+    msgpack: [u8; PREFIX_CAP],
+    msgpack_len: usize,
+}
+
+impl Prefixes {
+    /// Both prefixes of `name` at `version`; empty where the name needs escaping or is too
+    /// long to hold.
+    pub const fn of(name: &str, version: u32) -> Prefixes {
+        let mut p = Prefixes {
+            json: [0; PREFIX_CAP],
+            json_len: 0,
+            msgpack: [0; PREFIX_CAP],
+            msgpack_len: 0,
+        };
+        let n = name.as_bytes();
+        // Name, the longest version (10 digits or 5 bytes) and the keys must all fit.
+        if !is_plain_name(name) || n.len() + 40 > PREFIX_CAP {
+            return p;
+        }
+        let mut j = Buf { b: p.json, len: 0 };
+        j = j.push(b"{\"type\":\"").push(n).push(b"\",\"version\":");
+        let mut digits = [0u8; 10];
+        let mut i = digits.len();
+        let mut v = version;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        j = j.push(digits.split_at(i).1).push(b",\"payload\":");
+        p.json = j.b;
+        p.json_len = j.len;
+
+        let mut m = Buf {
+            b: p.msgpack,
+            len: 0,
+        };
+        m = m.push(b"\x83\xa4type");
+        m = match n.len() {
+            0..32 => m.push(&[0xa0 | n.len() as u8]),
+            _ => m.push(&[0xd9, n.len() as u8]),
+        };
+        m = m.push(n).push(b"\xa7version");
+        let be = version.to_be_bytes();
+        m = match version {
+            0..128 => m.push(&[version as u8]),
+            128..256 => m.push(&[0xcc, version as u8]),
+            256..65536 => m.push(&[0xcd, be[2], be[3]]),
+            _ => m.push(&[0xce, be[0], be[1], be[2], be[3]]),
+        };
+        m = m.push(b"\xa7payload");
+        p.msgpack = m.b;
+        p.msgpack_len = m.len;
+        p
+    }
+
+    /// `{"type":"<name>","version":<version>,"payload":`, or empty.
+    #[inline]
+    pub(crate) fn json(&'static self) -> &'static [u8] {
+        self.json.get(..self.json_len).unwrap_or_default()
+    }
+
+    /// The MessagePack equivalent of [`Prefixes::json`], or empty.
+    #[inline]
+    pub(crate) fn msgpack(&'static self) -> &'static [u8] {
+        self.msgpack.get(..self.msgpack_len).unwrap_or_default()
+    }
+}
+
+/// A fixed buffer filled in const context.
+struct Buf {
+    b: [u8; PREFIX_CAP],
+    len: usize,
+}
+
+impl Buf {
+    const fn push(mut self, bytes: &[u8]) -> Buf {
+        let mut i = 0;
+        while i < bytes.len() {
+            self.b[self.len] = bytes[i];
+            self.len += 1;
+            i += 1;
+        }
+        self
+    }
+}
+
+/// The type name at the start of the writer's own layout, borrowed, if it needs no
+/// unescaping: enough to pick a handler before anything else is read.
+#[inline]
+pub(crate) fn peek_name(raw: Raw<'_>) -> Option<&str> {
+    match raw {
+        Raw::Str(s) => {
+            let rest = s.strip_prefix("{\"type\":\"")?;
+            let end = rest.bytes().position(|c| c == b'"' || c == b'\\')?;
+            (rest.as_bytes()[end] == b'"').then(|| rest.get(..end))?
+        }
+        Raw::Bytes(b) => {
+            let rest = b
+                .strip_prefix(b"\x83\xa4type")
+                .or_else(|| b.strip_prefix(b"\x84\xa4type"))?;
+            let (&marker, rest) = rest.split_first()?;
+            let (len, rest) = match marker {
+                0xa0..=0xbf => (usize::from(marker & 0x1f), rest),
+                0xd9 => (usize::from(*rest.first()?), rest.get(1..)?),
+                _ => return None,
+            };
+            std::str::from_utf8(rest.get(..len)?).ok()
+        }
+    }
+}
+
+/// The payload of the writer's own form of `T`'s current version, recognised by its exact
+/// prefix (the envelope's closing brace must follow it in JSON). JSON must come as text (see
+/// [`Raw::text`]).
+#[inline]
+pub(crate) fn exact<'a, T: crate::Message>(raw: Raw<'a>) -> Option<(Format, PayloadRef<'a>)> {
+    match raw {
+        Raw::Str(s) => {
+            let prefix = T::__PREFIXES.json();
+            let b = s.as_bytes();
+            if prefix.is_empty() || !b.starts_with(prefix) {
+                return None;
+            }
+            let mut end = b.len();
+            while end > prefix.len() && is_json_ws(b[end - 1]) {
+                end -= 1;
+            }
+            if end <= prefix.len() + 1 || b[end - 1] != b'}' {
+                return None;
+            }
+            Some((
+                Format::Json,
+                PayloadRef::JsonStr(s.get(prefix.len()..end - 1)?),
+            ))
+        }
+        Raw::Bytes(b) => {
+            let prefix = T::__PREFIXES.msgpack();
+            let payload = b.strip_prefix(prefix)?;
+            if prefix.is_empty() || payload.is_empty() {
+                return None;
+            }
+            Some((Format::MessagePack, PayloadRef::MessagePack(payload)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each precomputed prefix must be exactly what the writers emit before the payload.
+    #[test]
+    fn prefixes_match_the_writers() {
+        let long = "N".repeat(PREFIX_CAP);
+        let names = [
+            "A",
+            "AddPonkaToImage",
+            &"x".repeat(31),
+            &"y".repeat(32),
+            &"z".repeat(150),
+        ];
+        let versions = [1, 9, 10, 127, 128, 255, 256, 65_535, 65_536, u32::MAX];
+        for name in names {
+            for version in versions {
+                let p: &'static Prefixes = Box::leak(Box::new(Prefixes::of(name, version)));
+                let mut json = Vec::new();
+                write_json(&mut json, name, version, &Headers::new(), &0u8).unwrap();
+                assert_eq!(p.json(), &json[..json.len() - 2], "{name} v{version}");
+                let mut pack = Vec::new();
+                write_msgpack(&mut pack, name, version, &Headers::new(), &0u8).unwrap();
+                assert_eq!(p.msgpack(), &pack[..pack.len() - 1], "{name} v{version}");
+            }
+        }
+        for name in ["a\"b", "a\\b", "", &long] {
+            let p: &'static Prefixes = Box::leak(Box::new(Prefixes::of(name, 1)));
+            assert!(p.json().is_empty() && p.msgpack().is_empty(), "{name:?}");
+        }
     }
 }

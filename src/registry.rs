@@ -6,6 +6,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use rustc_hash::FxHashMap;
+
 use crate::codec::{self, Format, Input, PayloadRef};
 use crate::envelope::{self, Decoded, Header, Headers, Malformed, Raw, RawEnvelope, Split};
 use crate::error::{EncodeError, Error, ErrorKind, Malformation, RegistryError, RegistryProblem};
@@ -74,7 +76,7 @@ pub(crate) type Failed<'a> = Box<(ErrorKind, RawEnvelope<'a>)>;
 #[derive(Debug)]
 pub struct Registry {
     pub(crate) entries: Vec<Entry>,
-    pub(crate) by_name: HashMap<Box<str>, usize>,
+    pub(crate) by_name: FxHashMap<Box<str>, usize>,
     by_type: ByType,
 }
 
@@ -316,7 +318,7 @@ impl RegistryBuilder {
         }
 
         // Every name that resolves to a type: its name, aliases, and former names.
-        let mut by_name: HashMap<Box<str>, usize> = HashMap::new();
+        let mut by_name: FxHashMap<Box<str>, usize> = FxHashMap::default();
         for (i, entry) in entries.iter().enumerate() {
             by_name.insert(entry.name.into(), i);
         }
@@ -574,7 +576,32 @@ impl Registry {
         self.decode_raw(Raw::Str(text))
     }
 
+    #[inline]
     fn decode_raw<'a, T: Message>(&self, raw: Raw<'a>) -> Result<Decoded<'a, T>, Error> {
+        let raw = raw.text();
+        match self.decode_exact::<T>(raw) {
+            Some(decoded) => Ok(decoded),
+            None => self.decode_general(raw),
+        }
+    }
+
+    /// The writer's own form of `T`'s current version, known by its exact prefix, read with
+    /// nothing between the bytes and `T`. `None` sends the input to the general path.
+    #[inline]
+    pub(crate) fn decode_exact<'a, T: Message>(&self, raw: Raw<'a>) -> Option<Decoded<'a, T>> {
+        let (format, payload) = envelope::exact::<T>(raw)?;
+        if !self.knows::<T>() {
+            return None;
+        }
+        Some(Decoded {
+            message: codec::read_current::<T>(payload)?,
+            header: Header::current::<T>(format),
+        })
+    }
+
+    /// Everything but the writer's form of the current version.
+    #[inline(never)]
+    fn decode_general<'a, T: Message>(&self, raw: Raw<'a>) -> Result<Decoded<'a, T>, Error> {
         let expected = const {
             if envelope::is_plain_name(T::NAME) {
                 Some(T::NAME)

@@ -7,7 +7,7 @@ use common::{malformation, Pack};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use upcaster::{Decoded, Format, Headers, Malformation, Registry};
+use upcaster::{Decoded, Dispatcher, Format, Headers, Malformation, Registry};
 
 fn registry() -> Registry {
     ponka::registry().unwrap()
@@ -393,6 +393,43 @@ fn reader_rejects_trailing_bytes() {
         .decode::<DeleteImagePost>(text.as_bytes())
         .unwrap_err();
     assert!(matches!(malformation(&e), Malformation::Syntax(_)), "{e}");
+}
+
+/// Input that starts exactly like the writer's current version but goes on differently
+/// must be judged by the full parser, through `decode` and `dispatch` alike.
+#[test]
+fn the_writers_prefix_alone_proves_nothing() {
+    let registry = registry();
+    let dispatcher = Dispatcher::new(&registry)
+        .on(|m: Decoded<DeleteImagePost>| m.message.image_post)
+        .unwrap();
+    let prefix =
+        r#"{"type":"DeleteImagePost","version":1,"payload":{"imagePost":1,"filename":"f"}"#;
+    let refused = [
+        format!(r#"{prefix},"payload":{{"imagePost":2,"filename":"g"}}}}"#),
+        format!(r#"{prefix},"type":"DeleteImagePost"}}"#),
+        format!("{prefix}}}}}"),
+        format!("{prefix}"),
+    ];
+    for text in &refused {
+        let e = registry.decode_str::<DeleteImagePost>(text).unwrap_err();
+        malformation(&e);
+        assert_eq!(e.raw(), text.as_bytes());
+        let e = dispatcher.dispatch(text.as_bytes()).unwrap_err();
+        malformation(&e);
+    }
+    // An unknown key after the payload is allowed, and the full parser reads past it.
+    let extra = format!(r#"{prefix},"producer":"v1-worker"}} "#);
+    let d = registry.decode_str::<DeleteImagePost>(&extra).unwrap();
+    assert_eq!(d.message.image_post, 1);
+    assert_eq!(dispatcher.dispatch_str(&extra).unwrap(), 1);
+
+    let mut pack = registry.encode(&delete(), Format::MessagePack).unwrap();
+    assert_eq!(dispatcher.dispatch(&pack).unwrap(), 10);
+    pack.push(0x01);
+    let e = dispatcher.dispatch(&pack).unwrap_err();
+    assert_eq!(malformation(&e), &Malformation::TrailingBytes);
+    assert_eq!(e.raw(), &pack[..]);
 }
 
 #[test]
