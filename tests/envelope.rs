@@ -409,7 +409,7 @@ fn the_writers_prefix_alone_proves_nothing() {
         format!(r#"{prefix},"payload":{{"imagePost":2,"filename":"g"}}}}"#),
         format!(r#"{prefix},"type":"DeleteImagePost"}}"#),
         format!("{prefix}}}}}"),
-        format!("{prefix}"),
+        prefix.to_string(),
     ];
     for text in &refused {
         let e = registry.decode_str::<DeleteImagePost>(text).unwrap_err();
