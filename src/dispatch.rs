@@ -17,6 +17,8 @@ trait Route<Out> {
     fn exact(&self, registry: &Registry, raw: Raw<'_>) -> Option<Out>;
     /// Upcasts the envelope's payload and runs the handler.
     fn general<'a>(&self, registry: &Registry, env: RawEnvelope<'a>) -> Result<Out, Failed<'a>>;
+    /// Upcasts the envelope's payload without running the handler.
+    fn check<'a>(&self, registry: &Registry, env: RawEnvelope<'a>) -> Result<(), Failed<'a>>;
 }
 
 struct Typed<T, F>(F, PhantomData<fn() -> T>);
@@ -37,6 +39,13 @@ where
                 message,
                 header: env.header,
             })),
+            Err(kind) => Err(Box::new((kind, env))),
+        }
+    }
+
+    fn check<'a>(&self, registry: &Registry, env: RawEnvelope<'a>) -> Result<(), Failed<'a>> {
+        match registry.convert::<T>(&env.header, env.payload) {
+            Ok(_) => Ok(()),
             Err(kind) => Err(Box::new((kind, env))),
         }
     }
@@ -131,6 +140,32 @@ impl<'r, Out> Dispatcher<'r, Out> {
             }
         }
         self.registry.parse_and(raw, None, |env| self.route(env))
+    }
+
+    /// Decodes and upcasts a message as [`Dispatcher::dispatch`] would, without running its
+    /// handler: the type's current name and the version the message arrived in. For
+    /// checking stored messages against new code before sending them again.
+    pub fn check(&self, bytes: &[u8]) -> Result<(&'static str, u32), Error> {
+        let raw = Raw::Bytes(bytes).text();
+        if let Some(env) = envelope::fast(raw, None) {
+            if let Ok(found) = self.check_env(env) {
+                return Ok(found);
+            }
+        }
+        self.registry.parse_and(raw, None, |env| self.check_env(env))
+    }
+
+    fn check_env<'a>(&self, env: RawEnvelope<'a>) -> Result<(&'static str, u32), Failed<'a>> {
+        let Some(&i) = self.registry.by_name.get(&*env.header.type_name) else {
+            let type_name = env.header.type_name.to_string();
+            return Err(Box::new((ErrorKind::UnknownType { type_name }, env)));
+        };
+        let name = self.registry.entries[i].name;
+        let version = env.header.version;
+        match self.handlers.get(i).and_then(Option::as_ref) {
+            Some(handler) => handler.check(self.registry, env).map(|()| (name, version)),
+            None => Err(Box::new((ErrorKind::Unhandled { type_name: name }, env))),
+        }
     }
 
     /// Dispatches a split-form message: type and version from the broker's headers, and the

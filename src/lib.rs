@@ -14,6 +14,8 @@ pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod upcast;
+#[cfg(feature = "worker")]
+pub mod worker;
 
 pub use codec::Format;
 pub use dispatch::Dispatcher;

@@ -1,0 +1,896 @@
+//! Workers that drain queues across deploys (feature `worker`).
+//!
+//! A [`Worker`] takes one message at a time from its [`Transport`]s, decodes it through the
+//! [`Registry`] (old versions are upcast), and calls the handler of its type. It stops only
+//! *between* messages, for a reason it logs: a message count, a time limit, a memory limit,
+//! consecutive failures, SIGTERM or SIGINT, or a restart requested by `stop-workers`. A
+//! supervisor (systemd, supervisord) then starts it again, with the new code after a deploy.
+//!
+//! The runtime is synchronous: one worker is one thread running one message at a time, as in
+//! Symfony Messenger; run more processes for more throughput. Handlers are plain functions,
+//! and no async runtime is required. Every wait is bounded (one second by default), so a stop
+//! condition takes effect while the worker waits for messages.
+//!
+//! Failures never lose a message:
+//! - a handler error (or panic) is retried with exponential backoff and jitter, up to
+//!   [`RetryPolicy::max_retries`], then moved to the failure transport;
+//! - a message from a newer producer ([`ErrorKind::FutureVersion`]) is requeued with a delay,
+//!   without counting an attempt, until a worker with the new code takes it: a rolling
+//!   deploy heals itself;
+//! - a message of a type this code does not know is retried like a handler error (a newer
+//!   producer may have introduced it);
+//! - a message that cannot be decoded goes straight to the failure transport with its
+//!   original bytes, the error (type, version, failing step, JSON Pointer) and its attempts.
+//!
+//! [`cli`] has the commands a program mounts: `consume`, `stop-workers`, `failed` and `stats`.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use upcaster::worker::{Handlers, Limits, SqliteTransport, Transport, Worker, StopReason};
+//! use upcaster::{Decoded, Format, Message, Registry};
+//!
+//! #[derive(Serialize, Deserialize, Message)]
+//! #[message(version = 1)]
+//! struct ResizeImage { id: u64 }
+//!
+//! let registry = Registry::builder().register::<ResizeImage>().build()?;
+//! let dir = std::env::temp_dir().join(format!("upcaster-worker-doc-{}", std::process::id()));
+//! let mut queue = SqliteTransport::open(dir.join("queue.db"), "async")?;
+//! queue.send(&registry.encode(&ResizeImage { id: 7 }, Format::Json)?)?;
+//!
+//! let handlers = Handlers::new(&registry).on(|m: Decoded<ResizeImage>| {
+//!     println!("resizing {}", m.message.id);
+//!     Ok::<(), std::io::Error>(())
+//! })?;
+//! let report = Worker::new(handlers)
+//!     .transport(Box::new(queue))
+//!     .limits(Limits { stop_when_empty: true, ..Limits::default() })
+//!     .run();
+//! assert_eq!(report.reason, StopReason::Empty);
+//! assert_eq!(report.handled, 1);
+//! # std::fs::remove_dir_all(dir).ok();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod cli;
+#[cfg(feature = "redis")]
+mod redis;
+mod restart;
+mod sqlite;
+mod transport;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisSignal, RedisTransport};
+pub use restart::{open as open_restart_signal, FileSignal, RestartSignal};
+pub use sqlite::SqliteTransport;
+pub use transport::{
+    open, Delivery, FailedMessage, FailureRecord, StatRow, Transport, TransportError,
+};
+
+use crate::error::ErrorKind;
+use crate::{Decoded, Dispatcher, Error, Message, Registry, RegistryError};
+
+/// What a handler may return as its error.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The outcome of one handler call, with what the worker counts.
+struct Handled {
+    type_name: &'static str,
+    version: u32,
+    result: Result<(), HandlerError>,
+}
+
+/// The handlers of a worker, one per message type, each seeing only the current version.
+pub struct Handlers<'r> {
+    registry: &'r Registry,
+    dispatcher: Dispatcher<'r, Handled>,
+}
+
+impl<'r> Handlers<'r> {
+    /// No handlers yet.
+    pub fn new(registry: &'r Registry) -> Self {
+        Handlers {
+            registry,
+            dispatcher: Dispatcher::new(registry),
+        }
+    }
+
+    /// Sets the handler of `T`, which must be registered. An `Err` (or a panic) is a failed
+    /// attempt: the message is retried, then sent to the failure transport.
+    pub fn on<T, F, E>(self, handler: F) -> Result<Self, RegistryError>
+    where
+        T: Message,
+        F: for<'a> Fn(Decoded<'a, T>) -> Result<(), E> + 'r,
+        E: Into<HandlerError>,
+    {
+        let dispatcher = self.dispatcher.on(move |m: Decoded<'_, T>| {
+            let version = m.header.version;
+            let result = match catch_unwind(AssertUnwindSafe(|| handler(m))) {
+                Ok(result) => result.map_err(Into::into),
+                Err(panic) => Err(panic_message(&panic).into()),
+            };
+            Handled {
+                type_name: T::NAME,
+                version,
+                result,
+            }
+        })?;
+        Ok(Handlers {
+            registry: self.registry,
+            dispatcher,
+        })
+    }
+
+    /// The registry the handlers decode with.
+    pub fn registry(&self) -> &'r Registry {
+        self.registry
+    }
+
+    /// Decodes `bytes` as the worker would, without running a handler: the current type's
+    /// name and the version the message arrived in.
+    pub fn check(&self, bytes: &[u8]) -> Result<(&'static str, u32), Error> {
+        self.dispatcher.check(bytes)
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    format!("handler panicked: {text}")
+}
+
+/// When a worker stops. Each is checked between messages only.
+#[derive(Clone, Debug, Default)]
+pub struct Limits {
+    /// Stop after this many messages taken (handled, retried or failed alike).
+    pub messages: Option<u64>,
+    /// Stop once this much time has passed.
+    pub time: Option<Duration>,
+    /// Stop once the process's resident set size exceeds this many bytes (Linux).
+    pub memory: Option<u64>,
+    /// Stop after this many failed attempts in a row (handler errors and undecodable
+    /// messages; a requeued newer version does not count).
+    pub failures: Option<u32>,
+    /// Stop when every transport is empty (for batch jobs and tests).
+    pub stop_when_empty: bool,
+}
+
+/// Retries of failed attempts: exponential backoff with jitter, then the failure transport.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt; then the message goes to the failure transport.
+    pub max_retries: u32,
+    /// The delay before the first retry.
+    pub delay: Duration,
+    /// Each retry waits this many times longer than the one before.
+    pub multiplier: f64,
+    /// No retry waits longer than this.
+    pub max_delay: Duration,
+    /// Spread: each delay is drawn from `delay × (1 ± jitter)`, so retries of a burst of
+    /// failures do not arrive together.
+    pub jitter: f64,
+    /// How long a message of a newer version waits before it is offered again.
+    pub future_version_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 3,
+            delay: Duration::from_secs(1),
+            multiplier: 2.0,
+            max_delay: Duration::from_secs(60),
+            jitter: 0.1,
+            future_version_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before retry number `attempt + 1` (0-based `attempt`), before jitter.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.multiplier.max(1.0).powi(attempt.min(64) as i32);
+        let secs = (self.delay.as_secs_f64() * exp).min(self.max_delay.as_secs_f64());
+        Duration::try_from_secs_f64(secs).unwrap_or(self.max_delay)
+    }
+
+    /// [`RetryPolicy::backoff`] with jitter applied.
+    pub fn delay_for(&self, attempt: u32) -> Duration {
+        let base = self.backoff(attempt).as_secs_f64();
+        let spread = self.jitter.clamp(0.0, 1.0);
+        let factor = 1.0 + spread * (fastrand::f64() * 2.0 - 1.0);
+        Duration::try_from_secs_f64(base * factor).unwrap_or(self.max_delay)
+    }
+}
+
+/// Why a worker stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// It took its `--limit` of messages.
+    MessageLimit(u64),
+    /// Its `--time-limit` passed.
+    TimeLimit(Duration),
+    /// Its resident set size passed `--memory-limit`.
+    MemoryLimit {
+        /// The resident set size measured, in bytes.
+        rss: u64,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// `--failure-limit` failed attempts came in a row.
+    FailureLimit(u32),
+    /// A signal (SIGTERM, SIGINT) asked it to stop.
+    Signal,
+    /// `stop-workers` asked, after this worker started.
+    RestartRequested {
+        /// When, in milliseconds since the Unix epoch.
+        at_ms: u64,
+    },
+    /// Every transport was empty (`stop_when_empty`).
+    Empty,
+    /// A transport failed; the message it held, if any, will be delivered again.
+    TransportFailed(String),
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::MessageLimit(n) => write!(f, "message limit of {n} reached"),
+            StopReason::TimeLimit(t) => write!(f, "time limit of {} s reached", t.as_secs_f64()),
+            StopReason::MemoryLimit { rss, limit } => write!(
+                f,
+                "memory limit reached: resident set {} against a limit of {}",
+                show_bytes(*rss),
+                show_bytes(*limit)
+            ),
+            StopReason::FailureLimit(n) => write!(f, "{n} failures in a row"),
+            StopReason::Signal => write!(f, "a stop signal was received"),
+            StopReason::RestartRequested { at_ms } => {
+                write!(f, "restart requested by stop-workers at {at_ms} ms")
+            }
+            StopReason::Empty => write!(f, "the queue is empty"),
+            StopReason::TransportFailed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// What a worker did, and why it stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// Why it stopped.
+    pub reason: StopReason,
+    /// Messages taken from the transports.
+    pub received: u64,
+    /// Messages whose handler succeeded (acked).
+    pub handled: u64,
+    /// Failed attempts scheduled for a retry.
+    pub retried: u64,
+    /// Messages of a newer version requeued with a delay.
+    pub requeued: u64,
+    /// Messages moved to the failure transport.
+    pub failed: u64,
+    /// Messages decoded, by current type name and arrived version.
+    pub decoded: BTreeMap<(String, u32), u64>,
+    /// How long it ran.
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "worker stopped: {}; in {:.1} s took {} message(s): {} handled, {} retried, {} requeued for a newer worker, {} failed",
+            self.reason,
+            self.elapsed.as_secs_f64(),
+            self.received,
+            self.handled,
+            self.retried,
+            self.requeued,
+            self.failed
+        )?;
+        for ((name, version), n) in &self.decoded {
+            write!(f, "\n  {name} v{version}: {n} decoded")?;
+        }
+        Ok(())
+    }
+}
+
+/// One thing a worker did, for logs.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A handler succeeded.
+    Handled {
+        /// The transport.
+        transport: &'a str,
+        /// The delivery.
+        delivery: &'a Delivery,
+        /// The message type.
+        type_name: &'a str,
+        /// The version it arrived in.
+        version: u32,
+    },
+    /// A failed attempt was scheduled for a retry.
+    Retrying {
+        /// The transport.
+        transport: &'a str,
+        /// The delivery.
+        delivery: &'a Delivery,
+        /// Why the attempt failed.
+        error: &'a str,
+        /// The wait before the next attempt.
+        delay: Duration,
+    },
+    /// A message of a newer version went back to the queue.
+    Requeued {
+        /// The transport.
+        transport: &'a str,
+        /// The delivery.
+        delivery: &'a Delivery,
+        /// The error that names the versions.
+        error: &'a str,
+    },
+    /// A message went to the failure transport.
+    Failed {
+        /// The transport.
+        transport: &'a str,
+        /// The delivery.
+        delivery: &'a Delivery,
+        /// What was stored with it.
+        record: &'a FailureRecord,
+    },
+}
+
+impl fmt::Display for Event<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Handled {
+                transport,
+                delivery,
+                type_name,
+                version,
+            } => write!(
+                f,
+                "handled {type_name} (arrived as v{version}), message {} on {transport}",
+                delivery.id
+            ),
+            Event::Retrying {
+                transport,
+                delivery,
+                error,
+                delay,
+            } => write!(
+                f,
+                "retrying message {} on {transport} in {:.2} s (attempt {}): {error}",
+                delivery.id,
+                delay.as_secs_f64(),
+                delivery.attempt + 2
+            ),
+            Event::Requeued {
+                transport,
+                delivery,
+                error,
+            } => write!(
+                f,
+                "requeued message {} on {transport} for a newer worker: {error}",
+                delivery.id
+            ),
+            Event::Failed {
+                transport,
+                delivery,
+                record,
+            } => write!(
+                f,
+                "failed message {} on {transport} after {} attempt(s), moved to the failure transport: {}",
+                delivery.id, record.attempts, record.error
+            ),
+        }
+    }
+}
+
+type Logger<'r> = Box<dyn FnMut(&Event<'_>) + 'r>;
+
+/// Drains transports through handlers until a stop condition holds.
+pub struct Worker<'r> {
+    handlers: Handlers<'r>,
+    transports: Vec<Box<dyn Transport>>,
+    limits: Limits,
+    retry: RetryPolicy,
+    restart: Option<Box<dyn RestartSignal>>,
+    stop: Arc<AtomicBool>,
+    poll: Duration,
+    log: Option<Logger<'r>>,
+}
+
+/// How often the restart signal and the resident set size are read, at most.
+const CHECK_EVERY: Duration = Duration::from_millis(200);
+/// How often the drain statistics are written, at most.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+impl<'r> Worker<'r> {
+    /// A worker with `handlers`, no transports yet, no limits and the default retries.
+    pub fn new(handlers: Handlers<'r>) -> Self {
+        Worker {
+            handlers,
+            transports: Vec::new(),
+            limits: Limits::default(),
+            retry: RetryPolicy::default(),
+            restart: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            poll: Duration::from_secs(1),
+            log: None,
+        }
+    }
+
+    /// Adds a transport. With several, the first with a message wins, in the order added.
+    pub fn transport(mut self, transport: Box<dyn Transport>) -> Self {
+        self.transports.push(transport);
+        self
+    }
+
+    /// Sets the stop conditions.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets the retry policy.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Listens to `stop-workers` through `signal`: the worker exits after its current
+    /// message once a restart is requested after it started.
+    pub fn restart_signal(mut self, signal: Box<dyn RestartSignal>) -> Self {
+        self.restart = Some(signal);
+        self
+    }
+
+    /// A flag that stops the worker between messages when set, as SIGTERM does after
+    /// [`Worker::stop_on_signals`].
+    pub fn stop_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.stop = flag;
+        self
+    }
+
+    /// Makes SIGTERM and SIGINT stop the worker after its current message. A second SIGINT
+    /// (Ctrl-C twice) ends the process at once.
+    pub fn stop_on_signals(self) -> std::io::Result<Self> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        use signal_hook::flag;
+        // Registered first, so it sees the flag before the second registration sets it.
+        flag::register_conditional_shutdown(SIGINT, 130, Arc::clone(&self.stop))?;
+        flag::register(SIGTERM, Arc::clone(&self.stop))?;
+        flag::register(SIGINT, Arc::clone(&self.stop))?;
+        Ok(self)
+    }
+
+    /// The longest single wait for a message (one second by default). Stop conditions are
+    /// checked at least this often while the queue is empty.
+    pub fn poll_interval(mut self, poll: Duration) -> Self {
+        self.poll = poll.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Calls `log` for every message settled (handled, retried, requeued, failed).
+    pub fn on_event(mut self, log: impl FnMut(&Event<'_>) + 'r) -> Self {
+        self.log = Some(Box::new(log));
+        self
+    }
+
+    /// Runs until a stop condition holds, then returns what it did and why it stopped.
+    pub fn run(&mut self) -> Report {
+        let started = Instant::now();
+        let mut run = Run {
+            report: Report {
+                reason: StopReason::Empty,
+                received: 0,
+                handled: 0,
+                retried: 0,
+                requeued: 0,
+                failed: 0,
+                decoded: BTreeMap::new(),
+                elapsed: Duration::ZERO,
+            },
+            consecutive_failures: 0,
+            stats: BTreeMap::new(),
+            last_flush: Instant::now(),
+            last_check: None,
+        };
+        let reason = match self.start_time() {
+            Ok(started_ms) => self.drain(&mut run, started, started_ms),
+            Err(e) => StopReason::TransportFailed(e.to_string()),
+        };
+        let reason = match (self.flush(&mut run), reason) {
+            (Err(e), StopReason::Empty) => StopReason::TransportFailed(e.to_string()),
+            (_, reason) => reason,
+        };
+        run.report.reason = reason;
+        run.report.elapsed = started.elapsed();
+        run.report
+    }
+
+    fn start_time(&mut self) -> Result<u64, TransportError> {
+        match &mut self.restart {
+            Some(signal) => signal.now(),
+            None => Ok(transport::now_ms()),
+        }
+    }
+
+    fn drain(&mut self, run: &mut Run, started: Instant, started_ms: u64) -> StopReason {
+        if self.transports.is_empty() {
+            return StopReason::TransportFailed("no transport to consume".to_owned());
+        }
+        loop {
+            if let Some(reason) = self.should_stop(run, started, started_ms) {
+                return reason;
+            }
+            let mut wait = self.poll;
+            if let Some(limit) = self.limits.time {
+                wait = wait.min(limit.saturating_sub(started.elapsed()));
+            }
+            let received = match self.receive(wait) {
+                Ok(received) => received,
+                Err(e) => return StopReason::TransportFailed(e.to_string()),
+            };
+            let outcome = match received {
+                Some((i, delivery)) => self.process(run, i, &delivery),
+                None if self.limits.stop_when_empty => match self.all_empty() {
+                    Ok(true) => return StopReason::Empty,
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
+                },
+                None => Ok(()),
+            };
+            if let Err(e) = outcome {
+                return StopReason::TransportFailed(e.to_string());
+            }
+            if run.last_flush.elapsed() >= FLUSH_EVERY {
+                if let Err(e) = self.flush(run) {
+                    return StopReason::TransportFailed(e.to_string());
+                }
+            }
+        }
+    }
+
+    fn should_stop(&mut self, run: &mut Run, started: Instant, started_ms: u64) -> Option<StopReason> {
+        if self.stop.load(Ordering::SeqCst) {
+            return Some(StopReason::Signal);
+        }
+        if let Some(n) = self.limits.messages.filter(|&n| run.report.received >= n) {
+            return Some(StopReason::MessageLimit(n));
+        }
+        if let Some(n) = self
+            .limits
+            .failures
+            .filter(|&n| run.consecutive_failures >= n)
+        {
+            return Some(StopReason::FailureLimit(n));
+        }
+        if let Some(limit) = self.limits.time.filter(|&t| started.elapsed() >= t) {
+            return Some(StopReason::TimeLimit(limit));
+        }
+        // The rest costs a read of a file or a round trip: not before every message.
+        if run.last_check.is_some_and(|at| at.elapsed() < CHECK_EVERY) {
+            return None;
+        }
+        run.last_check = Some(Instant::now());
+        if let Some(limit) = self.limits.memory {
+            match resident_set_size() {
+                Some(rss) if rss > limit => return Some(StopReason::MemoryLimit { rss, limit }),
+                Some(_) => {}
+                None => {
+                    return Some(StopReason::TransportFailed(
+                        "the memory limit needs /proc/self/status (Linux)".to_owned(),
+                    ))
+                }
+            }
+        }
+        if let Some(signal) = &mut self.restart {
+            match signal.requested_at() {
+                Ok(Some(at_ms)) if at_ms > started_ms => {
+                    return Some(StopReason::RestartRequested { at_ms })
+                }
+                Ok(_) => {}
+                Err(e) => return Some(StopReason::TransportFailed(e.to_string())),
+            }
+        }
+        None
+    }
+
+    fn receive(&mut self, wait: Duration) -> Result<Option<(usize, Delivery)>, TransportError> {
+        if let [only] = self.transports.as_mut_slice() {
+            return Ok(only.receive(wait)?.map(|d| (0, d)));
+        }
+        for (i, t) in self.transports.iter_mut().enumerate() {
+            if let Some(d) = t.receive(Duration::ZERO)? {
+                return Ok(Some((i, d)));
+            }
+        }
+        let each = wait / self.transports.len() as u32;
+        for (i, t) in self.transports.iter_mut().enumerate() {
+            if let Some(d) = t.receive(each)? {
+                return Ok(Some((i, d)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn all_empty(&mut self) -> Result<bool, TransportError> {
+        for t in &mut self.transports {
+            if t.pending()? > 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn process(&mut self, run: &mut Run, i: usize, delivery: &Delivery) -> Result<(), TransportError> {
+        run.report.received += 1;
+        match self.handlers.dispatcher.dispatch(&delivery.body) {
+            Ok(handled) => {
+                run.count(handled.type_name, handled.version);
+                match handled.result {
+                    Ok(()) => {
+                        self.transports[i].ack(delivery)?;
+                        run.report.handled += 1;
+                        run.consecutive_failures = 0;
+                        emit(&mut self.log, &Event::Handled {
+                            transport: self.transports[i].name(),
+                            delivery,
+                            type_name: handled.type_name,
+                            version: handled.version,
+                        });
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let failure = Failure {
+                            type_name: Some(handled.type_name.to_owned()),
+                            version: Some(handled.version),
+                            class: "handler",
+                            error: format!(
+                                "handler of {} (arrived as v{}) failed: {e}",
+                                handled.type_name, handled.version
+                            ),
+                            retryable: true,
+                        };
+                        self.failure(run, i, delivery, failure)
+                    }
+                }
+            }
+            Err(e) if e.is_future_version() => {
+                let attempt = delivery.attempt;
+                self.transports[i].retry_later(delivery, self.retry.future_version_delay, attempt)?;
+                run.report.requeued += 1;
+                let error = e.to_string();
+                emit(&mut self.log, &Event::Requeued {
+                    transport: self.transports[i].name(),
+                    delivery,
+                    error: &error,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                let failure = Failure {
+                    type_name: e.header().type_name.clone(),
+                    version: e.header().version,
+                    class: class_of(e.kind()),
+                    error: e.to_string(),
+                    retryable: matches!(e.kind(), ErrorKind::UnknownType { .. }),
+                };
+                self.failure(run, i, delivery, failure)
+            }
+        }
+    }
+
+    fn failure(
+        &mut self,
+        run: &mut Run,
+        i: usize,
+        delivery: &Delivery,
+        failure: Failure,
+    ) -> Result<(), TransportError> {
+        run.consecutive_failures += 1;
+        if failure.retryable && delivery.attempt < self.retry.max_retries {
+            let delay = self.retry.delay_for(delivery.attempt);
+            self.transports[i].retry_later(delivery, delay, delivery.attempt + 1)?;
+            run.report.retried += 1;
+            emit(&mut self.log, &Event::Retrying {
+                transport: self.transports[i].name(),
+                delivery,
+                error: &failure.error,
+                delay,
+            });
+            return Ok(());
+        }
+        let record = FailureRecord {
+            type_name: failure.type_name,
+            version: failure.version,
+            class: failure.class.to_owned(),
+            error: failure.error,
+            attempts: delivery.attempt + 1,
+            failed_at_ms: transport::now_ms(),
+        };
+        self.transports[i].fail(delivery, &record)?;
+        run.report.failed += 1;
+        emit(&mut self.log, &Event::Failed {
+            transport: self.transports[i].name(),
+            delivery,
+            record: &record,
+        });
+        Ok(())
+    }
+
+    /// Writes the counts gathered since the last flush to the first transport.
+    fn flush(&mut self, run: &mut Run) -> Result<(), TransportError> {
+        run.last_flush = Instant::now();
+        if run.stats.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<StatRow> = std::mem::take(&mut run.stats)
+            .into_iter()
+            .map(|((type_name, version), (count, last_seen_ms))| StatRow {
+                type_name: type_name.to_owned(),
+                version,
+                count,
+                last_seen_ms,
+            })
+            .collect();
+        match self.transports.first_mut() {
+            Some(t) => t.record_stats(&rows),
+            None => Ok(()),
+        }
+    }
+}
+
+fn emit(log: &mut Option<Logger<'_>>, event: &Event<'_>) {
+    if let Some(log) = log {
+        log(event);
+    }
+}
+
+struct Failure {
+    type_name: Option<String>,
+    version: Option<u32>,
+    class: &'static str,
+    error: String,
+    retryable: bool,
+}
+
+struct Run {
+    report: Report,
+    consecutive_failures: u32,
+    /// Counts not yet written: (type, version) to (count, last seen).
+    stats: BTreeMap<(&'static str, u32), (u64, u64)>,
+    last_flush: Instant,
+    last_check: Option<Instant>,
+}
+
+impl Run {
+    fn count(&mut self, type_name: &'static str, version: u32) {
+        let now = transport::now_ms();
+        let entry = self.stats.entry((type_name, version)).or_insert((0, now));
+        entry.0 += 1;
+        entry.1 = now;
+        *self
+            .report
+            .decoded
+            .entry((type_name.to_owned(), version))
+            .or_insert(0) += 1;
+    }
+}
+
+/// The failure class stored with a message that could not be decoded.
+fn class_of(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Malformed { .. } => "malformed",
+        ErrorKind::UnknownType { .. } => "unknown-type",
+        ErrorKind::UnexpectedType { .. } => "unexpected-type",
+        ErrorKind::NotCurrent { .. } => "not-current",
+        ErrorKind::FutureVersion { .. } => "future-version",
+        ErrorKind::MissingUpcaster { .. } => "missing-upcaster",
+        ErrorKind::UpcastFailed { .. } => "upcast-failed",
+        ErrorKind::PayloadInvalid { .. } => "payload-invalid",
+        ErrorKind::Unhandled { .. } => "unhandled",
+    }
+}
+
+/// A name for this consumer, unique among the workers of a queue.
+pub(crate) fn consumer_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned());
+    format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+/// The process's resident set size in bytes, from `/proc/self/status` (Linux only).
+pub fn resident_set_size() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kb.checked_mul(1024)
+}
+
+/// Reads a size such as `128M`, `1G`, `512K` or `1048576` (bytes; K, M, G are powers of
+/// 1024, an optional trailing `B` or `iB` is allowed).
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let scale: u64 = match unit.trim() {
+        "" => 1,
+        "K" | "k" => 1 << 10,
+        "M" | "m" => 1 << 20,
+        "G" | "g" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+fn show_bytes(n: u64) -> String {
+    format!("{:.1} MiB", n as f64 / f64::from(1 << 20))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_symfonys_memory_limit() {
+        assert_eq!(parse_bytes("128M"), Some(128 << 20));
+        assert_eq!(parse_bytes("1G"), Some(1 << 30));
+        assert_eq!(parse_bytes("512K"), Some(512 << 10));
+        assert_eq!(parse_bytes("64MiB"), Some(64 << 20));
+        assert_eq!(parse_bytes("1000"), Some(1000));
+        assert_eq!(parse_bytes("12X"), None);
+        assert_eq!(parse_bytes("M"), None);
+        assert_eq!(parse_bytes("99999999999999999999G"), None);
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_up_to_its_cap_and_jitter_stays_in_its_band() {
+        let p = RetryPolicy {
+            delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(1000),
+            ..RetryPolicy::default()
+        };
+        let ms: Vec<u128> = (0..6).map(|a| p.backoff(a).as_millis()).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1000, 1000]);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let d = p.delay_for(1).as_secs_f64();
+            assert!((0.18..=0.22).contains(&d), "{d}");
+            seen.insert((d * 1e6) as u64);
+        }
+        assert!(seen.len() > 100, "jitter spreads the delays");
+    }
+
+    #[test]
+    fn resident_set_size_is_read_on_linux() {
+        let rss = resident_set_size().expect("/proc/self/status");
+        assert!(rss > 1 << 20, "{rss}");
+    }
+}
