@@ -1,1 +1,529 @@
-//! Command line.
+//! The worker commands a program mounts in its own binary: `consume`, `stop-workers`,
+//! `failed show|retry|remove` and `stats`.
+//!
+//! Handlers are the program's own code, so the program builds the [`Console`] (its handlers,
+//! its transports, its restart signal) and hands it the parsed [`Command`]:
+//!
+//! ```no_run
+//! use clap::Parser;
+//! use upcaster::worker::cli::{Command, Console};
+//! use upcaster::worker::Handlers;
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Serialize, Deserialize, upcaster::Message)]
+//! # #[message(version = 1)]
+//! # struct ResizeImage { id: u64 }
+//!
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(subcommand)]
+//!     command: Command,
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     let registry = upcaster::Registry::builder().register::<ResizeImage>().build().unwrap();
+//!     let handlers = Handlers::new(&registry)
+//!         .on(|m: upcaster::Decoded<ResizeImage>| Ok::<(), std::io::Error>(()))
+//!         .unwrap();
+//!     Console::new(handlers)
+//!         .transport("async", "sqlite:///var/lib/app/queue.db")
+//!         .restart_signal("/var/lib/app/restart-requested-at")
+//!         .run(Cli::parse().command)
+//! }
+//! ```
+//!
+//! `consume` exits 0 when a stop condition ends it (the supervisor restarts it) and 1 when a
+//! transport fails; the other commands exit 1 on an error or a message that still fails.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::{
+    open, open_restart_signal, parse_bytes, FailedMessage, Handlers, Limits, RetryPolicy,
+    StopReason, Transport, TransportError, Worker,
+};
+
+/// The worker commands, to mount in a program's own `clap` parser (as a subcommand, or
+/// flattened into its own subcommands).
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Consume messages until a limit, a signal or `stop-workers` ends the worker.
+    Consume(ConsumeArgs),
+    /// Ask every running worker to exit after its current message.
+    StopWorkers,
+    /// List, retry or remove messages in the failure transport.
+    #[command(subcommand)]
+    Failed(FailedCommand),
+    /// Messages decoded per type and arrived version: when an old version stops arriving,
+    /// its upcaster can go.
+    Stats(StatsArgs),
+}
+
+/// `consume`'s options. Every limit is checked between messages only.
+#[derive(Debug, clap::Args)]
+pub struct ConsumeArgs {
+    /// Transports to consume, by name, first first (default: all of them).
+    pub transports: Vec<String>,
+    /// Stop after this many messages.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub time_limit: Option<u64>,
+    /// Stop once the resident set exceeds this size (for example 128M or 1G).
+    #[arg(long, value_name = "SIZE", value_parser = memory_limit)]
+    pub memory_limit: Option<u64>,
+    /// Stop after this many failed attempts in a row.
+    #[arg(long, value_name = "N")]
+    pub failure_limit: Option<u32>,
+    /// Stop when every transport is empty.
+    #[arg(long)]
+    pub stop_when_empty: bool,
+    /// Print a line for every message.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+fn memory_limit(text: &str) -> Result<u64, String> {
+    parse_bytes(text).ok_or_else(|| format!("`{text}` is not a size such as 128M, 1G or 512K"))
+}
+
+/// `failed`'s subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum FailedCommand {
+    /// List failed messages, or show one in full with whether it decodes now.
+    Show {
+        /// A failed message's id.
+        id: Option<String>,
+        /// Only this transport's failures.
+        #[arg(long)]
+        transport: Option<String>,
+        /// List at most this many per transport.
+        #[arg(long, default_value_t = 50)]
+        max: usize,
+    },
+    /// Decode failed messages with this program's code and send those that now decode back
+    /// to their queue.
+    Retry {
+        /// Failed messages' ids.
+        ids: Vec<String>,
+        /// Every failed message.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Send back even a message that still fails to decode.
+        #[arg(long)]
+        force: bool,
+        /// Only this transport's failures.
+        #[arg(long)]
+        transport: Option<String>,
+    },
+    /// Delete failed messages.
+    Remove {
+        /// Failed messages' ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Only this transport's failures.
+        #[arg(long)]
+        transport: Option<String>,
+    },
+}
+
+/// `stats`'s options.
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// Transports to show, by name (default: all of them).
+    pub transports: Vec<String>,
+}
+
+/// A program's worker set-up: its handlers, its named transports and its restart signal.
+pub struct Console<'r> {
+    handlers: Handlers<'r>,
+    transports: Vec<(String, String)>,
+    restart: Option<String>,
+    retry: RetryPolicy,
+    poll: Duration,
+}
+
+impl<'r> Console<'r> {
+    /// A console for `handlers`, with no transports yet.
+    pub fn new(handlers: Handlers<'r>) -> Self {
+        Console {
+            handlers,
+            transports: Vec::new(),
+            restart: None,
+            retry: RetryPolicy::default(),
+            poll: Duration::from_secs(1),
+        }
+    }
+
+    /// Names a transport by its DSN (see [`super::open`]); the name is what `consume`,
+    /// `failed` and `stats` take, and the queue's name unless the DSN gives one.
+    pub fn transport(mut self, name: &str, dsn: &str) -> Self {
+        self.transports.push((name.to_owned(), dsn.to_owned()));
+        self
+    }
+
+    /// Where `stop-workers` records its request: a file path, the default for one host, or
+    /// `redis://host:port?key=<key>` for many. Give every release the same absolute path or
+    /// key: a place that moves with a deploy would lose the request.
+    pub fn restart_signal(mut self, dsn: &str) -> Self {
+        self.restart = Some(dsn.to_owned());
+        self
+    }
+
+    /// The retry policy of `consume`.
+    pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The longest wait for a message between checks of the stop conditions.
+    pub fn poll_interval(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    /// Runs `command`, printing to stdout (results) and stderr (logs).
+    pub fn run(self, command: Command) -> ExitCode {
+        let result = match command {
+            Command::Consume(args) => self.consume(args),
+            Command::StopWorkers => self.stop_workers(),
+            Command::Failed(FailedCommand::Show { id, transport, max }) => {
+                self.failed_show(id.as_deref(), transport.as_deref(), max)
+            }
+            Command::Failed(FailedCommand::Retry {
+                ids,
+                all,
+                force,
+                transport,
+            }) => self.failed_retry(&ids, all, force, transport.as_deref()),
+            Command::Failed(FailedCommand::Remove { ids, transport }) => {
+                self.failed_remove(&ids, transport.as_deref())
+            }
+            Command::Stats(args) => self.stats(&args.transports),
+        };
+        match result {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// The named transports (all when `names` is empty), opened.
+    fn open(&self, names: &[String]) -> Result<Vec<(String, Box<dyn Transport>)>, String> {
+        if self.transports.is_empty() {
+            return Err("no transport is configured".to_owned());
+        }
+        let chosen: Vec<&(String, String)> = if names.is_empty() {
+            self.transports.iter().collect()
+        } else {
+            names
+                .iter()
+                .map(|n| {
+                    self.transports.iter().find(|(name, _)| name == n).ok_or_else(|| {
+                        let known: Vec<&str> =
+                            self.transports.iter().map(|(n, _)| n.as_str()).collect();
+                        format!("no transport `{n}`; configured: {}", known.join(", "))
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        };
+        chosen
+            .into_iter()
+            .map(|(name, dsn)| Ok((name.clone(), open(dsn, name).map_err(|e| e.to_string())?)))
+            .collect()
+    }
+
+    fn only(&self, transport: Option<&str>) -> Vec<String> {
+        transport.map(|t| vec![t.to_owned()]).unwrap_or_default()
+    }
+
+    fn consume(self, args: ConsumeArgs) -> Result<ExitCode, String> {
+        let transports = self.open(&args.transports)?;
+        let names: Vec<String> = transports.iter().map(|(n, _)| n.clone()).collect();
+        let limits = Limits {
+            messages: args.limit,
+            time: args.time_limit.map(Duration::from_secs),
+            memory: args.memory_limit,
+            failures: args.failure_limit,
+            stop_when_empty: args.stop_when_empty,
+        };
+        let restart = self.restart.as_deref().map(open_restart_signal).transpose();
+        let restart = restart.map_err(|e| e.to_string())?;
+        let listening = match &restart {
+            Some(signal) => format!("listening for stop-workers at {}", signal.name()),
+            None => "no restart signal configured: stop-workers cannot reach it".to_owned(),
+        };
+        eprintln!(
+            "worker {} consuming {} ({listening})",
+            std::process::id(),
+            names.join(", ")
+        );
+        let verbose = args.verbose;
+        let mut worker = Worker::new(self.handlers)
+            .limits(limits)
+            .retry(self.retry)
+            .poll_interval(self.poll)
+            .on_event(move |event| {
+                if verbose {
+                    eprintln!("{event}");
+                }
+            })
+            .stop_on_signals()
+            .map_err(|e| format!("cannot listen to signals: {e}"))?;
+        for (_, t) in transports {
+            worker = worker.transport(t);
+        }
+        if let Some(signal) = restart {
+            worker = worker.restart_signal(signal);
+        }
+        let report = worker.run();
+        eprintln!("{report}");
+        Ok(match report.reason {
+            StopReason::TransportFailed(_) => ExitCode::FAILURE,
+            _ => ExitCode::SUCCESS,
+        })
+    }
+
+    fn stop_workers(self) -> Result<ExitCode, String> {
+        let dsn = self.restart.as_deref().ok_or(
+            "no restart signal is configured, so no worker listens for one; \
+             set it with Console::restart_signal",
+        )?;
+        let mut signal = open_restart_signal(dsn).map_err(|e| e.to_string())?;
+        let at = signal.request().map_err(|e| e.to_string())?;
+        println!(
+            "Restart requested at {} in {}: every worker started before then exits after its current message.",
+            show_time(at),
+            signal.name()
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn failed_show(
+        self,
+        id: Option<&str>,
+        transport: Option<&str>,
+        max: usize,
+    ) -> Result<ExitCode, String> {
+        let mut out = std::io::stdout().lock();
+        let mut found = false;
+        for (name, mut t) in self.open(&self.only(transport))? {
+            let failed = list(&mut *t, id.map_or(max, |_| usize::MAX))?;
+            if let Some(id) = id {
+                for m in failed.iter().filter(|m| m.id == id) {
+                    found = true;
+                    self.describe(&mut out, &name, m);
+                }
+                continue;
+            }
+            let _ = writeln!(out, "{name}: {} failed message(s)", failed.len());
+            for m in &failed {
+                let r = &m.record;
+                let _ = writeln!(
+                    out,
+                    "  {:<20} {:<24} {:<18} {} attempt(s), {}: {}",
+                    m.id,
+                    type_and_version(r.type_name.as_deref(), r.version),
+                    r.class,
+                    r.attempts,
+                    show_time(r.failed_at_ms),
+                    first_line(&r.error, 100)
+                );
+            }
+        }
+        match id {
+            Some(id) if !found => Err(format!("no failed message `{id}`")),
+            _ => Ok(ExitCode::SUCCESS),
+        }
+    }
+
+    fn describe(&self, out: &mut impl Write, transport: &str, m: &FailedMessage) {
+        let r = &m.record;
+        let decodes = match self.handlers.check(&m.body) {
+            Ok((name, version)) => format!("yes, as {name} (arrived as v{version})"),
+            Err(e) => format!("no: {e}"),
+        };
+        let _ = writeln!(
+            out,
+            "id:         {}\ntransport:  {transport}\ntype:       {}\nclass:      {}\nattempts:   {}\nfailed at:  {}\nerror:      {}\ndecodes now: {decodes}\nbody ({} bytes):\n{}",
+            m.id,
+            type_and_version(r.type_name.as_deref(), r.version),
+            r.class,
+            r.attempts,
+            show_time(r.failed_at_ms),
+            r.error,
+            m.body.len(),
+            show_body(&m.body)
+        );
+    }
+
+    fn failed_retry(
+        self,
+        ids: &[String],
+        all: bool,
+        force: bool,
+        transport: Option<&str>,
+    ) -> Result<ExitCode, String> {
+        if ids.is_empty() && !all {
+            return Err("name the failed messages to retry, or pass --all".to_owned());
+        }
+        let (mut sent, mut kept) = (0, 0);
+        let mut missing: Vec<&String> = ids.iter().collect();
+        for (name, mut t) in self.open(&self.only(transport))? {
+            for m in list(&mut *t, usize::MAX)? {
+                if !all && !ids.contains(&m.id) {
+                    continue;
+                }
+                missing.retain(|id| **id != m.id);
+                match self.handlers.check(&m.body) {
+                    Err(e) if !force => {
+                        kept += 1;
+                        println!("{name} {}: still fails, kept: {e}", m.id);
+                        continue;
+                    }
+                    _ => {}
+                }
+                if t.requeue_failed(&m.id).map_err(|e| e.to_string())? {
+                    sent += 1;
+                    println!("{name} {}: sent back to the queue", m.id);
+                }
+            }
+        }
+        println!("{sent} sent back, {kept} kept");
+        if let Some(id) = missing.first() {
+            return Err(format!("no failed message `{id}`"));
+        }
+        Ok(if kept > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
+
+    fn failed_remove(self, ids: &[String], transport: Option<&str>) -> Result<ExitCode, String> {
+        let mut missing: Vec<&String> = ids.iter().collect();
+        for (name, mut t) in self.open(&self.only(transport))? {
+            for id in ids {
+                if t.remove_failed(id).map_err(|e| e.to_string())? {
+                    missing.retain(|m| *m != id);
+                    println!("{name} {id}: removed");
+                }
+            }
+        }
+        match missing.first() {
+            Some(id) => Err(format!("no failed message `{id}`")),
+            None => Ok(ExitCode::SUCCESS),
+        }
+    }
+
+    fn stats(self, names: &[String]) -> Result<ExitCode, String> {
+        let registry = self.handlers.registry();
+        let now = super::transport::now_ms();
+        for (name, mut t) in self.open(names)? {
+            let rows = t.stats().map_err(|e| e.to_string())?;
+            let pending = t.pending().map_err(|e| e.to_string())?;
+            println!("{name}: {pending} message(s) waiting");
+            println!(
+                "  {:<28} {:>8} {:>10}  {:<22} {}",
+                "type", "arrived", "decoded", "last seen", ""
+            );
+            for row in rows {
+                let current = registry.current_version(&row.type_name);
+                let note = match current {
+                    Some(c) if c == row.version => "current".to_owned(),
+                    Some(c) if c > row.version => format!("upcast to v{c}"),
+                    Some(c) => format!("newer than v{c}"),
+                    None => "unknown type".to_owned(),
+                };
+                println!(
+                    "  {:<28} {:>8} {:>10}  {:<22} {note}, {}",
+                    row.type_name,
+                    format!("v{}", row.version),
+                    row.count,
+                    show_time(row.last_seen_ms),
+                    show_age(now.saturating_sub(row.last_seen_ms))
+                );
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn list(t: &mut dyn Transport, max: usize) -> Result<Vec<FailedMessage>, String> {
+    t.failed(max).map_err(|e: TransportError| e.to_string())
+}
+
+fn type_and_version(name: Option<&str>, version: Option<u32>) -> String {
+    match (name, version) {
+        (Some(n), Some(v)) => format!("{n} v{v}"),
+        (Some(n), None) => n.to_owned(),
+        (None, _) => "(unreadable)".to_owned(),
+    }
+}
+
+fn first_line(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    match line.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line.to_owned(),
+    }
+}
+
+/// The body as text when it is UTF-8 (JSON), else as hex (MessagePack).
+fn show_body(body: &[u8]) -> String {
+    match std::str::from_utf8(body) {
+        Ok(text) => text.to_owned(),
+        Err(_) => body
+            .chunks(32)
+            .map(|c| c.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
+fn show_age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s} s ago"),
+        60..3600 => format!("{} min ago", s / 60),
+        3600..86_400 => format!("{} h ago", s / 3600),
+        _ => format!("{} days ago", s / 86_400),
+    }
+}
+
+/// Milliseconds since the epoch as an ISO 8601 UTC time.
+pub(crate) fn show_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_print_as_utc() {
+        assert_eq!(show_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(show_time(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(show_time(1_795_940_786_000), "2026-11-29T08:26:26Z");
+    }
+}
