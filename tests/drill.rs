@@ -1,0 +1,507 @@
+//! The deploy drill, with real worker processes, on the embedded queue and on Redis.
+//!
+//! 1. 10,000 v1 messages are queued, with 200 v2 messages from a newer producer (deployed
+//!    first, as in a rolling deploy) among the first 2,000.
+//! 2. Two worker processes run yesterday's code (AddPonkaToImage v1).
+//! 3. Mid-drain, `stop-workers` runs and one worker gets SIGTERM.
+//! 4. Two worker processes run today's code (v2, `imagePostId` renamed to `imagePost`) until
+//!    the queue is empty.
+//!
+//! Every handler writes `start <id>` and `end <id> …` lines to its process's log, so the
+//! drill can tell that every message was handled, none twice, each upcast right, and that no
+//! worker stopped inside a message.
+//!
+//! This file is its own harness: run as `drill worker …` it is one of the worker processes.
+//! Without a Redis at `UPCASTER_REDIS_URL` (default `redis://127.0.0.1:6379`) the Redis drill
+//! fails, saying how to start one (`.ci/redis`).
+
+#[path = "../examples/ponka/messages.rs"]
+mod ponka;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use upcaster::worker::cli::{Command as WorkerCommand, Console};
+use upcaster::worker::{Handlers, RetryPolicy, Transport};
+use upcaster::{Decoded, Format, Registry};
+
+const V1_MESSAGES: u64 = 10_000;
+const V2_MESSAGES: u64 = 200;
+/// Messages handled before the deploy starts.
+const DEPLOY_AFTER: usize = 3_000;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("worker") {
+        return worker(&args[2..]);
+    }
+    // `cargo test -- <filter>` passes a filter; `--list` asks for the tests.
+    let filter = args.iter().skip(1).find(|a| !a.starts_with('-'));
+    if args.iter().any(|a| a == "--list") {
+        println!("drill_embedded: test");
+        #[cfg(feature = "redis")]
+        println!("drill_redis: test");
+        return ExitCode::SUCCESS;
+    }
+    #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+    let mut drills: Vec<(&str, fn() -> Result<(), String>)> = vec![("drill_embedded", embedded)];
+    #[cfg(feature = "redis")]
+    drills.push(("drill_redis", redis));
+    let mut failed = 0;
+    for (name, drill) in drills {
+        if filter.is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
+        let started = Instant::now();
+        match drill() {
+            Ok(()) => println!(
+                "test {name} ... ok ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                failed += 1;
+                println!("test {name} ... FAILED\n{e}");
+            }
+        }
+    }
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The worker processes.
+
+#[derive(Parser)]
+struct WorkerCli {
+    /// `v1` or `v2`: which release's code.
+    code: String,
+    /// The queue's DSN.
+    queue: String,
+    /// The restart signal's DSN.
+    restart: String,
+    /// This process's handler log.
+    log: PathBuf,
+    #[command(subcommand)]
+    command: WorkerCommand,
+}
+
+fn worker(args: &[String]) -> ExitCode {
+    let cli = WorkerCli::parse_from(
+        std::iter::once("drill-worker".to_owned()).chain(args.iter().cloned()),
+    );
+    let log = match OpenOptions::new().create(true).append(true).open(&cli.log) {
+        Ok(f) => Mutex::new(f),
+        Err(e) => {
+            eprintln!("cannot open {}: {e}", cli.log.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let registry = match cli.code.as_str() {
+        "v1" => ponka::registry_v1().map_err(|e| e.to_string()),
+        _ => ponka::registry().map_err(|e| e.to_string()),
+    };
+    let registry = match registry {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = cli.code.clone();
+    let handle = |id: u64, field: u64, arrived: u32| -> std::io::Result<()> {
+        let mut f = log.lock().map_err(|_| std::io::Error::other("log lock"))?;
+        f.write_all(format!("start {id}\n").as_bytes())?;
+        // Some work, so that signals and stop requests arrive while a handler runs.
+        std::thread::sleep(Duration::from_micros(300));
+        f.write_all(format!("end {id} {code} v{arrived} {field}\n").as_bytes())
+    };
+    let handlers = Handlers::new(&registry);
+    let handlers = match cli.code.as_str() {
+        "v1" => handlers.on(|m: Decoded<ponka::v1::AddPonkaToImage>| {
+            let id = m.message.image_post_id;
+            handle(id, id, m.header.version)
+        }),
+        _ => handlers.on(|m: Decoded<ponka::AddPonkaToImage>| {
+            // The id travels in the payload; the handler records what the v2 field holds.
+            let id = m.message.image_post;
+            handle(id, m.message.image_post, m.header.version)
+        }),
+    };
+    let handlers = match handlers {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    Console::new(handlers)
+        .transport("drill", &cli.queue)
+        .restart_signal(&cli.restart)
+        .poll_interval(Duration::from_millis(100))
+        .retry_policy(RetryPolicy {
+            future_version_delay: Duration::from_millis(300),
+            delay: Duration::from_millis(50),
+            ..RetryPolicy::default()
+        })
+        .run(cli.command)
+}
+
+// ---------------------------------------------------------------------------------------
+// The drills.
+
+fn embedded() -> Result<(), String> {
+    let dir = scratch("embedded")?;
+    let queue = format!("sqlite://{}/queue.db?queue=drill", dir.display());
+    let restart = format!("{}/restart-requested-at", dir.display());
+    let result = drill(&dir, &queue, &restart);
+    if result.is_ok() {
+        let _ = fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+#[cfg(feature = "redis")]
+fn redis() -> Result<(), String> {
+    let url =
+        std::env::var("UPCASTER_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let client = ::redis::Client::open(url.as_str()).map_err(|e| format!("{url}: {e}"))?;
+    let mut conn = client.get_connection().map_err(|e| {
+        format!(
+            "no Redis at {url} ({e}). The Redis drill needs a real server: run `.ci/redis` \
+             (installs and starts redis-server on 127.0.0.1:6379), or set UPCASTER_REDIS_URL."
+        )
+    })?;
+    let dir = scratch("redis")?;
+    let stream = format!("upcaster-drill-{}", std::process::id());
+    let queue = format!("{url}?stream={stream}");
+    let restart = format!("{url}?key={stream}:restart-requested-at");
+    let result = drill(&dir, &queue, &restart);
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{stream}*"))
+        .query(&mut conn)
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: Result<(), _> = ::redis::cmd("DEL").arg(&keys).query(&mut conn);
+    }
+    if result.is_ok() {
+        let _ = fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+fn scratch(name: &str) -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("upcaster-drill-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+struct Worker {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    stderr: PathBuf,
+}
+
+fn spawn(
+    dir: &Path,
+    name: &str,
+    code: &str,
+    queue: &str,
+    restart: &str,
+    command: &[&str],
+) -> Result<Worker, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let log = dir.join(format!("{name}.log"));
+    let stderr = dir.join(format!("{name}.stderr"));
+    let err_file = File::create(&stderr).map_err(|e| e.to_string())?;
+    let child = Command::new(exe)
+        .arg("worker")
+        .args([code, queue, restart])
+        .arg(&log)
+        .args(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err_file)
+        .spawn()
+        .map_err(|e| format!("cannot start worker {name}: {e}"))?;
+    Ok(Worker {
+        name: name.to_owned(),
+        child,
+        log,
+        stderr,
+    })
+}
+
+/// Waits for a worker to exit; its stderr (with its stop report) on success.
+fn finish(mut w: Worker, within: Duration) -> Result<String, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = w.child.try_wait().map_err(|e| e.to_string())? {
+            let stderr = fs::read_to_string(&w.stderr).unwrap_or_default();
+            if !status.success() {
+                return Err(format!("worker {} exited with {status}:\n{stderr}", w.name));
+            }
+            return Ok(stderr);
+        }
+        if Instant::now() > deadline {
+            let _ = w.child.kill();
+            let stderr = fs::read_to_string(&w.stderr).unwrap_or_default();
+            return Err(format!(
+                "worker {} did not stop within {within:?}:\n{stderr}",
+                w.name
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn handled_so_far(logs: &[&Path]) -> usize {
+    logs.iter()
+        .map(|p| {
+            fs::read_to_string(p).map_or(0, |t| t.lines().filter(|l| l.starts_with("end ")).count())
+        })
+        .sum()
+}
+
+fn drill(dir: &Path, queue: &str, restart: &str) -> Result<(), String> {
+    let v1 = ponka::registry_v1().map_err(|e| e.to_string())?;
+    let v2 = ponka::registry().map_err(|e| e.to_string())?;
+    let mut transport = upcaster::worker::open(queue, "drill").map_err(|e| e.to_string())?;
+    fill(&mut *transport, &v1, &v2)?;
+
+    // Yesterday's workers.
+    let consume = ["consume"];
+    let a = spawn(dir, "v1-a", "v1", queue, restart, &consume)?;
+    let b = spawn(dir, "v1-b", "v1", queue, restart, &consume)?;
+    let v1_logs = [a.log.clone(), b.log.clone()];
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while handled_so_far(&[&v1_logs[0], &v1_logs[1]]) < DEPLOY_AFTER {
+        if Instant::now() > deadline {
+            return Err("the v1 workers did not handle 3,000 messages within 300 s".to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The deploy: stop-workers for all, and SIGTERM for one (as a supervisor stopping it).
+    let stop = spawn(dir, "stop-workers", "v1", queue, restart, &["stop-workers"])?;
+    let kill = Command::new("kill")
+        .args(["-TERM", &a.child.id().to_string()])
+        .status()
+        .map_err(|e| format!("kill: {e}"))?;
+    if !kill.success() {
+        return Err(format!("kill -TERM failed: {kill}"));
+    }
+    finish(stop, Duration::from_secs(60))?;
+    let a_report = finish(a, Duration::from_secs(60))?;
+    let b_report = finish(b, Duration::from_secs(60))?;
+    for (name, report) in [("v1-a", &a_report), ("v1-b", &b_report)] {
+        if !report.contains("worker stopped: a stop signal was received")
+            && !report.contains("worker stopped: restart requested by stop-workers")
+        {
+            return Err(format!("{name} stopped for another reason:\n{report}"));
+        }
+    }
+    if !b_report.contains("restart requested by stop-workers") && !b_report.contains("stop signal")
+    {
+        return Err(format!("v1-b ignored stop-workers:\n{b_report}"));
+    }
+    let left = transport.pending().map_err(|e| e.to_string())?;
+    if left == 0 {
+        return Err("the queue was drained before the deploy: the drill proved nothing".to_owned());
+    }
+
+    // Today's workers, started after the request, drain the rest.
+    let drain = ["consume", "--stop-when-empty"];
+    let c = spawn(dir, "v2-c", "v2", queue, restart, &drain)?;
+    let d = spawn(dir, "v2-d", "v2", queue, restart, &drain)?;
+    let v2_logs = [c.log.clone(), d.log.clone()];
+    let c_report = finish(c, Duration::from_secs(300))?;
+    let d_report = finish(d, Duration::from_secs(300))?;
+    for (name, report) in [("v2-c", &c_report), ("v2-d", &d_report)] {
+        if !report.contains("worker stopped: the queue is empty") {
+            return Err(format!("{name} stopped for another reason:\n{report}"));
+        }
+    }
+
+    let logs: Vec<(&str, &Path)> = vec![
+        ("v1-a", &v1_logs[0]),
+        ("v1-b", &v1_logs[1]),
+        ("v2-c", &v2_logs[0]),
+        ("v2-d", &v2_logs[1]),
+    ];
+    check(&logs, &mut *transport, &[&a_report, &b_report])
+}
+
+/// The queue: v1 messages 1..=10,000 in both codecs, and v2 messages 10,001..=10,200 from
+/// a newer producer among the first 2,000.
+fn fill(t: &mut dyn Transport, v1: &Registry, v2: &Registry) -> Result<(), String> {
+    let mut v2_id = V1_MESSAGES;
+    for id in 1..=V1_MESSAGES {
+        let format = if id % 2 == 0 {
+            Format::MessagePack
+        } else {
+            Format::Json
+        };
+        let bytes = v1
+            .encode(&ponka::v1::AddPonkaToImage { image_post_id: id }, format)
+            .map_err(|e| e.to_string())?;
+        t.send(&bytes).map_err(|e| e.to_string())?;
+        if id % 10 == 0 && v2_id < V1_MESSAGES + V2_MESSAGES {
+            v2_id += 1;
+            let bytes = v2
+                .encode(&ponka::AddPonkaToImage { image_post: v2_id }, Format::Json)
+                .map_err(|e| e.to_string())?;
+            t.send(&bytes).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+struct Handling {
+    code: String,
+    arrived: String,
+    field: u64,
+}
+
+fn check(logs: &[(&str, &Path)], t: &mut dyn Transport, v1_reports: &[&str]) -> Result<(), String> {
+    let mut problems = Vec::new();
+    let mut handled: BTreeMap<u64, Vec<Handling>> = BTreeMap::new();
+    for (name, path) in logs {
+        let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut open: Option<u64> = None;
+        for line in text.lines() {
+            let words: Vec<&str> = line.split(' ').collect();
+            match words.as_slice() {
+                ["start", id] => {
+                    if let Some(prev) = open {
+                        problems.push(format!("{name}: message {prev} started and never ended"));
+                    }
+                    open = id.parse().ok();
+                }
+                ["end", id, code, arrived, field] => {
+                    let id: u64 = id.parse().map_err(|_| format!("{name}: bad line {line}"))?;
+                    if open != Some(id) {
+                        problems.push(format!("{name}: end of {id} without its start"));
+                    }
+                    open = None;
+                    handled.entry(id).or_default().push(Handling {
+                        code: (*code).to_owned(),
+                        arrived: (*arrived).to_owned(),
+                        field: field
+                            .parse()
+                            .map_err(|_| format!("{name}: bad line {line}"))?,
+                    });
+                }
+                _ => problems.push(format!("{name}: unexpected line {line:?}")),
+            }
+        }
+        if let Some(id) = open {
+            problems.push(format!("{name} exited inside message {id}"));
+        }
+    }
+    let all: BTreeSet<u64> = (1..=V1_MESSAGES + V2_MESSAGES).collect();
+    let seen: BTreeSet<u64> = handled.keys().copied().collect();
+    let lost: Vec<u64> = all.difference(&seen).copied().collect();
+    if !lost.is_empty() {
+        problems.push(format!(
+            "{} message(s) never handled, e.g. {:?}",
+            lost.len(),
+            &lost[..lost.len().min(10)]
+        ));
+    }
+    let twice: Vec<u64> = handled
+        .iter()
+        .filter(|(_, h)| h.len() > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    if !twice.is_empty() {
+        // No worker crashed, so nothing was reclaimed: a second handling is a bug.
+        problems.push(format!(
+            "{} message(s) handled twice, e.g. {:?}",
+            twice.len(),
+            &twice[..twice.len().min(10)]
+        ));
+    }
+    let mut upcast = 0;
+    for (id, hs) in &handled {
+        for h in hs {
+            let newer = *id > V1_MESSAGES;
+            match (h.code.as_str(), h.arrived.as_str(), newer) {
+                ("v1", "v1", false) => {}
+                ("v2", "v1", false) => upcast += 1,
+                ("v2", "v2", true) => {}
+                ("v1", _, true) => {
+                    problems.push(format!("v2 message {id} reached yesterday's code"))
+                }
+                (code, arrived, _) => {
+                    problems.push(format!("message {id} handled by {code} code as {arrived}"))
+                }
+            }
+            if h.field != *id {
+                problems.push(format!(
+                    "message {id} reached its handler with {} in its id field",
+                    h.field
+                ));
+            }
+        }
+    }
+    if upcast == 0 {
+        problems.push("no v1 message reached today's code: nothing was upcast".to_owned());
+    }
+    let requeued: u64 = v1_reports.iter().map(|r| requeued_in(r)).sum();
+    if requeued == 0 {
+        problems
+            .push("yesterday's workers never met a v2 message, so none was requeued".to_owned());
+    }
+    let pending = t.pending().map_err(|e| e.to_string())?;
+    if pending != 0 {
+        problems.push(format!("{pending} message(s) still queued"));
+    }
+    let failed = t.failed(10).map_err(|e| e.to_string())?;
+    if !failed.is_empty() {
+        problems.push(format!(
+            "{} message(s) failed: {:?}",
+            failed.len(),
+            failed[0].record
+        ));
+    }
+    let stats: BTreeMap<u32, u64> = t
+        .stats()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|r| r.type_name == "AddPonkaToImage")
+        .map(|r| (r.version, r.count))
+        .collect();
+    let expected = BTreeMap::from([(1, V1_MESSAGES), (2, V2_MESSAGES)]);
+    if stats != expected {
+        problems.push(format!("drain stats {stats:?}, expected {expected:?}"));
+    }
+    if problems.is_empty() {
+        println!(
+            "  {} messages handled once each; {upcast} v1 messages upcast by today's code; {requeued} v2 message(s) requeued by yesterday's",
+            handled.len()
+        );
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// The requeue count in a worker's stop report.
+fn requeued_in(report: &str) -> u64 {
+    report
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" requeued for a newer worker"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
