@@ -411,8 +411,8 @@ pub struct Worker<'r> {
     log: Option<Logger<'r>>,
 }
 
-/// How often the restart signal and the resident set size are read, at most.
-const CHECK_EVERY: Duration = Duration::from_millis(200);
+/// How often the resident set size is read, at most.
+const MEMORY_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// How often the drain statistics are written, at most.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -505,7 +505,8 @@ impl<'r> Worker<'r> {
             consecutive_failures: 0,
             stats: BTreeMap::new(),
             last_flush: Instant::now(),
-            last_check: None,
+            last_memory_check: None,
+            last_restart_check: None,
         };
         let reason = match self.start_time() {
             Ok(started_ms) => self.drain(&mut run, started, started_ms),
@@ -563,7 +564,12 @@ impl<'r> Worker<'r> {
         }
     }
 
-    fn should_stop(&mut self, run: &mut Run, started: Instant, started_ms: u64) -> Option<StopReason> {
+    fn should_stop(
+        &mut self,
+        run: &mut Run,
+        started: Instant,
+        started_ms: u64,
+    ) -> Option<StopReason> {
         if self.stop.load(Ordering::SeqCst) {
             return Some(StopReason::Signal);
         }
@@ -580,29 +586,40 @@ impl<'r> Worker<'r> {
         if let Some(limit) = self.limits.time.filter(|&t| started.elapsed() >= t) {
             return Some(StopReason::TimeLimit(limit));
         }
-        // The rest costs a read of a file or a round trip: not before every message.
-        if run.last_check.is_some_and(|at| at.elapsed() < CHECK_EVERY) {
-            return None;
-        }
-        run.last_check = Some(Instant::now());
+        // /proc costs a few microseconds: not before every message.
         if let Some(limit) = self.limits.memory {
-            match resident_set_size() {
-                Some(rss) if rss > limit => return Some(StopReason::MemoryLimit { rss, limit }),
-                Some(_) => {}
-                None => {
-                    return Some(StopReason::TransportFailed(
-                        "the memory limit needs /proc/self/status (Linux)".to_owned(),
-                    ))
+            if run
+                .last_memory_check
+                .is_none_or(|at| at.elapsed() >= MEMORY_CHECK_EVERY)
+            {
+                run.last_memory_check = Some(Instant::now());
+                match resident_set_size() {
+                    Some(rss) if rss > limit => {
+                        return Some(StopReason::MemoryLimit { rss, limit })
+                    }
+                    Some(_) => {}
+                    None => {
+                        return Some(StopReason::TransportFailed(
+                            "the memory limit needs /proc/self/status (Linux)".to_owned(),
+                        ))
+                    }
                 }
             }
         }
         if let Some(signal) = &mut self.restart {
-            match signal.requested_at() {
-                Ok(Some(at_ms)) if at_ms > started_ms => {
-                    return Some(StopReason::RestartRequested { at_ms })
+            let every = signal.check_interval();
+            if run
+                .last_restart_check
+                .is_none_or(|at| at.elapsed() >= every)
+            {
+                run.last_restart_check = Some(Instant::now());
+                match signal.requested_at() {
+                    Ok(Some(at_ms)) if at_ms > started_ms => {
+                        return Some(StopReason::RestartRequested { at_ms })
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Some(StopReason::TransportFailed(e.to_string())),
                 }
-                Ok(_) => {}
-                Err(e) => return Some(StopReason::TransportFailed(e.to_string())),
             }
         }
         None
@@ -635,7 +652,12 @@ impl<'r> Worker<'r> {
         Ok(true)
     }
 
-    fn process(&mut self, run: &mut Run, i: usize, delivery: &Delivery) -> Result<(), TransportError> {
+    fn process(
+        &mut self,
+        run: &mut Run,
+        i: usize,
+        delivery: &Delivery,
+    ) -> Result<(), TransportError> {
         run.report.received += 1;
         match self.handlers.dispatcher.dispatch(&delivery.body) {
             Ok(handled) => {
@@ -645,12 +667,15 @@ impl<'r> Worker<'r> {
                         self.transports[i].ack(delivery)?;
                         run.report.handled += 1;
                         run.consecutive_failures = 0;
-                        emit(&mut self.log, &Event::Handled {
-                            transport: self.transports[i].name(),
-                            delivery,
-                            type_name: handled.type_name,
-                            version: handled.version,
-                        });
+                        emit(
+                            &mut self.log,
+                            &Event::Handled {
+                                transport: self.transports[i].name(),
+                                delivery,
+                                type_name: handled.type_name,
+                                version: handled.version,
+                            },
+                        );
                         Ok(())
                     }
                     Err(e) => {
@@ -670,14 +695,21 @@ impl<'r> Worker<'r> {
             }
             Err(e) if e.is_future_version() => {
                 let attempt = delivery.attempt;
-                self.transports[i].retry_later(delivery, self.retry.future_version_delay, attempt)?;
+                self.transports[i].retry_later(
+                    delivery,
+                    self.retry.future_version_delay,
+                    attempt,
+                )?;
                 run.report.requeued += 1;
                 let error = e.to_string();
-                emit(&mut self.log, &Event::Requeued {
-                    transport: self.transports[i].name(),
-                    delivery,
-                    error: &error,
-                });
+                emit(
+                    &mut self.log,
+                    &Event::Requeued {
+                        transport: self.transports[i].name(),
+                        delivery,
+                        error: &error,
+                    },
+                );
                 Ok(())
             }
             Err(e) => {
@@ -705,12 +737,15 @@ impl<'r> Worker<'r> {
             let delay = self.retry.delay_for(delivery.attempt);
             self.transports[i].retry_later(delivery, delay, delivery.attempt + 1)?;
             run.report.retried += 1;
-            emit(&mut self.log, &Event::Retrying {
-                transport: self.transports[i].name(),
-                delivery,
-                error: &failure.error,
-                delay,
-            });
+            emit(
+                &mut self.log,
+                &Event::Retrying {
+                    transport: self.transports[i].name(),
+                    delivery,
+                    error: &failure.error,
+                    delay,
+                },
+            );
             return Ok(());
         }
         let record = FailureRecord {
@@ -723,11 +758,14 @@ impl<'r> Worker<'r> {
         };
         self.transports[i].fail(delivery, &record)?;
         run.report.failed += 1;
-        emit(&mut self.log, &Event::Failed {
-            transport: self.transports[i].name(),
-            delivery,
-            record: &record,
-        });
+        emit(
+            &mut self.log,
+            &Event::Failed {
+                transport: self.transports[i].name(),
+                delivery,
+                record: &record,
+            },
+        );
         Ok(())
     }
 
@@ -773,7 +811,8 @@ struct Run {
     /// Counts not yet written: (type, version) to (count, last seen).
     stats: BTreeMap<(&'static str, u32), (u64, u64)>,
     last_flush: Instant,
-    last_check: Option<Instant>,
+    last_memory_check: Option<Instant>,
+    last_restart_check: Option<Instant>,
 }
 
 impl Run {

@@ -7,6 +7,7 @@
 
 use std::fs;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::transport::{now_ms, TransportError};
 
@@ -21,6 +22,12 @@ pub trait RestartSignal: Send {
     fn request(&mut self) -> Result<u64, TransportError>;
     /// The latest request, if any.
     fn requested_at(&mut self) -> Result<Option<u64>, TransportError>;
+    /// How often a worker reads the signal, at most: zero (the default) reads it before
+    /// every message, as a local file allows. A store a round trip away may read it less
+    /// often, so that the check does not cost a round trip per message.
+    fn check_interval(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// The default store: a file holding the time in milliseconds. One host, nothing to run.
@@ -54,7 +61,9 @@ impl RestartSignal for FileSignal {
             fs::create_dir_all(dir).map_err(|e| self.error(e))?;
         }
         // Written aside and renamed, so a worker never reads half a number.
-        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
+        let tmp = self
+            .path
+            .with_extension(format!("tmp{}", std::process::id()));
         fs::write(&tmp, at.to_string()).map_err(|e| self.error(e))?;
         fs::rename(&tmp, &self.path).map_err(|e| self.error(e))?;
         Ok(at)
@@ -87,7 +96,10 @@ pub fn open(dsn: &str) -> Result<Box<dyn RestartSignal>, TransportError> {
     }
     let path = dsn.strip_prefix("file://").unwrap_or(dsn);
     if path.is_empty() {
-        return Err(TransportError::new(dsn, "the restart signal needs a file path"));
+        return Err(TransportError::new(
+            dsn,
+            "the restart signal needs a file path",
+        ));
     }
     Ok(Box::new(FileSignal::new(path)))
 }

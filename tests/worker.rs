@@ -1,0 +1,577 @@
+//! The worker on the embedded queue: stop conditions, retries, the failure transport, the
+//! restart signal, drain statistics and the `failed` commands.
+#![cfg(feature = "worker")]
+
+mod common;
+
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::ponka::{self, v1, AddPonkaToImage, DeleteImagePost};
+use upcaster::worker::cli::{Command, Console, FailedCommand};
+use upcaster::worker::{
+    FileSignal, Handlers, Limits, RestartSignal, RetryPolicy, SqliteTransport, StopReason,
+    Transport, Worker,
+};
+use upcaster::{Decoded, Format, Registry};
+
+/// A scratch directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "upcaster-worker-{name}-{}-{}",
+            std::process::id(),
+            fastrand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+    fn queue(&self) -> SqliteTransport {
+        SqliteTransport::open(self.0.join("queue.db"), "async").unwrap()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn fastrand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn today() -> Registry {
+    ponka::registry().unwrap()
+}
+
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 2,
+        delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+        future_version_delay: Duration::from_millis(1),
+        ..RetryPolicy::default()
+    }
+}
+
+fn send(q: &mut SqliteTransport, registry: &Registry, id: u64) -> Vec<u8> {
+    let bytes = registry
+        .encode(&AddPonkaToImage { image_post: id }, Format::Json)
+        .unwrap();
+    q.send(&bytes).unwrap();
+    bytes
+}
+
+fn until_empty() -> Limits {
+    Limits {
+        stop_when_empty: true,
+        ..Limits::default()
+    }
+}
+
+#[test]
+fn the_message_limit_ends_the_worker_between_messages() {
+    let s = Scratch::new("limit");
+    let registry = today();
+    let mut q = s.queue();
+    for id in 0..5 {
+        send(&mut q, &registry, id);
+    }
+    let handled = Cell::new(0);
+    let handlers = Handlers::new(&registry)
+        .on(|_: Decoded<AddPonkaToImage>| {
+            handled.set(handled.get() + 1);
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap();
+    let report = Worker::new(handlers)
+        .transport(Box::new(q))
+        .limits(Limits {
+            messages: Some(3),
+            ..Limits::default()
+        })
+        .run();
+    assert_eq!(report.reason, StopReason::MessageLimit(3));
+    assert_eq!((report.received, report.handled, handled.get()), (3, 3, 3));
+    assert_eq!(s.queue().pending().unwrap(), 2);
+}
+
+#[test]
+fn the_time_limit_ends_a_worker_waiting_on_an_empty_queue() {
+    let s = Scratch::new("time");
+    let registry = today();
+    let handlers = Handlers::new(&registry);
+    let report = Worker::new(handlers)
+        .transport(Box::new(s.queue()))
+        .limits(Limits {
+            time: Some(Duration::from_millis(200)),
+            ..Limits::default()
+        })
+        .poll_interval(Duration::from_secs(3600))
+        .run();
+    // The receive waits at most the time left, not the hour-long poll interval.
+    assert_eq!(
+        report.reason,
+        StopReason::TimeLimit(Duration::from_millis(200))
+    );
+    assert!(
+        report.elapsed < Duration::from_secs(60),
+        "{:?}",
+        report.elapsed
+    );
+}
+
+#[test]
+fn the_memory_limit_is_checked_before_taking_a_message() {
+    let s = Scratch::new("memory");
+    let registry = today();
+    let mut q = s.queue();
+    send(&mut q, &registry, 1);
+    let report = Worker::new(Handlers::new(&registry))
+        .transport(Box::new(q))
+        .limits(Limits {
+            memory: Some(1024),
+            ..Limits::default()
+        })
+        .run();
+    assert!(
+        matches!(report.reason, StopReason::MemoryLimit { rss, limit: 1024 } if rss > 1024),
+        "{:?}",
+        report.reason
+    );
+    assert_eq!(report.received, 0);
+    assert_eq!(s.queue().pending().unwrap(), 1);
+}
+
+#[test]
+fn consecutive_failures_end_the_worker() {
+    let s = Scratch::new("failures");
+    let registry = today();
+    let mut q = s.queue();
+    for id in 0..10 {
+        send(&mut q, &registry, id);
+    }
+    let handlers = Handlers::new(&registry)
+        .on(|_: Decoded<AddPonkaToImage>| Err("the image store is down"))
+        .unwrap();
+    let report = Worker::new(handlers)
+        .transport(Box::new(q))
+        .retry(RetryPolicy {
+            delay: Duration::from_secs(60),
+            ..quick_retries()
+        })
+        .limits(Limits {
+            failures: Some(4),
+            ..Limits::default()
+        })
+        .run();
+    assert_eq!(report.reason, StopReason::FailureLimit(4));
+    assert_eq!((report.received, report.retried), (4, 4));
+    // Retried messages wait their delay; none is lost.
+    assert_eq!(s.queue().pending().unwrap(), 10);
+}
+
+#[test]
+fn a_stop_flag_raised_during_a_message_lets_it_finish() {
+    let s = Scratch::new("signal");
+    let registry = today();
+    let mut q = s.queue();
+    for id in 0..3 {
+        send(&mut q, &registry, id);
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    let raise = Arc::clone(&flag);
+    let handlers = Handlers::new(&registry)
+        .on(move |_: Decoded<AddPonkaToImage>| {
+            raise.store(true, Ordering::SeqCst); // as SIGTERM would
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap();
+    let report = Worker::new(handlers)
+        .transport(Box::new(q))
+        .stop_flag(flag)
+        .run();
+    assert_eq!(report.reason, StopReason::Signal);
+    assert_eq!((report.received, report.handled), (1, 1));
+    assert_eq!(s.queue().pending().unwrap(), 2);
+}
+
+#[test]
+fn stop_workers_stops_only_workers_started_before_it() {
+    let s = Scratch::new("restart");
+    let registry = today();
+    let path = s.0.join("restart-requested-at");
+    // A request from before this worker started does not concern it.
+    FileSignal::new(&path).request().unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    let mut q = s.queue();
+    for id in 0..3 {
+        send(&mut q, &registry, id);
+    }
+    let signal_path = path.clone();
+    let handlers = Handlers::new(&registry)
+        .on(move |m: Decoded<AddPonkaToImage>| {
+            if m.message.image_post == 1 {
+                std::thread::sleep(Duration::from_millis(5));
+                FileSignal::new(&signal_path).request().unwrap();
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap();
+    let report = Worker::new(handlers)
+        .transport(Box::new(q))
+        .restart_signal(Box::new(FileSignal::new(&path)))
+        .run();
+    assert!(
+        matches!(report.reason, StopReason::RestartRequested { .. }),
+        "{:?}",
+        report.reason
+    );
+    assert_eq!(report.handled, 2, "the message during the request finished");
+    assert_eq!(s.queue().pending().unwrap(), 1);
+}
+
+#[test]
+fn a_failing_handler_is_retried_with_backoff_then_failed_with_its_record() {
+    let s = Scratch::new("retry");
+    let registry = today();
+    let mut q = s.queue();
+    let bytes = send(&mut q, &registry, 7);
+    let calls = Cell::new(0);
+    let handlers = Handlers::new(&registry)
+        .on(|_: Decoded<AddPonkaToImage>| {
+            calls.set(calls.get() + 1);
+            Err("the image store is down")
+        })
+        .unwrap();
+    let report = Worker::new(handlers)
+        .transport(Box::new(q))
+        .retry(quick_retries())
+        .limits(until_empty())
+        .run();
+    assert_eq!(report.reason, StopReason::Empty);
+    assert_eq!(calls.get(), 3, "one attempt and max_retries = 2 retries");
+    assert_eq!((report.retried, report.failed), (2, 1));
+    let failed = s.queue().failed(10).unwrap();
+    assert_eq!(failed.len(), 1);
+    let f = &failed[0];
+    assert_eq!(f.body, bytes, "the original bytes are kept");
+    assert_eq!(f.record.attempts, 3);
+    assert_eq!(f.record.class, "handler");
+    assert_eq!(f.record.type_name.as_deref(), Some("AddPonkaToImage"));
+    assert_eq!(f.record.version, Some(2));
+    assert!(
+        f.record.error.contains("the image store is down"),
+        "{}",
+        f.record.error
+    );
+}
+
+#[test]
+fn a_handler_that_succeeds_on_retry_is_handled_once() {
+    let s = Scratch::new("flaky");
+    let registry = today();
+    let mut q = s.queue();
+    send(&mut q, &registry, 7);
+    let calls = Cell::new(0);
+    let handlers = Handlers::new(&registry)
+        .on(|_: Decoded<AddPonkaToImage>| {
+            calls.set(calls.get() + 1);
+            if calls.get() < 3 {
+                Err("flaky")
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+    let report = Worker::new(handlers)
+        .transport(Box::new(q))
+        .retry(quick_retries())
+        .limits(until_empty())
+        .run();
+    assert_eq!((report.handled, report.retried, report.failed), (1, 2, 0));
+    assert!(s.queue().failed(10).unwrap().is_empty());
+}
+
+#[test]
+fn a_panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
+    let s = Scratch::new("panic");
+    let registry = today();
+    let mut q = s.queue();
+    send(&mut q, &registry, 7);
+    let handlers = Handlers::new(&registry)
+        .on(
+            |_: Decoded<AddPonkaToImage>| -> Result<(), std::io::Error> {
+                panic!("index out of bounds")
+            },
+        )
+        .unwrap();
+    let report = Worker::new(handlers)
+        .transport(Box::new(q))
+        .retry(RetryPolicy {
+            max_retries: 0,
+            ..quick_retries()
+        })
+        .limits(until_empty())
+        .run();
+    assert_eq!(report.failed, 1);
+    let failed = s.queue().failed(10).unwrap();
+    assert!(
+        failed[0]
+            .record
+            .error
+            .contains("handler panicked: index out of bounds"),
+        "{}",
+        failed[0].record.error
+    );
+}
+
+#[test]
+fn an_undecodable_message_goes_to_the_failure_transport_with_its_bytes() {
+    let s = Scratch::new("malformed");
+    let registry = today();
+    let mut q = s.queue();
+    let cut = br#"{"type":"AddPonkaToImage","version":1,"payload":{"imageP"#;
+    q.send(cut).unwrap();
+    let wrong = br#"{"type":"AddPonkaToImage","version":2,"payload":{"imagePost":"seven"}}"#;
+    q.send(wrong).unwrap();
+    let handlers = Handlers::new(&registry)
+        .on(|_: Decoded<AddPonkaToImage>| Ok::<(), std::io::Error>(()))
+        .unwrap();
+    let report = Worker::new(handlers)
+        .transport(Box::new(q))
+        .retry(quick_retries())
+        .limits(until_empty())
+        .run();
+    assert_eq!(
+        (report.failed, report.retried),
+        (2, 0),
+        "no retry can fix bytes"
+    );
+    let failed = s.queue().failed(10).unwrap();
+    assert_eq!(failed[0].body, cut);
+    assert_eq!(failed[0].record.class, "malformed");
+    assert_eq!(failed[0].record.attempts, 1);
+    assert_eq!(failed[1].body, wrong);
+    assert_eq!(failed[1].record.class, "payload-invalid");
+    assert_eq!(failed[1].record.version, Some(2));
+    assert!(
+        failed[1].record.error.contains("/imagePost"),
+        "{}",
+        failed[1].record.error
+    );
+}
+
+#[test]
+fn a_newer_version_is_requeued_without_spending_attempts_and_todays_worker_takes_it() {
+    let s = Scratch::new("future");
+    let yesterday = ponka::registry_v1().unwrap();
+    let registry = today();
+    let mut q = s.queue();
+    send(&mut q, &registry, 9);
+    let handlers = Handlers::new(&yesterday)
+        .on(|_: Decoded<v1::AddPonkaToImage>| Ok::<(), std::io::Error>(()))
+        .unwrap();
+    let report = Worker::new(handlers)
+        .transport(Box::new(q))
+        .retry(quick_retries())
+        .limits(Limits {
+            messages: Some(5),
+            ..Limits::default()
+        })
+        .run();
+    assert_eq!((report.requeued, report.failed, report.handled), (5, 0, 0));
+    let mut q = s.queue();
+    let d = q.receive(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(
+        d.attempt, 0,
+        "a requeue for a newer worker is not a failed attempt"
+    );
+    q.retry_later(&d, Duration::ZERO, 0).unwrap();
+
+    let seen = Cell::new(0);
+    let handlers = Handlers::new(&registry)
+        .on(|m: Decoded<AddPonkaToImage>| {
+            seen.set(m.message.image_post);
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap();
+    let report = Worker::new(handlers)
+        .transport(Box::new(q))
+        .limits(until_empty())
+        .run();
+    assert_eq!((report.handled, seen.get()), (1, 9));
+}
+
+#[test]
+fn an_unknown_type_is_retried_then_failed() {
+    let s = Scratch::new("unknown");
+    let registry = today();
+    let mut q = s.queue();
+    q.send(br#"{"type":"CropImage","version":1,"payload":{}}"#)
+        .unwrap();
+    let report = Worker::new(Handlers::new(&registry))
+        .transport(Box::new(q))
+        .retry(quick_retries())
+        .limits(until_empty())
+        .run();
+    assert_eq!((report.retried, report.failed), (2, 1));
+    let failed = s.queue().failed(10).unwrap();
+    assert_eq!(failed[0].record.class, "unknown-type");
+    assert_eq!(failed[0].record.type_name.as_deref(), Some("CropImage"));
+}
+
+#[test]
+fn drain_statistics_count_each_type_by_arrived_version() {
+    let s = Scratch::new("stats");
+    let yesterday = ponka::registry_v1().unwrap();
+    let registry = today();
+    let mut q = s.queue();
+    for id in 0..3 {
+        q.send(
+            &yesterday
+                .encode(
+                    &v1::AddPonkaToImage { image_post_id: id },
+                    Format::MessagePack,
+                )
+                .unwrap(),
+        )
+        .unwrap();
+    }
+    send(&mut q, &registry, 5);
+    let delete = DeleteImagePost {
+        image_post: 1,
+        filename: "f".into(),
+    };
+    q.send(&registry.encode(&delete, Format::Json).unwrap())
+        .unwrap();
+    let handlers = Handlers::new(&registry)
+        .on(|_: Decoded<AddPonkaToImage>| Ok::<(), std::io::Error>(()))
+        .unwrap()
+        .on(|_: Decoded<DeleteImagePost>| Ok::<(), std::io::Error>(()))
+        .unwrap();
+    let report = Worker::new(handlers)
+        .transport(Box::new(q))
+        .limits(until_empty())
+        .run();
+    assert_eq!(report.handled, 5);
+    let rows: Vec<(String, u32, u64)> = s
+        .queue()
+        .stats()
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.type_name, r.version, r.count))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("AddPonkaToImage".to_owned(), 1, 3),
+            ("AddPonkaToImage".to_owned(), 2, 1),
+            ("DeleteImagePost".to_owned(), 1, 1),
+        ]
+    );
+}
+
+#[test]
+fn failed_retry_sends_back_what_the_fixed_code_decodes_and_keeps_the_rest() {
+    let s = Scratch::new("failed-retry");
+    let registry = today();
+    let mut q = s.queue();
+    let good = send(&mut q, &registry, 3);
+    q.send(br#"{"type":"AddPonkaToImage","version":2,"payload":{"imagePost":"x"}}"#)
+        .unwrap();
+    // The buggy release fails every AddPonkaToImage.
+    let handlers = Handlers::new(&registry)
+        .on(|_: Decoded<AddPonkaToImage>| Err("bug"))
+        .unwrap();
+    Worker::new(handlers)
+        .transport(Box::new(q))
+        .retry(RetryPolicy {
+            max_retries: 0,
+            ..quick_retries()
+        })
+        .limits(until_empty())
+        .run();
+    assert_eq!(s.queue().failed(10).unwrap().len(), 2);
+
+    // The fix is deployed: `failed retry --all` re-decodes each with the new code.
+    let dsn = format!("sqlite://{}/queue.db", s.0.display());
+    let console = |registry| {
+        let handlers = Handlers::new(registry)
+            .on(|_: Decoded<AddPonkaToImage>| Ok::<(), std::io::Error>(()))
+            .unwrap();
+        Console::new(handlers).transport("async", &dsn)
+    };
+    let code = console(&registry).run(Command::Failed(FailedCommand::Retry {
+        ids: vec![],
+        all: true,
+        force: false,
+        transport: None,
+    }));
+    assert_eq!(code, ExitCode::FAILURE, "one message still fails");
+    let left = s.queue().failed(10).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].record.class, "payload-invalid");
+    let mut q = s.queue();
+    let d = q.receive(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!((d.body, d.attempt), (good, 0));
+
+    let code = console(&registry).run(Command::Failed(FailedCommand::Remove {
+        ids: vec![left[0].id.clone()],
+        transport: None,
+    }));
+    assert_eq!(code, ExitCode::SUCCESS);
+    assert!(s.queue().failed(10).unwrap().is_empty());
+    let code = console(&registry).run(Command::Failed(FailedCommand::Remove {
+        ids: vec![left[0].id.clone()],
+        transport: None,
+    }));
+    assert_eq!(code, ExitCode::FAILURE, "an unknown id is an error");
+}
+
+#[test]
+fn a_message_taken_by_a_crashed_worker_is_delivered_again() {
+    let s = Scratch::new("crash");
+    let registry = today();
+    let mut q = s.queue();
+    let bytes = send(&mut q, &registry, 1);
+    let taken = q.receive(Duration::from_secs(5)).unwrap().unwrap();
+    assert!(!taken.reclaimed);
+    drop(q); // the worker dies without settling it
+
+    let mut other = s.queue().reclaim_after(Duration::from_secs(3600));
+    assert_eq!(other.receive(Duration::ZERO).unwrap(), None, "still taken");
+    let mut other = s.queue().reclaim_after(Duration::ZERO);
+    let again = other.receive(Duration::from_secs(5)).unwrap().unwrap();
+    assert!(again.reclaimed);
+    assert_eq!((again.id, again.body), (taken.id, bytes));
+}
+
+#[test]
+fn stop_workers_without_a_restart_signal_is_an_error_not_a_silent_success() {
+    let s = Scratch::new("no-signal");
+    let registry = today();
+    let dsn = format!("sqlite://{}/queue.db", s.0.display());
+    let code = Console::new(Handlers::new(&registry))
+        .transport("async", &dsn)
+        .run(Command::StopWorkers);
+    assert_eq!(code, ExitCode::FAILURE);
+    let signal = s.0.join("restart");
+    let code = Console::new(Handlers::new(&registry))
+        .transport("async", &dsn)
+        .restart_signal(signal.to_str().unwrap())
+        .run(Command::StopWorkers);
+    assert_eq!(code, ExitCode::SUCCESS);
+    assert!(FileSignal::new(&signal).requested_at().unwrap().is_some());
+}
