@@ -152,7 +152,8 @@ impl<'r, Out> Dispatcher<'r, Out> {
                 return Ok(found);
             }
         }
-        self.registry.parse_and(raw, None, |env| self.check_env(env))
+        self.registry
+            .parse_and(raw, None, |env| self.check_env(env))
     }
 
     fn check_env<'a>(&self, env: RawEnvelope<'a>) -> Result<(&'static str, u32), Failed<'a>> {

@@ -222,11 +222,14 @@ impl<'r> Console<'r> {
             names
                 .iter()
                 .map(|n| {
-                    self.transports.iter().find(|(name, _)| name == n).ok_or_else(|| {
-                        let known: Vec<&str> =
-                            self.transports.iter().map(|(n, _)| n.as_str()).collect();
-                        format!("no transport `{n}`; configured: {}", known.join(", "))
-                    })
+                    self.transports
+                        .iter()
+                        .find(|(name, _)| name == n)
+                        .ok_or_else(|| {
+                            let known: Vec<&str> =
+                                self.transports.iter().map(|(n, _)| n.as_str()).collect();
+                            format!("no transport `{n}`; configured: {}", known.join(", "))
+                        })
                 })
                 .collect::<Result<_, _>>()?
         };
@@ -478,7 +481,12 @@ fn show_body(body: &[u8]) -> String {
         Ok(text) => text.to_owned(),
         Err(_) => body
             .chunks(32)
-            .map(|c| c.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "))
+            .map(|c| {
+                c.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .collect::<Vec<_>>()
             .join("\n"),
     }

@@ -140,11 +140,15 @@ pub trait Transport: Send {
 /// `queue` names the queue when the DSN does not.
 pub fn open(dsn: &str, queue: &str) -> Result<Box<dyn Transport>, TransportError> {
     if dsn.starts_with("sqlite:") {
-        return Ok(Box::new(super::sqlite::SqliteTransport::open_dsn(dsn, queue)?));
+        return Ok(Box::new(super::sqlite::SqliteTransport::open_dsn(
+            dsn, queue,
+        )?));
     }
     if dsn.starts_with("redis:") || dsn.starts_with("rediss:") {
         #[cfg(feature = "redis")]
-        return Ok(Box::new(super::redis::RedisTransport::open_dsn(dsn, queue)?));
+        return Ok(Box::new(super::redis::RedisTransport::open_dsn(
+            dsn, queue,
+        )?));
         #[cfg(not(feature = "redis"))]
         return Err(TransportError::new(
             dsn,
