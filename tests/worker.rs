@@ -575,3 +575,31 @@ fn stop_workers_without_a_restart_signal_is_an_error_not_a_silent_success() {
     assert_eq!(code, ExitCode::SUCCESS);
     assert!(FileSignal::new(&signal).requested_at().unwrap().is_some());
 }
+
+#[test]
+fn several_transports_are_drained_first_first_and_count_their_own_statistics() {
+    let s = Scratch::new("several");
+    let registry = today();
+    let mut high = SqliteTransport::open(s.0.join("queue.db"), "high").unwrap();
+    let mut low = s.queue();
+    send(&mut low, &registry, 1);
+    send(&mut high, &registry, 2);
+    send(&mut high, &registry, 3);
+    let order = std::cell::RefCell::new(Vec::new());
+    let handlers = Handlers::new(&registry)
+        .on(|m: Decoded<AddPonkaToImage>| {
+            order.borrow_mut().push(m.message.image_post);
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap();
+    let report = Worker::new(handlers)
+        .transport(Box::new(high))
+        .transport(Box::new(low))
+        .limits(until_empty())
+        .run();
+    assert_eq!(report.handled, 3);
+    assert_eq!(*order.borrow(), [2, 3, 1]);
+    let count = |t: &mut SqliteTransport| t.stats().unwrap().iter().map(|r| r.count).sum::<u64>();
+    let mut high = SqliteTransport::open(s.0.join("queue.db"), "high").unwrap();
+    assert_eq!((count(&mut high), count(&mut s.queue())), (2, 1));
+}

@@ -661,7 +661,7 @@ impl<'r> Worker<'r> {
         run.report.received += 1;
         match self.handlers.dispatcher.dispatch(&delivery.body) {
             Ok(handled) => {
-                run.count(handled.type_name, handled.version);
+                run.count(i, handled.type_name, handled.version);
                 match handled.result {
                     Ok(()) => {
                         self.transports[i].ack(delivery)?;
@@ -769,25 +769,27 @@ impl<'r> Worker<'r> {
         Ok(())
     }
 
-    /// Writes the counts gathered since the last flush to the first transport.
+    /// Writes the counts gathered since the last flush, each to its transport.
     fn flush(&mut self, run: &mut Run) -> Result<(), TransportError> {
         run.last_flush = Instant::now();
         if run.stats.is_empty() {
             return Ok(());
         }
-        let rows: Vec<StatRow> = std::mem::take(&mut run.stats)
-            .into_iter()
-            .map(|((type_name, version), (count, last_seen_ms))| StatRow {
+        let mut by_transport: BTreeMap<usize, Vec<StatRow>> = BTreeMap::new();
+        for ((i, type_name, version), (count, last_seen_ms)) in std::mem::take(&mut run.stats) {
+            by_transport.entry(i).or_default().push(StatRow {
                 type_name: type_name.to_owned(),
                 version,
                 count,
                 last_seen_ms,
-            })
-            .collect();
-        match self.transports.first_mut() {
-            Some(t) => t.record_stats(&rows),
-            None => Ok(()),
+            });
         }
+        for (i, rows) in by_transport {
+            if let Some(t) = self.transports.get_mut(i) {
+                t.record_stats(&rows)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -808,17 +810,20 @@ struct Failure {
 struct Run {
     report: Report,
     consecutive_failures: u32,
-    /// Counts not yet written: (type, version) to (count, last seen).
-    stats: BTreeMap<(&'static str, u32), (u64, u64)>,
+    /// Counts not yet written: (transport, type, version) to (count, last seen).
+    stats: BTreeMap<(usize, &'static str, u32), (u64, u64)>,
     last_flush: Instant,
     last_memory_check: Option<Instant>,
     last_restart_check: Option<Instant>,
 }
 
 impl Run {
-    fn count(&mut self, type_name: &'static str, version: u32) {
+    fn count(&mut self, transport: usize, type_name: &'static str, version: u32) {
         let now = transport::now_ms();
-        let entry = self.stats.entry((type_name, version)).or_insert((0, now));
+        let entry = self
+            .stats
+            .entry((transport, type_name, version))
+            .or_insert((0, now));
         entry.0 += 1;
         entry.1 = now;
         *self
