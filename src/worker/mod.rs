@@ -503,6 +503,7 @@ impl<'r> Worker<'r> {
                 elapsed: Duration::ZERO,
             },
             consecutive_failures: 0,
+            decoded: BTreeMap::new(),
             stats: BTreeMap::new(),
             last_flush: Instant::now(),
             last_memory_check: None,
@@ -513,10 +514,16 @@ impl<'r> Worker<'r> {
             Err(e) => StopReason::TransportFailed(e.to_string()),
         };
         let reason = match (self.flush(&mut run), reason) {
-            (Err(e), StopReason::Empty) => StopReason::TransportFailed(e.to_string()),
-            (_, reason) => reason,
+            // The first transport failure is the one to report.
+            (Err(_), reason @ StopReason::TransportFailed(_)) => reason,
+            (Err(e), reason) => StopReason::TransportFailed(format!("{e} (after: {reason})")),
+            (Ok(()), reason) => reason,
         };
         run.report.reason = reason;
+        run.report.decoded = std::mem::take(&mut run.decoded)
+            .into_iter()
+            .map(|((name, version), n)| ((name.to_owned(), version), n))
+            .collect();
         run.report.elapsed = started.elapsed();
         run.report
     }
@@ -810,6 +817,8 @@ struct Failure {
 struct Run {
     report: Report,
     consecutive_failures: u32,
+    /// Decode counts of the whole run, by type and version.
+    decoded: BTreeMap<(&'static str, u32), u64>,
     /// Counts not yet written: (transport, type, version) to (count, last seen).
     stats: BTreeMap<(usize, &'static str, u32), (u64, u64)>,
     last_flush: Instant,
@@ -826,11 +835,7 @@ impl Run {
             .or_insert((0, now));
         entry.0 += 1;
         entry.1 = now;
-        *self
-            .report
-            .decoded
-            .entry((type_name.to_owned(), version))
-            .or_insert(0) += 1;
+        *self.decoded.entry((type_name, version)).or_insert(0) += 1;
     }
 }
 
