@@ -36,6 +36,8 @@ const V2_MESSAGES: u64 = 200;
 /// Messages handled before the deploy starts.
 const DEPLOY_AFTER: usize = 3_000;
 
+type Drill = fn() -> Result<(), String>;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("worker") {
@@ -50,7 +52,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
-    let mut drills: Vec<(&str, fn() -> Result<(), String>)> = vec![("drill_embedded", embedded)];
+    let mut drills: Vec<(&str, Drill)> = vec![("drill_embedded", embedded)];
     #[cfg(feature = "redis")]
     drills.push(("drill_redis", redis));
     let mut failed = 0;

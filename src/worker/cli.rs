@@ -212,7 +212,7 @@ impl<'r> Console<'r> {
     }
 
     /// The named transports (all when `names` is empty), opened.
-    fn open(&self, names: &[String]) -> Result<Vec<(String, Box<dyn Transport>)>, String> {
+    fn open(&self, names: &[String]) -> Result<Vec<Named>, String> {
         if self.transports.is_empty() {
             return Err("no transport is configured".to_owned());
         }
@@ -430,8 +430,8 @@ impl<'r> Console<'r> {
             let pending = t.pending().map_err(|e| e.to_string())?;
             println!("{name}: {pending} message(s) waiting");
             println!(
-                "  {:<28} {:>8} {:>10}  {:<22} {}",
-                "type", "arrived", "decoded", "last seen", ""
+                "  {:<28} {:>8} {:>10}  last seen",
+                "type", "arrived", "decoded"
             );
             for row in rows {
                 let current = registry.current_version(&row.type_name);
@@ -454,6 +454,9 @@ impl<'r> Console<'r> {
         Ok(ExitCode::SUCCESS)
     }
 }
+
+/// A transport opened under its configured name.
+type Named = (String, Box<dyn Transport>);
 
 fn list(t: &mut dyn Transport, max: usize) -> Result<Vec<FailedMessage>, String> {
     t.failed(max).map_err(|e: TransportError| e.to_string())
