@@ -51,53 +51,9 @@ fn allocations(f: impl Fn()) -> usize {
     ALLOCATIONS.load(Ordering::Relaxed) - before
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Item {
-    sku: String,
-    quantity: u32,
-    price_cents: u64,
-    tags: Vec<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Customer {
-    id: u64,
-    name: String,
-    email: String,
-}
-
-/// A realistic message: nested structs, strings, arrays, numbers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, upcaster::Message)]
-#[serde(rename_all = "camelCase")]
-#[message(name = "OrderPlaced", version = 2)]
-struct Order {
-    order_id: u64,
-    customer: Customer,
-    items: Vec<Item>,
-    total_cents: u64,
-    note: Option<String>,
-}
-
-fn order(items: usize) -> Order {
-    Order {
-        order_id: 47_110_815,
-        customer: Customer {
-            id: 42,
-            name: "Ryan Weaver".into(),
-            email: "ryan@example.com".into(),
-        },
-        items: (0..items)
-            .map(|i| Item {
-                sku: format!("SKU-{i:05}"),
-                quantity: (i % 7 + 1) as u32,
-                price_cents: 1999 + i as u64,
-                tags: vec!["ponka".into(), "print".into()],
-            })
-            .collect(),
-        total_cents: 123_456,
-        note: Some("leave at the door".into()),
-    }
-}
+#[path = "common/order.rs"]
+mod order;
+use order::{order, Customer, Item, Order};
 
 /// Typed chain: six structs linked by `previous`, each `From` the one before.
 macro_rules! typed_chain {

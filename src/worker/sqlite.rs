@@ -189,13 +189,16 @@ impl Transport for SqliteTransport {
     }
 
     fn receive(&mut self, timeout: Duration) -> Result<Option<Delivery>, TransportError> {
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to add is as good as forever.
+        let deadline = Instant::now().checked_add(timeout);
         let mut pause = Duration::from_millis(5);
         loop {
             if let Some(delivery) = self.take()? {
                 return Ok(Some(delivery));
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             if left.is_zero() {
                 return Ok(None);
             }

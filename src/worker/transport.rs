@@ -134,8 +134,10 @@ pub trait Transport: Send {
 }
 
 /// Opens a transport from its DSN:
-/// - `sqlite://<path>[?queue=<name>]`, the embedded default (a file, nothing to run);
-/// - `redis://<host>[:<port>][/<db>][?stream=<name>]`, Redis Streams (feature `redis`).
+/// - `sqlite://<path>[?queue=<name>&reclaim_after=<seconds>]`, the embedded default (a
+///   file, nothing to run);
+/// - `redis://<host>[:<port>][/<db>][?stream=<name>&group=<group>&reclaim_after=<seconds>]`,
+///   Redis Streams (feature `redis`).
 ///
 /// `queue` names the queue when the DSN does not.
 pub fn open(dsn: &str, queue: &str) -> Result<Box<dyn Transport>, TransportError> {

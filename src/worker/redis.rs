@@ -1,0 +1,1228 @@
+//! Redis Streams as a transport, and a restart signal that many hosts share.
+//!
+//! One stream with one consumer group is one queue. An entry has two fields, `body` (the
+//! envelope's bytes, binary-safe) and `attempt` (decimal). Beside the stream, with its name as a
+//! prefix:
+//!
+//! | key                          | type       | holds                                              |
+//! |------------------------------|------------|----------------------------------------------------|
+//! | `<stream>`                   | stream     | messages waiting or being handled                  |
+//! | `<stream>:delayed`           | sorted set | retries not yet due (score: due time in ms)        |
+//! | `<stream>:failed`            | stream     | the failure transport: bytes and why they failed   |
+//! | `<stream>:stats`             | hash       | decode counts by `<type>\t<version>`               |
+//! | `<stream>:stats:last-seen`   | hash       | the latest decode time (ms) by `<type>\t<version>` |
+//!
+//! A settled entry is acked and deleted, so the stream's length is the queue's length; the
+//! group is therefore the stream's only reader. Every write that must not half-happen (retry,
+//! fail, requeue, the move of due retries, statistics) is one Lua script, so two workers never
+//! both move the same message. Scripts read the server's clock (`TIME`), never a host's.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use redis::{Connection, Value};
+
+use super::restart::RestartSignal;
+use super::transport::{
+    dsn_parts, Delivery, FailedMessage, FailureRecord, StatRow, Transport, TransportError,
+};
+
+/// How long connecting may take before the transport gives up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The socket's read timeout beyond a `BLOCK`: a server that stopped answering fails the
+/// worker instead of hanging it.
+const REPLY_MARGIN: Duration = Duration::from_secs(30);
+/// How often due retries are moved back to the stream, at most (one script call).
+const DELAYED_EVERY: Duration = Duration::from_millis(200);
+/// Due retries moved per script call; more are moved on the next receive.
+const DELAYED_BATCH: i64 = 100;
+/// Reclaim scans run every `reclaim_after`, but at least every `RECLAIM_EVERY` and at most
+/// every `RECLAIM_MIN`: a scan costs a round trip, so not one per receive.
+const RECLAIM_EVERY: Duration = Duration::from_secs(5);
+const RECLAIM_MIN: Duration = Duration::from_millis(50);
+/// How often a worker reads the Redis restart signal: a round trip, so not per message.
+const SIGNAL_CHECK_EVERY: Duration = Duration::from_millis(100);
+/// XAUTOCLAIM calls per scan: each looks at ten pending entries at most (Redis 7).
+const RECLAIM_STEPS: usize = 100;
+
+/// Settles a delivery and puts its message back: at once (delay 0) or in the delayed set,
+/// due at the server's time plus the delay. The member is `<attempt>:<entry id>:<body>`; the
+/// id keeps two equal bodies from collapsing into one member. Does nothing when the entry is
+/// no longer pending (another consumer settled it).
+const RETRY_LUA: &str = r"
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[2])
+local delay = tonumber(ARGV[3])
+if delay <= 0 then
+  redis.call('XADD', KEYS[1], '*', 'body', ARGV[5], 'attempt', ARGV[4])
+else
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[2], now + delay, ARGV[4] .. ':' .. ARGV[2] .. ':' .. ARGV[5])
+end
+return 1
+";
+
+/// Moves due members of the delayed set back to the stream. A member not in the form
+/// `<attempt>:<id>:<body>` goes to the failure stream whole rather than being dropped.
+/// Returns the count moved and the milliseconds until the next member is due (-1: none).
+const MOVE_DUE_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, m in ipairs(due) do
+  local a = string.find(m, ':', 1, true)
+  local b = a and string.find(m, ':', a + 1, true)
+  if b and a > 1 and tonumber(string.sub(m, 1, a - 1)) then
+    redis.call('XADD', KEYS[2], '*', 'body', string.sub(m, b + 1), 'attempt', string.sub(m, 1, a - 1))
+  else
+    redis.call('XADD', KEYS[3], '*', 'body', m, 'class', 'transport',
+      'error', 'a delayed retry not in the form <attempt>:<id>:<body>',
+      'attempts', '0', 'failed_at', string.format('%d', now))
+  end
+  redis.call('ZREM', KEYS[1], m)
+end
+local next = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local wait = -1
+-- Clamped: a Lua number past 2^63 does not convert to an integer reply.
+if next[2] then wait = math.min(1e15, math.max(0, math.floor(tonumber(next[2]) - now))) end
+return {#due, wait}
+";
+
+/// Settles a delivery and appends its bytes and failure record to the failure stream. Does
+/// nothing when the entry is no longer pending (another consumer settled it).
+const FAIL_LUA: &str = r"
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+return 1
+";
+
+/// Moves a failed message's body back to the stream with attempt 0. 0: no such id.
+const REQUEUE_LUA: &str = r"
+local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #e == 0 then return 0 end
+local f = e[1][2]
+for i = 1, #f, 2 do
+  if f[i] == 'body' then
+    redis.call('XADD', KEYS[2], '*', 'body', f[i + 1], 'attempt', '0')
+    redis.call('XDEL', KEYS[1], ARGV[1])
+    return 1
+  end
+end
+return redis.error_reply('failed entry ' .. ARGV[1] .. ' has no body field')
+";
+
+/// Adds counts and keeps the latest last-seen, for (field, count, last seen) triples.
+const STATS_LUA: &str = r"
+for i = 1, #ARGV, 3 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+  local seen = redis.call('HGET', KEYS[2], ARGV[i])
+  if not seen or tonumber(ARGV[i + 2]) > tonumber(seen) then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
+  end
+end
+return 1
+";
+
+/// The scripts, by index into the script hashes a transport keeps.
+#[derive(Clone, Copy)]
+enum Lua {
+    Retry,
+    MoveDue,
+    Fail,
+    Requeue,
+    Stats,
+}
+
+impl Lua {
+    const COUNT: usize = 5;
+
+    fn text(self) -> &'static str {
+        match self {
+            Lua::Retry => RETRY_LUA,
+            Lua::MoveDue => MOVE_DUE_LUA,
+            Lua::Fail => FAIL_LUA,
+            Lua::Requeue => REQUEUE_LUA,
+            Lua::Stats => STATS_LUA,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Lua::Retry => "the retry script",
+            Lua::MoveDue => "the script moving due retries",
+            Lua::Fail => "the fail script",
+            Lua::Requeue => "the requeue script",
+            Lua::Stats => "the statistics script",
+        }
+    }
+}
+
+/// A queue on a Redis stream with a consumer group, for workers on many hosts (Redis ≥ 6.2).
+///
+/// - A message is delivered to one consumer of the group at a time; the hot path is one
+///   `XREADGROUP` to take a message and one pipelined `XACK` + `XDEL` to settle it.
+/// - A message taken by a consumer that died is taken back with `XAUTOCLAIM` once it has been
+///   pending for [`RedisTransport::reclaim_after`] (5 minutes by default), and delivered with
+///   [`Delivery::reclaimed`] set. Scans run on the first receive, then every 5 s (or every
+///   `reclaim_after`, if shorter).
+/// - Streams cannot delay an entry, so a retry with a delay waits in the sorted set
+///   `<stream>:delayed` and is moved back by whichever worker sees it due first (checked
+///   every 200 ms at most, in one script call).
+/// - Failed messages go to the stream `<stream>:failed`; drain statistics to the hashes
+///   `<stream>:stats` and `<stream>:stats:last-seen`.
+///
+/// Acked entries are deleted: use one consumer group per stream.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use upcaster::worker::{RedisTransport, Transport};
+///
+/// let mut queue = RedisTransport::open_dsn("redis://127.0.0.1:6379/0?group=resizers", "images")?;
+/// queue.send(br#"{"type":"Ping","version":1,"payload":{}}"#)?;
+/// if let Some(delivery) = queue.receive(Duration::from_secs(1))? {
+///     queue.ack(&delivery)?;
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct RedisTransport {
+    conn: Connection,
+    name: String,
+    stream: String,
+    delayed: String,
+    failed: String,
+    stats: String,
+    last_seen: String,
+    group: String,
+    consumer: String,
+    reclaim_after: Duration,
+    /// When the next reclaim scan may run, and where it goes on from.
+    next_reclaim: Instant,
+    reclaim_cursor: String,
+    /// When the delayed set may next be checked, and when its first member is due (as last
+    /// seen; `None`: it was empty).
+    next_delayed_check: Instant,
+    delayed_due: Option<Instant>,
+    /// Script hashes from `SCRIPT LOAD`, loaded on first use and again after `NOSCRIPT`.
+    shas: [Option<String>; Lua::COUNT],
+    /// The socket's read timeout now, raised for a longer `BLOCK`.
+    read_timeout: Duration,
+}
+
+impl fmt::Debug for RedisTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTransport")
+            .field("name", &self.name)
+            .field("stream", &self.stream)
+            .field("group", &self.group)
+            .field("consumer", &self.consumer)
+            .field("reclaim_after", &self.reclaim_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisTransport {
+    /// Opens `redis://[user:password@]host[:port][/db][?stream=<name>&group=<group>&reclaim_after=<seconds>]`,
+    /// creating the stream and its consumer group if needed. The stream defaults to `queue`,
+    /// the group to `upcaster`, the reclaim timeout to 300 s.
+    pub fn open_dsn(dsn: &str, queue: &str) -> Result<Self, TransportError> {
+        let name = without_password(dsn);
+        let stream = dsn_parts(dsn, "stream").1.unwrap_or(queue).to_owned();
+        let group = dsn_parts(dsn, "group").1.unwrap_or("upcaster").to_owned();
+        if stream.is_empty() || group.is_empty() {
+            return Err(TransportError::new(
+                &name,
+                "the stream and group names must not be empty",
+            ));
+        }
+        let reclaim_after = match dsn_parts(dsn, "reclaim_after").1 {
+            Some(secs) => secs
+                .parse::<f64>()
+                .ok()
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .ok_or_else(|| TransportError::new(&name, "reclaim_after is not seconds"))?,
+            None => Duration::from_secs(300),
+        };
+        let conn = connect(dsn, &name)?;
+        let now = Instant::now();
+        let mut transport = RedisTransport {
+            conn,
+            delayed: format!("{stream}:delayed"),
+            failed: format!("{stream}:failed"),
+            stats: format!("{stream}:stats"),
+            last_seen: format!("{stream}:stats:last-seen"),
+            name,
+            stream,
+            group,
+            consumer: super::consumer_name(),
+            reclaim_after,
+            next_reclaim: now,
+            reclaim_cursor: "0-0".to_owned(),
+            next_delayed_check: now,
+            delayed_due: None,
+            shas: Default::default(),
+            read_timeout: REPLY_MARGIN,
+        };
+        // From 0: a new group also takes what was sent before any worker ran.
+        let created = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&transport.stream)
+            .arg(&transport.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query::<Value>(&mut transport.conn);
+        match created {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(transport.failed_cmd("XGROUP CREATE", e)),
+        }
+        Ok(transport)
+    }
+
+    /// How long a taken message may stay unsettled before another consumer takes it (300 s
+    /// by default). Keep it longer than the slowest handler.
+    pub fn reclaim_after(mut self, timeout: Duration) -> Self {
+        self.reclaim_after = timeout;
+        self
+    }
+
+    /// The stream this transport reads.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The consumer group this transport reads in.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// This transport's consumer name in the group (host, process id and a random suffix).
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    fn failed_cmd(&self, command: &str, e: impl fmt::Display) -> TransportError {
+        TransportError::new(&self.name, format!("{command} failed: {e}"))
+    }
+
+    fn bad_reply(&self, command: &str, what: impl fmt::Display) -> TransportError {
+        TransportError::new(
+            &self.name,
+            format!("{command} gave an unexpected reply: {what}"),
+        )
+    }
+
+    fn query(&mut self, command: &str, cmd: &redis::Cmd) -> Result<Value, TransportError> {
+        cmd.query::<Value>(&mut self.conn)
+            .map_err(|e| self.failed_cmd(command, e))
+    }
+
+    fn reclaim_every(&self) -> Duration {
+        self.reclaim_after.clamp(RECLAIM_MIN, RECLAIM_EVERY)
+    }
+
+    /// The time-gated work of a receive: a reclaim scan (which may deliver) and the move of
+    /// due retries. Costs nothing on most calls.
+    fn housekeeping(&mut self) -> Result<Option<Delivery>, TransportError> {
+        let now = Instant::now();
+        if now >= self.next_delayed_check {
+            self.move_due()?;
+        }
+        if now >= self.next_reclaim {
+            return self.reclaim();
+        }
+        Ok(None)
+    }
+
+    fn move_due(&mut self) -> Result<(), TransportError> {
+        let batch = DELAYED_BATCH.to_string();
+        let reply = eval(
+            &mut self.conn,
+            &mut self.shas,
+            &self.name,
+            Lua::MoveDue,
+            &[&self.delayed, &self.stream, &self.failed],
+            &[batch.as_bytes()],
+        )?;
+        let now = Instant::now();
+        let (moved, wait) = match &reply {
+            Value::Array(v) if v.len() == 2 => (int(&v[0]), int(&v[1])),
+            _ => (None, None),
+        };
+        let (Some(moved), Some(wait)) = (moved, wait) else {
+            return Err(
+                self.bad_reply("EVALSHA of the script moving due retries", describe(&reply))
+            );
+        };
+        // A full batch may leave more due: look again on the next receive.
+        self.next_delayed_check = if moved >= DELAYED_BATCH {
+            now
+        } else {
+            now + DELAYED_EVERY
+        };
+        self.delayed_due = u64::try_from(wait)
+            .ok()
+            .map(|ms| later(now, Duration::from_millis(ms)));
+        Ok(())
+    }
+
+    /// One reclaim scan over the group's pending entries, from where the last one stopped;
+    /// delivers the first entry idle longer than `reclaim_after`.
+    fn reclaim(&mut self) -> Result<Option<Delivery>, TransportError> {
+        const COMMAND: &str = "XAUTOCLAIM";
+        let min_idle = u64::try_from(self.reclaim_after.as_millis()).unwrap_or(u64::MAX);
+        for _ in 0..RECLAIM_STEPS {
+            let reply = self.query(
+                COMMAND,
+                redis::cmd("XAUTOCLAIM")
+                    .arg(&self.stream)
+                    .arg(&self.group)
+                    .arg(&self.consumer)
+                    .arg(min_idle)
+                    .arg(&self.reclaim_cursor)
+                    .arg("COUNT")
+                    .arg(1),
+            )?;
+            // [next cursor, entries] (6.2), plus the ids of deleted entries (7.0).
+            let mut parts = match reply {
+                Value::Array(parts) if parts.len() >= 2 => parts,
+                other => return Err(self.bad_reply(COMMAND, describe(&other))),
+            };
+            let entries = std::mem::take(&mut parts[1]);
+            let cursor =
+                text(&parts[0]).ok_or_else(|| self.bad_reply(COMMAND, describe(&parts[0])))?;
+            let done = cursor == "0-0";
+            self.reclaim_cursor = cursor;
+            let entries = array(entries).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
+            for entry in entries {
+                // An entry deleted while pending comes back without fields, or as nil (6.2):
+                // nothing to deliver.
+                if matches!(entry, Value::Nil) {
+                    continue;
+                }
+                if let Some(delivery) = self.delivery(COMMAND, entry, true)? {
+                    // More may wait: scan on at the next receive.
+                    self.next_reclaim = Instant::now();
+                    return Ok(Some(delivery));
+                }
+            }
+            if done {
+                self.next_reclaim = Instant::now() + self.reclaim_every();
+                return Ok(None);
+            }
+        }
+        // A long pending list: go on at the next receive rather than hold this one.
+        Ok(None)
+    }
+
+    /// One `XREADGROUP` for a new entry; `block` `None` asks without waiting.
+    fn read(&mut self, block: Option<Duration>) -> Result<Option<Delivery>, TransportError> {
+        const COMMAND: &str = "XREADGROUP";
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(1);
+        if let Some(block) = block {
+            // BLOCK 0 would wait forever: never less than 1 ms, rounded up.
+            let ms = block.as_micros().div_ceil(1000).max(1);
+            let ms = u64::try_from(ms).unwrap_or(u64::MAX);
+            self.fit_read_timeout(Duration::from_millis(ms))?;
+            cmd.arg("BLOCK").arg(ms);
+        }
+        cmd.arg("STREAMS").arg(&self.stream).arg(">");
+        let reply = self.query(COMMAND, &cmd)?;
+        // RESP2: [[stream, [entry]]]; RESP3: {stream: [entry]}; nil when nothing came.
+        let entries = match reply {
+            Value::Nil => return Ok(None),
+            Value::Array(streams) => match streams.into_iter().next() {
+                None => return Ok(None),
+                Some(Value::Array(mut pair)) if pair.len() == 2 => pair.swap_remove(1),
+                Some(other) => return Err(self.bad_reply(COMMAND, describe(&other))),
+            },
+            Value::Map(streams) => match streams.into_iter().next() {
+                None => return Ok(None),
+                Some((_, entries)) => entries,
+            },
+            other => return Err(self.bad_reply(COMMAND, describe(&other))),
+        };
+        let entries = array(entries).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
+        match entries.into_iter().next() {
+            None => Ok(None),
+            Some(entry) => match self.delivery(COMMAND, entry, false)? {
+                Some(delivery) => Ok(Some(delivery)),
+                None => Err(self.bad_reply(COMMAND, "an entry without fields")),
+            },
+        }
+    }
+
+    /// Raises the socket's read timeout when a `BLOCK` would outlast it.
+    fn fit_read_timeout(&mut self, block: Duration) -> Result<(), TransportError> {
+        let needed = block.saturating_add(REPLY_MARGIN);
+        if needed > self.read_timeout {
+            self.conn
+                .set_read_timeout(Some(needed))
+                .map_err(|e| self.failed_cmd("setting the read timeout", e))?;
+            self.read_timeout = needed;
+        }
+        Ok(())
+    }
+
+    /// A stream entry `[id, [field, value, …]]` as a delivery; `None` for an entry without
+    /// fields (deleted while pending).
+    fn delivery(
+        &self,
+        command: &str,
+        entry: Value,
+        reclaimed: bool,
+    ) -> Result<Option<Delivery>, TransportError> {
+        let (id, fields) = parse_entry(entry).map_err(|what| self.bad_reply(command, what))?;
+        let Some(fields) = fields else {
+            return Ok(None);
+        };
+        let mut body = None;
+        let mut attempt = 0;
+        for (field, value) in fields {
+            match field.as_slice() {
+                b"body" => body = Some(value),
+                b"attempt" => {
+                    attempt = std::str::from_utf8(&value)
+                        .ok()
+                        .and_then(|a| a.parse().ok())
+                        .ok_or_else(|| {
+                            self.bad_reply(
+                                command,
+                                format!("entry {id} has an attempt that is not a count"),
+                            )
+                        })?;
+                }
+                _ => {}
+            }
+        }
+        // Another producer may leave `attempt` out (0); without `body` there is no message.
+        let body =
+            body.ok_or_else(|| self.bad_reply(command, format!("entry {id} has no `body` field")))?;
+        Ok(Some(Delivery {
+            id,
+            body,
+            attempt,
+            reclaimed,
+        }))
+    }
+
+    fn entry_id<'a>(&self, id: &'a str) -> Result<&'a str, TransportError> {
+        let valid = id.split_once('-').is_some_and(|(ms, seq)| {
+            !ms.is_empty()
+                && !seq.is_empty()
+                && ms.bytes().all(|b| b.is_ascii_digit())
+                && seq.bytes().all(|b| b.is_ascii_digit())
+        });
+        if valid {
+            Ok(id)
+        } else {
+            Err(TransportError::new(
+                &self.name,
+                format!("`{id}` is not a stream entry id (<ms>-<seq>)"),
+            ))
+        }
+    }
+
+    fn failed_message(&self, entry: Value) -> Result<Option<FailedMessage>, TransportError> {
+        const COMMAND: &str = "XRANGE";
+        let (id, fields) = parse_entry(entry).map_err(|what| self.bad_reply(COMMAND, what))?;
+        let Some(fields) = fields else {
+            return Ok(None);
+        };
+        let bad = |field: &str| {
+            self.bad_reply(
+                COMMAND,
+                format!("failed entry {id} has a missing or bad `{field}` field"),
+            )
+        };
+        let (mut body, mut type_name, mut version, mut class, mut error) =
+            (None, None, None, None, None);
+        let (mut attempts, mut failed_at) = (None, None);
+        fn number<T: std::str::FromStr>(text: Option<String>) -> Option<T> {
+            text?.parse().ok()
+        }
+        for (field, value) in fields {
+            if field == b"body" {
+                body = Some(value);
+                continue;
+            }
+            let text = String::from_utf8(value).ok();
+            match field.as_slice() {
+                b"type" => type_name = Some(text.ok_or_else(|| bad("type"))?),
+                b"version" => version = Some(number(text).ok_or_else(|| bad("version"))?),
+                b"class" => class = Some(text.ok_or_else(|| bad("class"))?),
+                b"error" => error = Some(text.ok_or_else(|| bad("error"))?),
+                b"attempts" => attempts = Some(number(text).ok_or_else(|| bad("attempts"))?),
+                b"failed_at" => failed_at = Some(number(text).ok_or_else(|| bad("failed_at"))?),
+                _ => {}
+            }
+        }
+        Ok(Some(FailedMessage {
+            body: body.ok_or_else(|| bad("body"))?,
+            record: FailureRecord {
+                type_name,
+                version,
+                class: class.ok_or_else(|| bad("class"))?,
+                error: error.ok_or_else(|| bad("error"))?,
+                attempts: attempts.ok_or_else(|| bad("attempts"))?,
+                failed_at_ms: failed_at.ok_or_else(|| bad("failed_at"))?,
+            },
+            id,
+        }))
+    }
+
+    /// Reads a hash whose fields are `<type>\t<version>` and values integers.
+    fn stat_fields(&self, reply: Value) -> Result<Vec<(StatKey, u64)>, TransportError> {
+        const COMMAND: &str = "HGETALL";
+        let pairs = field_pairs(reply).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
+        pairs
+            .into_iter()
+            .map(|(field, value)| {
+                let key = std::str::from_utf8(&field)
+                    .ok()
+                    .and_then(|f| f.rsplit_once('\t'))
+                    .and_then(|(t, v)| Some((t.to_owned(), v.parse::<u32>().ok()?)));
+                let n = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|n| n.parse::<u64>().ok());
+                match (key, n) {
+                    (Some(key), Some(n)) => Ok((key, n)),
+                    _ => Err(self.bad_reply(
+                        COMMAND,
+                        format!(
+                            "a statistics field {:?} = {:?}",
+                            String::from_utf8_lossy(&field),
+                            String::from_utf8_lossy(&value)
+                        ),
+                    )),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Transport for RedisTransport {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn send(&mut self, body: &[u8]) -> Result<String, TransportError> {
+        let reply = self.query(
+            "XADD",
+            redis::cmd("XADD")
+                .arg(&self.stream)
+                .arg("*")
+                .arg("body")
+                .arg(body)
+                .arg("attempt")
+                .arg("0"),
+        )?;
+        text(&reply).ok_or_else(|| self.bad_reply("XADD", describe(&reply)))
+    }
+
+    fn receive(&mut self, timeout: Duration) -> Result<Option<Delivery>, TransportError> {
+        let deadline = later(Instant::now(), timeout);
+        loop {
+            if let Some(delivery) = self.housekeeping()? {
+                return Ok(Some(delivery));
+            }
+            if timeout.is_zero() {
+                return self.read(None);
+            }
+            // Wake for the next reclaim scan or due retry, if sooner than the deadline.
+            let mut wake = deadline.min(self.next_reclaim);
+            if let Some(due) = self.delayed_due {
+                wake = wake.min(due.max(self.next_delayed_check));
+            }
+            let now = Instant::now();
+            if let Some(delivery) = self.read(Some(wake.saturating_duration_since(now)))? {
+                return Ok(Some(delivery));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn ack(&mut self, delivery: &Delivery) -> Result<(), TransportError> {
+        // One round trip; deleting keeps XLEN the queue's length.
+        redis::pipe()
+            .cmd("XACK")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&delivery.id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&self.stream)
+            .arg(&delivery.id)
+            .ignore()
+            .exec(&mut self.conn)
+            .map_err(|e| self.failed_cmd("XACK + XDEL", e))
+    }
+
+    fn retry_later(
+        &mut self,
+        delivery: &Delivery,
+        delay: Duration,
+        attempt: u32,
+    ) -> Result<(), TransportError> {
+        // Rounded up: a delay, however short, never means at once.
+        let ms = u64::try_from(delay.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
+        let (ms_text, attempt_text) = (ms.to_string(), attempt.to_string());
+        eval(
+            &mut self.conn,
+            &mut self.shas,
+            &self.name,
+            Lua::Retry,
+            &[&self.stream, &self.delayed],
+            &[
+                self.group.as_bytes(),
+                delivery.id.as_bytes(),
+                ms_text.as_bytes(),
+                attempt_text.as_bytes(),
+                &delivery.body,
+            ],
+        )?;
+        if ms > 0 {
+            // Wake for it even if no other worker moves it first.
+            let due = later(Instant::now(), Duration::from_millis(ms));
+            self.delayed_due = Some(self.delayed_due.map_or(due, |d| d.min(due)));
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, delivery: &Delivery, record: &FailureRecord) -> Result<(), TransportError> {
+        let (attempts, failed_at) = (record.attempts.to_string(), record.failed_at_ms.to_string());
+        let version = record.version.map(|v| v.to_string());
+        let mut args: Vec<&[u8]> = vec![
+            self.group.as_bytes(),
+            delivery.id.as_bytes(),
+            b"body",
+            &delivery.body,
+            b"class",
+            record.class.as_bytes(),
+            b"error",
+            record.error.as_bytes(),
+            b"attempts",
+            attempts.as_bytes(),
+            b"failed_at",
+            failed_at.as_bytes(),
+        ];
+        // Unknown type or version: the field is left out.
+        if let Some(type_name) = &record.type_name {
+            args.extend([b"type".as_slice(), type_name.as_bytes()]);
+        }
+        if let Some(version) = &version {
+            args.extend([b"version".as_slice(), version.as_bytes()]);
+        }
+        eval(
+            &mut self.conn,
+            &mut self.shas,
+            &self.name,
+            Lua::Fail,
+            &[&self.stream, &self.failed],
+            &args,
+        )?;
+        Ok(())
+    }
+
+    fn failed(&mut self, limit: usize) -> Result<Vec<FailedMessage>, TransportError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let reply = self.query(
+            "XRANGE",
+            redis::cmd("XRANGE")
+                .arg(&self.failed)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(u64::try_from(limit).unwrap_or(u64::MAX)),
+        )?;
+        let entries = array(reply).map_err(|v| self.bad_reply("XRANGE", describe(&v)))?;
+        let mut messages = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if let Some(message) = self.failed_message(entry)? {
+                messages.push(message);
+            }
+        }
+        Ok(messages)
+    }
+
+    fn requeue_failed(&mut self, id: &str) -> Result<bool, TransportError> {
+        let id = self.entry_id(id)?;
+        let reply = eval(
+            &mut self.conn,
+            &mut self.shas,
+            &self.name,
+            Lua::Requeue,
+            &[&self.failed, &self.stream],
+            &[id.as_bytes()],
+        )?;
+        match int(&reply) {
+            Some(n) => Ok(n == 1),
+            None => Err(self.bad_reply("EVALSHA of the requeue script", describe(&reply))),
+        }
+    }
+
+    fn remove_failed(&mut self, id: &str) -> Result<bool, TransportError> {
+        let id = self.entry_id(id)?;
+        let reply = self.query("XDEL", redis::cmd("XDEL").arg(&self.failed).arg(id))?;
+        match int(&reply) {
+            Some(n) => Ok(n == 1),
+            None => Err(self.bad_reply("XDEL", describe(&reply))),
+        }
+    }
+
+    fn record_stats(&mut self, rows: &[StatRow]) -> Result<(), TransportError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut args = Vec::with_capacity(rows.len() * 3);
+        for row in rows {
+            let count = i64::try_from(row.count)
+                .map_err(|_| TransportError::new(&self.name, "a decode count past i64"))?;
+            args.push(format!("{}\t{}", row.type_name, row.version));
+            args.push(count.to_string());
+            args.push(row.last_seen_ms.to_string());
+        }
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        eval(
+            &mut self.conn,
+            &mut self.shas,
+            &self.name,
+            Lua::Stats,
+            &[&self.stats, &self.last_seen],
+            &args,
+        )?;
+        Ok(())
+    }
+
+    fn stats(&mut self) -> Result<Vec<StatRow>, TransportError> {
+        let reply: (Value, Value) = redis::pipe()
+            .cmd("HGETALL")
+            .arg(&self.stats)
+            .cmd("HGETALL")
+            .arg(&self.last_seen)
+            .query(&mut self.conn)
+            .map_err(|e| self.failed_cmd("HGETALL", e))?;
+        let counts = self.stat_fields(reply.0)?;
+        let seen: std::collections::HashMap<StatKey, u64> =
+            self.stat_fields(reply.1)?.into_iter().collect();
+        let mut rows: Vec<StatRow> = counts
+            .into_iter()
+            .map(|(key, count)| StatRow {
+                last_seen_ms: seen.get(&key).copied().unwrap_or(0),
+                type_name: key.0,
+                version: key.1,
+                count,
+            })
+            .collect();
+        rows.sort();
+        Ok(rows)
+    }
+
+    fn pending(&mut self) -> Result<u64, TransportError> {
+        let (waiting, delayed): (Value, Value) = redis::pipe()
+            .cmd("XLEN")
+            .arg(&self.stream)
+            .cmd("ZCARD")
+            .arg(&self.delayed)
+            .query(&mut self.conn)
+            .map_err(|e| self.failed_cmd("XLEN + ZCARD", e))?;
+        match (
+            int(&waiting).map(u64::try_from),
+            int(&delayed).map(u64::try_from),
+        ) {
+            (Some(Ok(w)), Some(Ok(d))) => Ok(w.saturating_add(d)),
+            _ => Err(self.bad_reply(
+                "XLEN + ZCARD",
+                format!("{} and {}", describe(&waiting), describe(&delayed)),
+            )),
+        }
+    }
+}
+
+/// The restart signal in a Redis key, shared by workers on every host.
+///
+/// `stop-workers` stores the server's time (from `TIME`, in milliseconds) in the key, and a
+/// worker takes its start time from the same clock, so no host's clock skew matters. The key
+/// is named explicitly (`upcaster:restart-requested-at` by default), never derived from a
+/// namespace that a deploy could change. A worker reads it every 100 ms at most, so the
+/// check costs no round trip per message.
+///
+/// ```no_run
+/// use upcaster::worker::{RedisSignal, RestartSignal};
+///
+/// let mut signal = RedisSignal::open_dsn("redis://127.0.0.1:6379?key=shop:restart-requested-at")?;
+/// let at = signal.request()?;
+/// assert_eq!(signal.requested_at()?, Some(at));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct RedisSignal {
+    conn: Connection,
+    name: String,
+    key: String,
+}
+
+impl fmt::Debug for RedisSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSignal")
+            .field("name", &self.name)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSignal {
+    /// The key used when the DSN names none.
+    pub const DEFAULT_KEY: &'static str = "upcaster:restart-requested-at";
+
+    /// Opens `redis://[user:password@]host[:port][/db][?key=<key>]`.
+    pub fn open_dsn(dsn: &str) -> Result<Self, TransportError> {
+        let name = without_password(dsn);
+        let key = dsn_parts(dsn, "key").1.unwrap_or(Self::DEFAULT_KEY);
+        if key.is_empty() {
+            return Err(TransportError::new(
+                &name,
+                "the restart key must not be empty",
+            ));
+        }
+        Ok(RedisSignal {
+            conn: connect(dsn, &name)?,
+            key: key.to_owned(),
+            name,
+        })
+    }
+
+    /// The key holding the time of the latest request.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn err(&self, command: &str, e: impl fmt::Display) -> TransportError {
+        TransportError::new(
+            format!("restart signal {}", self.name),
+            format!("{command} failed: {e}"),
+        )
+    }
+}
+
+impl RestartSignal for RedisSignal {
+    fn name(&self) -> String {
+        let dsn = self
+            .name
+            .split_once('?')
+            .map_or(self.name.as_str(), |(d, _)| d);
+        format!("key {} on {dsn}", self.key)
+    }
+
+    fn check_interval(&self) -> Duration {
+        SIGNAL_CHECK_EVERY
+    }
+
+    fn now(&mut self) -> Result<u64, TransportError> {
+        let reply = redis::cmd("TIME")
+            .query::<Value>(&mut self.conn)
+            .map_err(|e| self.err("TIME", e))?;
+        let parts = match &reply {
+            Value::Array(parts) if parts.len() == 2 => {
+                int(&parts[0]).zip(int(&parts[1])).and_then(|(s, us)| {
+                    let s = u64::try_from(s).ok()?;
+                    let us = u64::try_from(us).ok()?;
+                    s.checked_mul(1000)?.checked_add(us / 1000)
+                })
+            }
+            _ => None,
+        };
+        parts.ok_or_else(|| self.err("TIME", format!("an unexpected reply: {}", describe(&reply))))
+    }
+
+    fn request(&mut self) -> Result<u64, TransportError> {
+        let at = self.now()?;
+        redis::cmd("SET")
+            .arg(&self.key)
+            .arg(at)
+            .exec(&mut self.conn)
+            .map_err(|e| self.err("SET", e))?;
+        Ok(at)
+    }
+
+    fn requested_at(&mut self) -> Result<Option<u64>, TransportError> {
+        let reply = redis::cmd("GET")
+            .arg(&self.key)
+            .query::<Value>(&mut self.conn)
+            .map_err(|e| self.err("GET", e))?;
+        match reply {
+            Value::Nil => Ok(None),
+            other => match int(&other).and_then(|n| u64::try_from(n).ok()) {
+                Some(at) => Ok(Some(at)),
+                None => Err(self.err(
+                    "GET",
+                    format!(
+                        "key {} holds no time in milliseconds: {}",
+                        self.key,
+                        describe(&other)
+                    ),
+                )),
+            },
+        }
+    }
+}
+
+/// Runs a script by its hash, loading it first if this connection has not, or if the server
+/// lost it (a restart, `SCRIPT FLUSH`).
+fn eval(
+    conn: &mut Connection,
+    shas: &mut [Option<String>; Lua::COUNT],
+    name: &str,
+    lua: Lua,
+    keys: &[&str],
+    args: &[&[u8]],
+) -> Result<Value, TransportError> {
+    let what = lua.name();
+    let failed = |command: &str, e: &dyn fmt::Display| {
+        TransportError::new(name, format!("{command} of {what} failed: {e}"))
+    };
+    for _ in 0..2 {
+        let sha = match &shas[lua as usize] {
+            Some(sha) => sha.clone(),
+            None => {
+                let reply = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(lua.text())
+                    .query::<Value>(conn)
+                    .map_err(|e| failed("SCRIPT LOAD", &e))?;
+                let sha = text(&reply).ok_or_else(|| {
+                    failed(
+                        "SCRIPT LOAD",
+                        &format!("an unexpected reply {}", describe(&reply)),
+                    )
+                })?;
+                shas[lua as usize] = Some(sha.clone());
+                sha
+            }
+        };
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&sha).arg(keys.len()).arg(keys);
+        for arg in args {
+            cmd.arg(*arg);
+        }
+        match cmd.query::<Value>(conn) {
+            Ok(v) => return Ok(v),
+            Err(e) if e.code() == Some("NOSCRIPT") => shas[lua as usize] = None,
+            Err(e) => return Err(failed("EVALSHA", &e)),
+        }
+    }
+    Err(failed(
+        "EVALSHA",
+        &"the server forgot the script right after loading it",
+    ))
+}
+
+/// `at + wait`, or a year on where that would overflow (a wait of `Duration::MAX`).
+fn later(at: Instant, wait: Duration) -> Instant {
+    at.checked_add(wait)
+        .or_else(|| at.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(at)
+}
+
+/// Connects with a bounded wait, and bounds every reply too.
+fn connect(dsn: &str, name: &str) -> Result<Connection, TransportError> {
+    let client = redis::Client::open(dsn)
+        .map_err(|e| TransportError::new(name, format!("not a Redis DSN: {e}")))?;
+    let conn = client
+        .get_connection_with_timeout(CONNECT_TIMEOUT)
+        .map_err(|e| TransportError::new(name, format!("connecting failed: {e}")))?;
+    conn.set_read_timeout(Some(REPLY_MARGIN))
+        .and_then(|()| conn.set_write_timeout(Some(REPLY_MARGIN)))
+        .map_err(|e| TransportError::new(name, format!("setting socket timeouts failed: {e}")))?;
+    Ok(conn)
+}
+
+/// The DSN with its password left out: `redis://user:secret@host` → `redis://user@host`.
+fn without_password(dsn: &str) -> String {
+    let Some((scheme, rest)) = dsn.split_once("://") else {
+        return dsn.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return dsn.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some(("", _)) => format!("{scheme}://{host}{tail}"),
+        Some((user, _)) => format!("{scheme}://{user}@{host}{tail}"),
+        None => dsn.to_owned(),
+    }
+}
+
+/// A reply's text, for ids and hashes.
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// A reply's integer, whether sent as one or as text.
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(n) => Some(*n),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A reply's bytes, taken without a copy.
+fn into_bytes(v: Value) -> Result<Vec<u8>, Value> {
+    match v {
+        Value::BulkString(b) => Ok(b),
+        Value::SimpleString(s) => Ok(s.into_bytes()),
+        Value::VerbatimString { text, .. } => Ok(text.into_bytes()),
+        Value::Int(n) => Ok(n.to_string().into_bytes()),
+        other => Err(other),
+    }
+}
+
+/// An array reply (nil is empty).
+fn array(v: Value) -> Result<Vec<Value>, Value> {
+    match v {
+        Value::Array(items) | Value::Set(items) => Ok(items),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(other),
+    }
+}
+
+/// Field–value pairs, from a flat array (RESP2) or a map (RESP3).
+fn field_pairs(v: Value) -> Result<Fields, Value> {
+    let pairs: Vec<(Value, Value)> = match v {
+        Value::Map(pairs) => pairs,
+        Value::Array(flat) => {
+            if flat.len() % 2 != 0 {
+                return Err(Value::Array(flat));
+            }
+            let mut it = flat.into_iter();
+            let mut pairs = Vec::with_capacity(it.len() / 2);
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                pairs.push((k, v));
+            }
+            pairs
+        }
+        Value::Nil => Vec::new(),
+        other => return Err(other),
+    };
+    pairs
+        .into_iter()
+        .map(|(k, v)| Ok((into_bytes(k)?, into_bytes(v)?)))
+        .collect()
+}
+
+/// A stream entry's fields and values, in order.
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+/// A statistics field: type name and version.
+type StatKey = (String, u32);
+
+/// A stream entry `[id, fields]`; the fields are `None` when the entry was deleted.
+fn parse_entry(entry: Value) -> Result<(String, Option<Fields>), String> {
+    let mut parts = match entry {
+        Value::Array(parts) if parts.len() == 2 => parts,
+        other => return Err(format!("a stream entry {}", describe(&other))),
+    };
+    let fields = parts.pop().unwrap_or(Value::Nil);
+    let id = parts
+        .pop()
+        .as_ref()
+        .and_then(text)
+        .ok_or_else(|| "a stream entry without an id".to_owned())?;
+    if matches!(fields, Value::Nil) {
+        return Ok((id, None));
+    }
+    let fields =
+        field_pairs(fields).map_err(|v| format!("entry {id} has fields {}", describe(&v)))?;
+    Ok((id, Some(fields)))
+}
+
+/// A reply, shortened for an error message.
+fn describe(v: &Value) -> String {
+    let mut text = format!("{v:?}");
+    if text.len() > 200 {
+        let mut end = 200;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_is_left_out_of_the_name() {
+        assert_eq!(
+            without_password("redis://user:secret@h:6379/2?stream=s"),
+            "redis://user@h:6379/2?stream=s"
+        );
+        assert_eq!(without_password("redis://:secret@h/0"), "redis://h/0");
+        assert_eq!(
+            without_password("redis://h:6379?group=g"),
+            "redis://h:6379?group=g"
+        );
+        assert_eq!(without_password("redis://user@h"), "redis://user@h");
+        assert_eq!(
+            without_password("redis://:p@ss@h?key=a@b"),
+            "redis://h?key=a@b"
+        );
+    }
+
+    #[test]
+    fn entries_read_in_both_protocols_and_deleted_ones_have_no_fields() {
+        let bulk = |s: &[u8]| Value::BulkString(s.to_vec());
+        let resp2 = Value::Array(vec![
+            bulk(b"1-0"),
+            Value::Array(vec![
+                bulk(b"body"),
+                bulk(b"\0\xff"),
+                bulk(b"attempt"),
+                bulk(b"2"),
+            ]),
+        ]);
+        let (id, fields) = parse_entry(resp2).unwrap();
+        assert_eq!(id, "1-0");
+        assert_eq!(
+            fields.unwrap(),
+            vec![
+                (b"body".to_vec(), b"\0\xff".to_vec()),
+                (b"attempt".to_vec(), b"2".to_vec())
+            ]
+        );
+        let resp3 = Value::Array(vec![
+            bulk(b"2-0"),
+            Value::Map(vec![(bulk(b"body"), bulk(b"x"))]),
+        ]);
+        assert_eq!(parse_entry(resp3).unwrap().1.unwrap().len(), 1);
+        assert_eq!(
+            parse_entry(Value::Array(vec![bulk(b"3-0"), Value::Nil])).unwrap(),
+            ("3-0".to_owned(), None)
+        );
+        assert!(parse_entry(Value::Int(1)).is_err());
+        assert!(parse_entry(Value::Array(vec![
+            bulk(b"4-0"),
+            Value::Array(vec![bulk(b"odd")])
+        ]))
+        .is_err());
+    }
+}
