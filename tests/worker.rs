@@ -603,3 +603,185 @@ fn several_transports_are_drained_first_first_and_count_their_own_statistics() {
     let mut high = SqliteTransport::open(s.0.join("queue.db"), "high").unwrap();
     assert_eq!((count(&mut high), count(&mut s.queue())), (2, 1));
 }
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, upcaster::Message)]
+#[message(name = "Thumbnail", version = 2)]
+struct Thumbnail {
+    size: u32,
+}
+
+#[test]
+fn a_panicking_upcaster_fails_the_message_and_the_worker_goes_on() {
+    let s = Scratch::new("upcast-panic");
+    let registry = Registry::builder()
+        .register::<Thumbnail>()
+        .upcaster::<Thumbnail>(upcaster::Upcaster::new(1, 2, |_| {
+            panic!("this step was never meant to see that")
+        }))
+        .build()
+        .unwrap();
+    let mut q = s.queue();
+    let old = br#"{"type":"Thumbnail","version":1,"payload":{"size":1}}"#;
+    q.send(old).unwrap();
+    q.send(br#"{"type":"Thumbnail","version":2,"payload":{"size":2}}"#)
+        .unwrap();
+    let handlers = Handlers::new(&registry)
+        .on(|_: Decoded<Thumbnail>| Ok::<(), std::io::Error>(()))
+        .unwrap();
+    let report = Worker::new(handlers)
+        .transport(Box::new(q))
+        .retry(quick_retries())
+        .limits(until_empty())
+        .run();
+    assert_eq!((report.failed, report.handled), (1, 1));
+    let failed = s.queue().failed(10).unwrap();
+    assert_eq!(failed[0].body, old);
+    assert_eq!(failed[0].record.class, "decode-panicked");
+    assert!(
+        failed[0].record.error.contains("never meant"),
+        "{}",
+        failed[0].record.error
+    );
+}
+
+#[test]
+fn a_message_that_keeps_killing_its_workers_is_failed_without_running_the_handler() {
+    let s = Scratch::new("poison");
+    let registry = today();
+    let mut q = s.queue();
+    let bytes = send(&mut q, &registry, 1);
+    drop(q);
+    // Three workers took it and died (reclaim at once, for the test).
+    for _ in 0..3 {
+        let mut q = s.queue().reclaim_after(Duration::ZERO);
+        assert!(q.receive(Duration::from_secs(5)).unwrap().is_some());
+    }
+    let called = Cell::new(false);
+    let handlers = Handlers::new(&registry)
+        .on(|_: Decoded<AddPonkaToImage>| {
+            called.set(true);
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap();
+    let report = Worker::new(handlers)
+        .transport(Box::new(s.queue().reclaim_after(Duration::ZERO)))
+        .retry(quick_retries()) // max_retries 2: a fourth delivery is one too many
+        .limits(until_empty())
+        .run();
+    assert!(!called.get());
+    assert_eq!(report.failed, 1);
+    let failed = s.queue().failed(10).unwrap();
+    assert_eq!(failed[0].body, bytes);
+    assert_eq!(failed[0].record.class, "abandoned");
+    assert_eq!(
+        failed[0].record.type_name.as_deref(),
+        Some("AddPonkaToImage")
+    );
+}
+
+#[test]
+fn only_the_consumer_holding_a_message_settles_it() {
+    let s = Scratch::new("lease");
+    let registry = today();
+    let mut slow = s.queue();
+    send(&mut slow, &registry, 1);
+    let late = slow.receive(Duration::from_secs(5)).unwrap().unwrap();
+    // The slow consumer's time ran out; another took the message over.
+    let mut other = s.queue().reclaim_after(Duration::ZERO);
+    let taken = other.receive(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(taken.deliveries, 2);
+    let record = upcaster::worker::FailureRecord {
+        type_name: None,
+        version: None,
+        class: "handler".into(),
+        error: "too late".into(),
+        attempts: 1,
+        failed_at_ms: 0,
+    };
+    slow.ack(&late).unwrap();
+    slow.fail(&late, &record).unwrap();
+    slow.retry_later(&late, Duration::ZERO, 1).unwrap();
+    assert_eq!(
+        s.queue().pending().unwrap(),
+        1,
+        "still the other consumer's"
+    );
+    assert!(s.queue().failed(10).unwrap().is_empty());
+    other.ack(&taken).unwrap();
+    assert_eq!(s.queue().pending().unwrap(), 0);
+}
+
+#[test]
+fn rows_written_by_other_producers_are_read_not_stuck() {
+    let s = Scratch::new("foreign");
+    let registry = today();
+    drop(s.queue()); // creates the schema
+    let conn = rusqlite::Connection::open(s.0.join("queue.db")).unwrap();
+    // A producer in another language stored its JSON as TEXT and a wild attempt count.
+    conn.execute(
+        "INSERT INTO upcaster_messages (queue, body, attempt, available_at) VALUES ('async', ?1, -5, 0)",
+        [r#"{"type":"AddPonkaToImage","version":1,"payload":{"imagePostId":4}}"#],
+    )
+    .unwrap();
+    let seen = Cell::new(0);
+    let handlers = Handlers::new(&registry)
+        .on(|m: Decoded<AddPonkaToImage>| {
+            seen.set(m.message.image_post);
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap();
+    let report = Worker::new(handlers)
+        .transport(Box::new(s.queue()))
+        .limits(until_empty())
+        .run();
+    assert_eq!((report.handled, seen.get()), (1, 4));
+}
+
+#[test]
+fn an_unreadable_restart_signal_is_a_warning_not_a_crash_loop() {
+    let s = Scratch::new("bad-signal");
+    let registry = today();
+    let path = s.0.join("restart-requested-at");
+    std::fs::write(&path, "").unwrap(); // `touch`ed, or cut short
+    let mut q = s.queue();
+    send(&mut q, &registry, 1);
+    send(&mut q, &registry, 2);
+    let warnings = std::cell::RefCell::new(Vec::new());
+    let handlers = Handlers::new(&registry)
+        .on(|_: Decoded<AddPonkaToImage>| Ok::<(), std::io::Error>(()))
+        .unwrap();
+    let report = Worker::new(handlers)
+        .transport(Box::new(q))
+        .restart_signal(Box::new(FileSignal::new(&path)))
+        .limits(until_empty())
+        .on_event(|e| {
+            if let upcaster::worker::Event::Warning { problem } = e {
+                warnings.borrow_mut().push(problem.to_string());
+            }
+        })
+        .run();
+    assert_eq!((report.reason, report.handled), (StopReason::Empty, 2));
+    let warnings = warnings.borrow();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "warned once, not per message: {warnings:?}"
+    );
+    assert!(
+        warnings[0].contains("restart-requested-at"),
+        "{}",
+        warnings[0]
+    );
+}
+
+#[test]
+fn an_endless_retry_delay_is_far_away_not_immediate() {
+    let s = Scratch::new("max-delay");
+    let registry = today();
+    let mut q = s.queue();
+    send(&mut q, &registry, 1);
+    let d = q.receive(Duration::from_secs(5)).unwrap().unwrap();
+    q.retry_later(&d, Duration::MAX, 1).unwrap();
+    assert_eq!(q.receive(Duration::ZERO).unwrap(), None);
+    assert_eq!(q.pending().unwrap(), 1);
+}

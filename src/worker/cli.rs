@@ -65,16 +65,16 @@ pub struct ConsumeArgs {
     /// Transports to consume, by name, first first (default: all of them).
     pub transports: Vec<String>,
     /// Stop after this many messages.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
     /// Stop after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub time_limit: Option<u64>,
     /// Stop once the resident set exceeds this size (for example 128M or 1G).
     #[arg(long, value_name = "SIZE", value_parser = memory_limit)]
     pub memory_limit: Option<u64>,
     /// Stop after this many failed attempts in a row.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub failure_limit: Option<u32>,
     /// Stop when every transport is empty.
     #[arg(long)]
@@ -243,7 +243,22 @@ impl<'r> Console<'r> {
         transport.map(|t| vec![t.to_owned()]).unwrap_or_default()
     }
 
+    /// Ids are per transport (SQLite numbers each file's from 1), so acting on ids needs
+    /// the transport named when there are several.
+    fn one_for_ids(&self, transport: Option<&str>) -> Result<Vec<String>, String> {
+        match (transport, self.transports.as_slice()) {
+            (Some(t), _) => Ok(vec![t.to_owned()]),
+            (None, [_] | []) => Ok(Vec::new()),
+            (None, _) => {
+                Err("several transports are configured: name one with --transport".to_owned())
+            }
+        }
+    }
+
     fn consume(self, args: ConsumeArgs) -> Result<ExitCode, String> {
+        if args.memory_limit.is_some() && super::resident_set_size().is_none() {
+            return Err("--memory-limit needs /proc/self/status, which only Linux has".to_owned());
+        }
         let transports = self.open(&args.transports)?;
         let names: Vec<String> = transports.iter().map(|(n, _)| n.clone()).collect();
         let limits = Limits {
@@ -270,7 +285,7 @@ impl<'r> Console<'r> {
             .retry(self.retry)
             .poll_interval(self.poll)
             .on_event(move |event| {
-                if verbose {
+                if verbose || matches!(event, super::Event::Warning { .. }) {
                     eprintln!("{event}");
                 }
             })
@@ -375,7 +390,12 @@ impl<'r> Console<'r> {
         }
         let (mut sent, mut kept) = (0, 0);
         let mut missing: Vec<&String> = ids.iter().collect();
-        for (name, mut t) in self.open(&self.only(transport))? {
+        let chosen = if all {
+            self.only(transport)
+        } else {
+            self.one_for_ids(transport)?
+        };
+        for (name, mut t) in self.open(&chosen)? {
             for m in list(&mut *t, usize::MAX)? {
                 if !all && !ids.contains(&m.id) {
                     continue;
@@ -408,7 +428,7 @@ impl<'r> Console<'r> {
 
     fn failed_remove(self, ids: &[String], transport: Option<&str>) -> Result<ExitCode, String> {
         let mut missing: Vec<&String> = ids.iter().collect();
-        for (name, mut t) in self.open(&self.only(transport))? {
+        for (name, mut t) in self.open(&self.one_for_ids(transport)?)? {
             for id in ids {
                 if t.remove_failed(id).map_err(|e| e.to_string())? {
                     missing.retain(|m| *m != id);

@@ -114,7 +114,7 @@ impl<'r> Handlers<'r> {
             let version = m.header.version;
             let result = match catch_unwind(AssertUnwindSafe(|| handler(m))) {
                 Ok(result) => result.map_err(Into::into),
-                Err(panic) => Err(panic_message(&panic).into()),
+                Err(panic) => Err(format!("handler panicked: {}", panic_message(&*panic)).into()),
             };
             Handled {
                 type_name: T::NAME,
@@ -140,13 +140,12 @@ impl<'r> Handlers<'r> {
     }
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    let text = panic
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a panic without a message");
-    format!("handler panicked: {text}")
+        .unwrap_or("a panic without a message")
 }
 
 /// When a worker stops. Each is checked between messages only.
@@ -209,7 +208,9 @@ impl RetryPolicy {
         let base = self.backoff(attempt).as_secs_f64();
         let spread = self.jitter.clamp(0.0, 1.0);
         let factor = 1.0 + spread * (fastrand::f64() * 2.0 - 1.0);
-        Duration::try_from_secs_f64(base * factor).unwrap_or(self.max_delay)
+        Duration::try_from_secs_f64(base * factor)
+            .unwrap_or(self.max_delay)
+            .min(self.max_delay)
     }
 }
 
@@ -339,6 +340,12 @@ pub enum Event<'a> {
         /// The error that names the versions.
         error: &'a str,
     },
+    /// Something the worker works around but an operator should see, such as an
+    /// unreadable restart signal.
+    Warning {
+        /// What is wrong.
+        problem: &'a str,
+    },
     /// A message went to the failure transport.
     Failed {
         /// The transport.
@@ -384,6 +391,7 @@ impl fmt::Display for Event<'_> {
                 "requeued message {} on {transport} for a newer worker: {error}",
                 delivery.id
             ),
+            Event::Warning { problem } => write!(f, "warning: {problem}"),
             Event::Failed {
                 transport,
                 delivery,
@@ -463,8 +471,9 @@ impl<'r> Worker<'r> {
         self
     }
 
-    /// Makes SIGTERM and SIGINT stop the worker after its current message. A second SIGINT
-    /// (Ctrl-C twice) ends the process at once.
+    /// Makes SIGTERM and SIGINT stop the worker after its current message. A SIGINT after a
+    /// first stop signal (Ctrl-C twice) ends the process at once. Call it after
+    /// [`Worker::stop_flag`], which would replace the flag the signals set.
     pub fn stop_on_signals(self) -> std::io::Result<Self> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         use signal_hook::flag;
@@ -478,11 +487,12 @@ impl<'r> Worker<'r> {
     /// The longest single wait for a message (one second by default). Stop conditions are
     /// checked at least this often while the queue is empty.
     pub fn poll_interval(mut self, poll: Duration) -> Self {
-        self.poll = poll.max(Duration::from_millis(1));
+        self.poll = poll.clamp(Duration::from_millis(1), Duration::from_secs(3600));
         self
     }
 
-    /// Calls `log` for every message settled (handled, retried, requeued, failed).
+    /// Calls `log` for every message settled (handled, retried, requeued, failed) and every
+    /// warning.
     pub fn on_event(mut self, log: impl FnMut(&Event<'_>) + 'r) -> Self {
         self.log = Some(Box::new(log));
         self
@@ -508,6 +518,7 @@ impl<'r> Worker<'r> {
             last_flush: Instant::now(),
             last_memory_check: None,
             last_restart_check: None,
+            signal_trouble: None,
         };
         let reason = match self.start_time() {
             Ok(started_ms) => self.drain(&mut run, started, started_ms),
@@ -624,8 +635,16 @@ impl<'r> Worker<'r> {
                     Ok(Some(at_ms)) if at_ms > started_ms => {
                         return Some(StopReason::RestartRequested { at_ms })
                     }
-                    Ok(_) => {}
-                    Err(e) => return Some(StopReason::TransportFailed(e.to_string())),
+                    Ok(_) => run.signal_trouble = None,
+                    // An unreadable store must not crash-loop every worker: warn (once per
+                    // distinct problem) and go on as if nothing was requested.
+                    Err(e) => {
+                        let problem = e.to_string();
+                        if run.signal_trouble.as_deref() != Some(problem.as_str()) {
+                            emit(&mut self.log, &Event::Warning { problem: &problem });
+                            run.signal_trouble = Some(problem);
+                        }
+                    }
                 }
             }
         }
@@ -666,9 +685,47 @@ impl<'r> Worker<'r> {
         delivery: &Delivery,
     ) -> Result<(), TransportError> {
         run.report.received += 1;
-        match self.handlers.dispatcher.dispatch(&delivery.body) {
+        // Taken before, and never settled: each time a worker died with it. Handing it out
+        // again would only kill the next one.
+        if delivery.deliveries > self.retry.max_retries.saturating_add(1) {
+            let header = self.handlers.registry.peek(&delivery.body).ok();
+            let failure = Failure {
+                type_name: header.as_ref().map(|h| h.type_name.to_string()),
+                version: header.as_ref().map(|h| h.version),
+                class: "abandoned",
+                error: format!(
+                    "delivered {} times without being settled: each worker that took it stopped while handling it",
+                    delivery.deliveries
+                ),
+                retryable: false,
+            };
+            return self.failure(run, i, delivery, failure);
+        }
+        // A panic in an upcaster or a `Deserialize` impl is a failed message, not a dead
+        // worker (handler panics are caught closer, as retryable attempts).
+        let dispatched = catch_unwind(AssertUnwindSafe(|| {
+            self.handlers.dispatcher.dispatch(&delivery.body)
+        }));
+        let dispatched = match dispatched {
+            Ok(dispatched) => dispatched,
+            Err(panic) => {
+                let header = self.handlers.registry.peek(&delivery.body).ok();
+                let failure = Failure {
+                    type_name: header.as_ref().map(|h| h.type_name.to_string()),
+                    version: header.as_ref().map(|h| h.version),
+                    class: "decode-panicked",
+                    error: format!("decoding panicked: {}", panic_message(&*panic)),
+                    retryable: false,
+                };
+                return self.failure(run, i, delivery, failure);
+            }
+        };
+        match dispatched {
             Ok(handled) => {
-                run.count(i, handled.type_name, handled.version);
+                // Once per message: its first delivery, not its retries or redeliveries.
+                if delivery.attempt == 0 && delivery.deliveries <= 1 {
+                    run.count(i, handled.type_name, handled.version);
+                }
                 match handled.result {
                     Ok(()) => {
                         self.transports[i].ack(delivery)?;
@@ -739,10 +796,10 @@ impl<'r> Worker<'r> {
         delivery: &Delivery,
         failure: Failure,
     ) -> Result<(), TransportError> {
-        run.consecutive_failures += 1;
+        run.consecutive_failures = run.consecutive_failures.saturating_add(1);
         if failure.retryable && delivery.attempt < self.retry.max_retries {
             let delay = self.retry.delay_for(delivery.attempt);
-            self.transports[i].retry_later(delivery, delay, delivery.attempt + 1)?;
+            self.transports[i].retry_later(delivery, delay, delivery.attempt.saturating_add(1))?;
             run.report.retried += 1;
             emit(
                 &mut self.log,
@@ -760,7 +817,7 @@ impl<'r> Worker<'r> {
             version: failure.version,
             class: failure.class.to_owned(),
             error: failure.error,
-            attempts: delivery.attempt + 1,
+            attempts: delivery.attempt.saturating_add(1),
             failed_at_ms: transport::now_ms(),
         };
         self.transports[i].fail(delivery, &record)?;
@@ -824,6 +881,8 @@ struct Run {
     last_flush: Instant,
     last_memory_check: Option<Instant>,
     last_restart_check: Option<Instant>,
+    /// The restart signal's last read problem, warned about once.
+    signal_trouble: Option<String>,
 }
 
 impl Run {

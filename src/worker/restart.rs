@@ -23,8 +23,8 @@ pub trait RestartSignal: Send {
     /// The latest request, if any.
     fn requested_at(&mut self) -> Result<Option<u64>, TransportError>;
     /// How often a worker reads the signal, at most: zero (the default) reads it before
-    /// every message, as a local file allows. A store a round trip away may read it less
-    /// often, so that the check does not cost a round trip per message.
+    /// every message, as a local file allows. A store a round trip away should return more
+    /// (the Redis signal: 100 ms), or every message pays a round trip for it.
     fn check_interval(&self) -> Duration {
         Duration::ZERO
     }
@@ -64,7 +64,13 @@ impl RestartSignal for FileSignal {
         let tmp = self
             .path
             .with_extension(format!("tmp{}", std::process::id()));
-        fs::write(&tmp, at.to_string()).map_err(|e| self.error(e))?;
+        let written = fs::File::create(&tmp).and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(at.to_string().as_bytes())?;
+            // On disk before the rename, so a crash cannot leave an empty signal behind.
+            f.sync_all()
+        });
+        written.map_err(|e| self.error(e))?;
         fs::rename(&tmp, &self.path).map_err(|e| self.error(e))?;
         Ok(at)
     }

@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS upcaster_messages (
     attempt INTEGER NOT NULL DEFAULT 0,
     available_at INTEGER NOT NULL,
     taken_at INTEGER,
-    taken_by TEXT
+    taken_by TEXT,
+    deliveries INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS upcaster_messages_next
     ON upcaster_messages (queue, available_at, id);
@@ -45,7 +46,30 @@ CREATE TABLE IF NOT EXISTS upcaster_stats (
 );
 ";
 
-/// A queue in an SQLite file, shared by any number of worker processes on one host.
+/// The longest wait for another process's write lock when settling a message.
+const SETTLE_BUSY: Duration = Duration::from_secs(10);
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn now_ms_i64() -> i64 {
+    i64::try_from(now_ms()).unwrap_or(i64::MAX)
+}
+
+fn clamp_u32(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+/// A queue in an SQLite file, shared by any number of worker processes on one host (not
+/// over a network file system, where SQLite's locks do not hold).
 ///
 /// ```
 /// use std::time::Duration;
@@ -66,6 +90,7 @@ pub struct SqliteTransport {
     queue: String,
     consumer: String,
     reclaim_after: Duration,
+    busy_timeout: Duration,
 }
 
 impl SqliteTransport {
@@ -79,8 +104,7 @@ impl SqliteTransport {
         }
         let conn = Connection::open(path).map_err(|e| err(&e))?;
         // Several worker processes share the file: wait for the writer rather than fail.
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(|e| err(&e))?;
+        conn.busy_timeout(SETTLE_BUSY).map_err(|e| err(&e))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| err(&e))?;
         // With WAL, NORMAL loses nothing when a process crashes (only on power loss).
@@ -93,6 +117,7 @@ impl SqliteTransport {
             queue: queue.to_owned(),
             consumer: super::consumer_name(),
             reclaim_after: Duration::from_secs(300),
+            busy_timeout: SETTLE_BUSY,
         })
     }
 
@@ -104,12 +129,11 @@ impl SqliteTransport {
         }
         let mut transport = SqliteTransport::open(path, named.unwrap_or(queue))?;
         if let (_, Some(secs)) = dsn_parts(dsn, "reclaim_after") {
-            let secs: f64 = secs
+            transport.reclaim_after = secs
                 .parse()
                 .ok()
-                .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                .and_then(|s: f64| Duration::try_from_secs_f64(s).ok())
                 .ok_or_else(|| TransportError::new(dsn, "reclaim_after is not seconds"))?;
-            transport.reclaim_after = Duration::from_secs_f64(secs);
         }
         Ok(transport)
     }
@@ -124,46 +148,74 @@ impl SqliteTransport {
         TransportError::new(&self.name, e)
     }
 
-    fn take(&mut self) -> Result<Option<Delivery>, TransportError> {
-        let now = now_ms() as i64;
-        let stale = now.saturating_sub(self.reclaim_after.as_millis() as i64);
-        let tx = self
+    fn take(&mut self, wait: Duration) -> Result<Option<Delivery>, TransportError> {
+        let now = now_ms_i64();
+        let stale = now.saturating_sub(millis(self.reclaim_after));
+        // Waiting for another process's write lock counts against the receive's timeout.
+        self.busy(wait.clamp(Duration::from_millis(1), SETTLE_BUSY))?;
+        let tx = match self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| TransportError::new(&self.name, e))?;
+        {
+            Ok(tx) => tx,
+            Err(e) if is_busy(&e) => return Ok(None),
+            Err(e) => return Err(TransportError::new(&self.name, e)),
+        };
+        // A body stored as text by another producer is read as its bytes, and an attempt
+        // out of range is clamped: a row no worker can read would stall the queue.
         let row = tx
             .query_row(
-                "SELECT id, body, attempt, taken_at IS NOT NULL FROM upcaster_messages
+                "SELECT id, CAST(body AS BLOB), attempt, taken_at IS NOT NULL, deliveries
+                 FROM upcaster_messages
                  WHERE queue = ?1 AND available_at <= ?2 AND (taken_at IS NULL OR taken_at <= ?3)
                  ORDER BY available_at, id LIMIT 1",
                 params![self.queue, now, stale],
                 |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, u32>(2)?,
+                        r.get::<_, Option<Vec<u8>>>(1)?.unwrap_or_default(),
+                        clamp_u32(r.get::<_, Option<i64>>(2)?.unwrap_or(0)),
                         r.get::<_, bool>(3)?,
+                        clamp_u32(r.get::<_, Option<i64>>(4)?.unwrap_or(0)),
                     ))
                 },
             )
-            .optional()
-            .map_err(|e| TransportError::new(&self.name, e))?;
-        let Some((id, body, attempt, reclaimed)) = row else {
+            .optional();
+        let row = match row {
+            Ok(row) => row,
+            Err(e) if is_busy(&e) => return Ok(None),
+            Err(e) => return Err(TransportError::new(&self.name, e)),
+        };
+        let Some((id, body, attempt, reclaimed, deliveries)) = row else {
             return Ok(None);
         };
+        let deliveries = deliveries.saturating_add(1);
         tx.execute(
-            "UPDATE upcaster_messages SET taken_at = ?1, taken_by = ?2 WHERE id = ?3",
-            params![now, self.consumer, id],
+            "UPDATE upcaster_messages SET taken_at = ?1, taken_by = ?2, deliveries = ?3
+             WHERE id = ?4",
+            params![now, self.consumer, deliveries, id],
         )
         .map_err(|e| TransportError::new(&self.name, e))?;
         tx.commit()
             .map_err(|e| TransportError::new(&self.name, e))?;
+        self.busy(SETTLE_BUSY)?;
         Ok(Some(Delivery {
             id: id.to_string(),
             body,
             attempt,
             reclaimed,
+            deliveries,
         }))
+    }
+
+    fn busy(&mut self, wait: Duration) -> Result<(), TransportError> {
+        if self.busy_timeout != wait {
+            self.conn
+                .busy_timeout(wait)
+                .map_err(|e| TransportError::new(&self.name, e))?;
+            self.busy_timeout = wait;
+        }
+        Ok(())
     }
 
     fn row_id(&self, id: &str) -> Result<i64, TransportError> {
@@ -182,7 +234,7 @@ impl Transport for SqliteTransport {
             .execute(
                 "INSERT INTO upcaster_messages (queue, body, attempt, available_at)
                  VALUES (?1, ?2, 0, ?3)",
-                params![self.queue, body, now_ms() as i64],
+                params![self.queue, body, now_ms_i64()],
             )
             .map_err(|e| self.err(e))?;
         Ok(self.conn.last_insert_rowid().to_string())
@@ -193,7 +245,10 @@ impl Transport for SqliteTransport {
         let deadline = Instant::now().checked_add(timeout);
         let mut pause = Duration::from_millis(5);
         loop {
-            if let Some(delivery) = self.take()? {
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            if let Some(delivery) = self.take(left)? {
                 return Ok(Some(delivery));
             }
             let left = deadline.map_or(Duration::MAX, |d| {
@@ -209,8 +264,12 @@ impl Transport for SqliteTransport {
 
     fn ack(&mut self, delivery: &Delivery) -> Result<(), TransportError> {
         let id = self.row_id(&delivery.id)?;
+        // Only while it is ours: a message reclaimed by another consumer is theirs to settle.
         self.conn
-            .execute("DELETE FROM upcaster_messages WHERE id = ?1", params![id])
+            .execute(
+                "DELETE FROM upcaster_messages WHERE id = ?1 AND taken_by = ?2",
+                params![id, self.consumer],
+            )
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -222,13 +281,14 @@ impl Transport for SqliteTransport {
         attempt: u32,
     ) -> Result<(), TransportError> {
         let id = self.row_id(&delivery.id)?;
-        let at = now_ms().saturating_add(delay.as_millis() as u64) as i64;
+        let at = now_ms_i64().saturating_add(millis(delay));
         self.conn
             .execute(
                 "UPDATE upcaster_messages
-                 SET available_at = ?1, attempt = ?2, taken_at = NULL, taken_by = NULL
-                 WHERE id = ?3",
-                params![at, attempt, id],
+                 SET available_at = ?1, attempt = ?2, taken_at = NULL, taken_by = NULL,
+                     deliveries = 0
+                 WHERE id = ?3 AND taken_by = ?4",
+                params![at, attempt, id, self.consumer],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -240,6 +300,16 @@ impl Transport for SqliteTransport {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| TransportError::new(&self.name, e))?;
+        let ours = tx
+            .execute(
+                "DELETE FROM upcaster_messages WHERE id = ?1 AND taken_by = ?2",
+                params![id, self.consumer],
+            )
+            .map_err(|e| TransportError::new(&self.name, e))?;
+        if ours == 0 {
+            // Reclaimed by another consumer meanwhile: theirs to settle, not ours to fail.
+            return Ok(());
+        }
         tx.execute(
             "INSERT INTO upcaster_failed
              (queue, body, type_name, version, class, error, attempts, failed_at)
@@ -252,12 +322,10 @@ impl Transport for SqliteTransport {
                 record.class,
                 record.error,
                 record.attempts,
-                record.failed_at_ms as i64
+                i64::try_from(record.failed_at_ms).unwrap_or(i64::MAX)
             ],
         )
         .map_err(|e| TransportError::new(&self.name, e))?;
-        tx.execute("DELETE FROM upcaster_messages WHERE id = ?1", params![id])
-            .map_err(|e| TransportError::new(&self.name, e))?;
         tx.commit().map_err(|e| TransportError::new(&self.name, e))
     }
 
@@ -270,20 +338,23 @@ impl Transport for SqliteTransport {
             )
             .map_err(|e| TransportError::new(&self.name, e))?;
         let rows = stmt
-            .query_map(params![self.queue, limit as i64], |r| {
-                Ok(FailedMessage {
-                    id: r.get::<_, i64>(0)?.to_string(),
-                    body: r.get(1)?,
-                    record: FailureRecord {
-                        type_name: r.get(2)?,
-                        version: r.get(3)?,
-                        class: r.get(4)?,
-                        error: r.get(5)?,
-                        attempts: r.get(6)?,
-                        failed_at_ms: r.get::<_, i64>(7)? as u64,
-                    },
-                })
-            })
+            .query_map(
+                params![self.queue, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok(FailedMessage {
+                        id: r.get::<_, i64>(0)?.to_string(),
+                        body: r.get(1)?,
+                        record: FailureRecord {
+                            type_name: r.get(2)?,
+                            version: r.get(3)?,
+                            class: r.get(4)?,
+                            error: r.get(5)?,
+                            attempts: r.get(6)?,
+                            failed_at_ms: r.get::<_, i64>(7)?.max(0) as u64,
+                        },
+                    })
+                },
+            )
             .map_err(|e| TransportError::new(&self.name, e))?;
         rows.collect::<Result<_, _>>()
             .map_err(|e| TransportError::new(&self.name, e))
@@ -299,7 +370,7 @@ impl Transport for SqliteTransport {
             .execute(
                 "INSERT INTO upcaster_messages (queue, body, attempt, available_at)
                  SELECT queue, body, 0, ?1 FROM upcaster_failed WHERE id = ?2 AND queue = ?3",
-                params![now_ms() as i64, id, self.queue],
+                params![now_ms_i64(), id, self.queue],
             )
             .map_err(|e| TransportError::new(&self.name, e))?;
         tx.execute(
@@ -340,8 +411,8 @@ impl Transport for SqliteTransport {
                     self.queue,
                     row.type_name,
                     row.version,
-                    row.count as i64,
-                    row.last_seen_ms as i64
+                    i64::try_from(row.count).unwrap_or(i64::MAX),
+                    i64::try_from(row.last_seen_ms).unwrap_or(i64::MAX)
                 ],
             )
             .map_err(|e| TransportError::new(&self.name, e))?;
@@ -362,8 +433,8 @@ impl Transport for SqliteTransport {
                 Ok(StatRow {
                     type_name: r.get(0)?,
                     version: r.get(1)?,
-                    count: r.get::<_, i64>(2)? as u64,
-                    last_seen_ms: r.get::<_, i64>(3)? as u64,
+                    count: r.get::<_, i64>(2)?.max(0) as u64,
+                    last_seen_ms: r.get::<_, i64>(3)?.max(0) as u64,
                 })
             })
             .map_err(|e| TransportError::new(&self.name, e))?;
@@ -378,7 +449,7 @@ impl Transport for SqliteTransport {
                 params![self.queue],
                 |r| r.get::<_, i64>(0),
             )
-            .map(|n| n as u64)
+            .map(|n| n.max(0) as u64)
             .map_err(|e| self.err(e))
     }
 }

@@ -16,6 +16,10 @@ pub struct Delivery {
     pub attempt: u32,
     /// Whether the message was taken back from a consumer that stopped answering.
     pub reclaimed: bool,
+    /// Deliveries since the message was last queued, this one included. Above 1, earlier
+    /// consumers took it and stopped without settling it (a crash, a kill): a message that
+    /// keeps doing that is failed rather than handed out forever.
+    pub deliveries: u32,
 }
 
 /// Why a message went to the failure transport, stored beside its original bytes.
