@@ -111,6 +111,20 @@ impl SqliteTransport {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| err(&e))?;
         conn.execute_batch(SCHEMA).map_err(|e| err(&e))?;
+        // Files made before delivery counting lack the column.
+        let counted: bool = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('upcaster_messages') WHERE name = 'deliveries'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| err(&e))?;
+        if !counted {
+            conn.execute_batch(
+                "ALTER TABLE upcaster_messages ADD COLUMN deliveries INTEGER NOT NULL DEFAULT 0",
+            )
+            .map_err(|e| err(&e))?;
+        }
         Ok(SqliteTransport {
             conn,
             name,
