@@ -126,6 +126,52 @@ fn receive_one(t: &mut RedisTransport, patience: Duration) -> Option<Delivery> {
     None
 }
 
+/// A plain connection, for what the transport does not expose.
+fn raw(url: &str) -> redis::Connection {
+    redis::Client::open(url)
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+        .expect("a Redis connection")
+}
+
+/// The stream's length: entries waiting or taken, not yet settled.
+fn xlen(conn: &mut redis::Connection, stream: &str) -> u64 {
+    redis::cmd("XLEN").arg(stream).query(conn).expect("XLEN")
+}
+
+/// The consumer names of the stream's group `upcaster`.
+fn consumers(conn: &mut redis::Connection, stream: &str) -> BTreeSet<String> {
+    let reply: Vec<Vec<redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(stream)
+        .arg("upcaster")
+        .query(conn)
+        .expect("XINFO CONSUMERS");
+    reply
+        .into_iter()
+        .filter_map(|fields| {
+            let at = fields
+                .iter()
+                .position(|f| *f == redis::Value::BulkString(b"name".to_vec()))?;
+            match fields.get(at + 1)? {
+                redis::Value::BulkString(name) => String::from_utf8(name.clone()).ok(),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// A failure record for tests that only need one.
+fn a_record() -> FailureRecord {
+    FailureRecord {
+        type_name: Some("Ping".to_owned()),
+        version: Some(1),
+        class: "handler".to_owned(),
+        error: "boom".to_owned(),
+        attempts: 1,
+        failed_at_ms: 1_700_000_000_000,
+    }
+}
+
 #[test]
 fn a_message_round_trips_with_its_bytes_exactly() {
     let stream = Stream::new("round-trip");
@@ -142,6 +188,7 @@ fn a_message_round_trips_with_its_bytes_exactly() {
     assert_eq!(d.body, body);
     assert_eq!(d.attempt, 0);
     assert!(!d.reclaimed);
+    assert_eq!(d.deliveries, 1, "a first read is the first delivery");
     assert_eq!(
         t.pending().unwrap(),
         1,
@@ -257,6 +304,312 @@ fn a_retry_delayed_past_any_clock_waits_without_overflowing() {
     let (mut t, got, _) = receive_within(t, Duration::from_millis(300));
     assert_eq!(got, None);
     assert_eq!(t.pending().unwrap(), 1);
+
+    // The score is clamped to an exact integer (below 2^53), far in the future: not the
+    // 1.8e19 of u64::MAX milliseconds, which a double cannot hold exactly.
+    let mut conn = raw(&stream.url);
+    let scores: Vec<(Vec<u8>, String)> = redis::cmd("ZRANGE")
+        .arg(format!("{}:delayed", stream.name))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(scores.len(), 1);
+    let score: u64 = scores[0].1.parse().unwrap_or_else(|_| {
+        panic!("score {} is not an integer", scores[0].1);
+    });
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        score < 1 << 53 && score > now_ms + 1_000 * 3600 * 24 * 365 * 1000,
+        "score {score}"
+    );
+}
+
+#[test]
+fn counts_and_timeouts_past_what_redis_takes_are_clamped() {
+    let stream = Stream::new("clamped");
+    let mut t = stream.open();
+    t.send(b"broken").unwrap();
+    let d = t
+        .receive(Duration::from_secs(2))
+        .unwrap()
+        .expect("a message");
+    t.fail(&d, &a_record()).unwrap();
+
+    // `failed show` and `failed retry` list with no limit: COUNT 2^64-1 is refused by Redis.
+    let failed = t.failed(usize::MAX).expect("failed(usize::MAX)");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].body, b"broken");
+
+    // A reclaim timeout past any clock: XAUTOCLAIM's min-idle is clamped, not refused.
+    let mut never = stream.open().reclaim_after(Duration::MAX);
+    assert_eq!(never.receive(Duration::from_millis(100)).unwrap(), None);
+    let held = t.send(b"held").unwrap();
+    let d = never
+        .receive(Duration::from_secs(2))
+        .unwrap()
+        .expect("held");
+    assert_eq!(d.id, held);
+    let mut other = stream.open().reclaim_after(Duration::MAX);
+    assert_eq!(
+        other.receive(Duration::from_millis(100)).unwrap(),
+        None,
+        "nothing is idle for Duration::MAX"
+    );
+    never.ack(&d).unwrap();
+
+    // A receive with no end returns as soon as a message comes.
+    let url = stream.dsn();
+    let sender = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(300));
+        let mut t = RedisTransport::open_dsn(&url, "unused").unwrap();
+        t.send(b"later").unwrap()
+    });
+    let d = t
+        .receive(Duration::MAX)
+        .unwrap()
+        .expect("a message, eventually");
+    assert_eq!(d.id, sender.join().unwrap());
+    t.ack(&d).unwrap();
+}
+
+#[test]
+fn stats_past_i64_saturate_instead_of_failing() {
+    let stream = Stream::new("stats-huge");
+    let mut t = stream.open();
+    let row = |count| StatRow {
+        type_name: "Order".to_owned(),
+        version: 1,
+        count,
+        last_seen_ms: 1_000,
+    };
+    t.record_stats(&[row(u64::MAX)]).expect("a count past i64");
+    assert_eq!(t.stats().unwrap()[0].count, i64::MAX as u64);
+    t.record_stats(&[row(5)]).expect("a sum past i64");
+    assert_eq!(t.stats().unwrap()[0].count, i64::MAX as u64);
+}
+
+#[test]
+fn a_failing_write_leaves_the_message_pending_rather_than_losing_it() {
+    let stream = Stream::new("write-first");
+    let mut t = stream.open();
+    let id = t.send(b"precious").unwrap();
+    let d = t
+        .receive(Duration::from_secs(2))
+        .unwrap()
+        .expect("a message");
+    let mut conn = raw(&stream.url);
+    let failed_key = format!("{}:failed", stream.name);
+    let delayed_key = format!("{}:delayed", stream.name);
+
+    // The failure stream's key holds a string: XADD fails with WRONGTYPE. Redis does not roll
+    // back what a script did before, so the entry must not have been acked and deleted yet.
+    redis::cmd("SET")
+        .arg(&failed_key)
+        .arg("not a stream")
+        .exec(&mut conn)
+        .unwrap();
+    assert!(t.fail(&d, &a_record()).is_err());
+    assert_eq!(xlen(&mut conn, &stream.name), 1, "the message was lost");
+
+    redis::cmd("SET")
+        .arg(&delayed_key)
+        .arg("not a sorted set")
+        .exec(&mut conn)
+        .unwrap();
+    assert!(t.retry_later(&d, Duration::from_secs(1), 1).is_err());
+    assert_eq!(xlen(&mut conn, &stream.name), 1, "the message was lost");
+
+    // Still pending for this consumer: settled once the keys are fixed.
+    redis::cmd("DEL")
+        .arg(&failed_key)
+        .arg(&delayed_key)
+        .exec(&mut conn)
+        .unwrap();
+    t.fail(&d, &a_record()).unwrap();
+    let failed = t.failed(10).unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].body, b"precious");
+    assert_eq!(t.pending().unwrap(), 0);
+    assert_eq!(d.id, id);
+}
+
+#[test]
+fn a_consumer_only_settles_messages_it_still_owns() {
+    let stream = Stream::new("ownership");
+    let mut slow = stream.open();
+    slow.send(b"slow handler").unwrap();
+    let mine = slow
+        .receive(Duration::from_secs(2))
+        .unwrap()
+        .expect("a message");
+
+    // The handler outlasts reclaim_after: another consumer takes the message over.
+    thread::sleep(Duration::from_millis(150));
+    let mut rescuer = stream.open().reclaim_after(Duration::from_millis(100));
+    let theirs = receive_one(&mut rescuer, Duration::from_secs(10)).expect("reclaimed");
+    assert_eq!(theirs.id, mine.id);
+    assert!(theirs.reclaimed);
+
+    // The first consumer finishes late: whatever it decides, the message is no longer its own
+    // to settle, and it is not an error (the new owner settles it).
+    let mut conn = raw(&stream.url);
+    slow.ack(&mine).unwrap();
+    assert_eq!(xlen(&mut conn, &stream.name), 1, "acked by a former owner");
+    slow.retry_later(&mine, Duration::ZERO, 1).unwrap();
+    assert_eq!(
+        xlen(&mut conn, &stream.name),
+        1,
+        "requeued by a former owner"
+    );
+    slow.retry_later(&mine, Duration::from_secs(60), 1).unwrap();
+    assert_eq!(t_pending(&mut rescuer), 1, "delayed by a former owner");
+    slow.fail(&mine, &a_record()).unwrap();
+    assert!(
+        rescuer.failed(10).unwrap().is_empty(),
+        "failed by a former owner"
+    );
+    assert_eq!(xlen(&mut conn, &stream.name), 1);
+
+    // The owner settles it.
+    rescuer.ack(&theirs).unwrap();
+    assert_eq!(rescuer.pending().unwrap(), 0);
+    assert_eq!(slow.receive(Duration::from_millis(100)).unwrap(), None);
+}
+
+/// Messages waiting, taken or delayed.
+fn t_pending(t: &mut RedisTransport) -> u64 {
+    t.pending().expect("pending")
+}
+
+#[test]
+fn deliveries_count_the_reads_since_the_message_was_queued() {
+    let stream = Stream::new("deliveries");
+    let mut first = stream.open();
+    first.send(b"poison").unwrap();
+    let d = first
+        .receive(Duration::from_secs(2))
+        .unwrap()
+        .expect("a message");
+    assert_eq!((d.deliveries, d.reclaimed), (1, false));
+
+    // Each consumer "crashes" (never settles); the next reclaims it.
+    let mut last = d;
+    let mut consumers = Vec::new();
+    for expected in 2..=4 {
+        thread::sleep(Duration::from_millis(120));
+        let mut next = stream.open().reclaim_after(Duration::from_millis(100));
+        let d = receive_one(&mut next, Duration::from_secs(10)).expect("reclaimed");
+        assert_eq!(d.id, last.id);
+        assert!(d.reclaimed);
+        assert_eq!(d.deliveries, expected, "delivery {expected}");
+        last = d;
+        consumers.push(next);
+    }
+
+    // A retry queues it afresh: the count starts over.
+    let owner = consumers.last_mut().unwrap();
+    owner.retry_later(&last, Duration::ZERO, 1).unwrap();
+    let again = owner
+        .receive(Duration::from_secs(2))
+        .unwrap()
+        .expect("the retry");
+    assert_ne!(again.id, last.id);
+    assert_eq!(
+        (again.deliveries, again.reclaimed, again.attempt),
+        (1, false, 1)
+    );
+    owner.ack(&again).unwrap();
+    assert_eq!(owner.pending().unwrap(), 0);
+}
+
+#[test]
+fn entries_without_a_body_or_with_a_bad_attempt_are_delivered_not_errors() {
+    let stream = Stream::new("foreign-entries");
+    let mut conn = raw(&stream.url);
+    let mut t = stream.open();
+    // An entry's fields, and the body and attempt it must be delivered with.
+    type Foreign<'a> = (&'a [(&'a str, &'a str)], &'a [u8], u32);
+    let entries: [Foreign<'_>; 6] = [
+        (&[("payload", "{}")], b"", 0),
+        (&[("body", "a"), ("attempt", "many")], b"a", 0),
+        (&[("body", "b"), ("attempt", "-1")], b"b", 0),
+        (&[("body", "c"), ("attempt", "4294967296")], b"c", u32::MAX),
+        (
+            &[("body", "d"), ("attempt", "99999999999999999999999")],
+            b"d",
+            u32::MAX,
+        ),
+        (&[("body", "e")], b"e", 0),
+    ];
+    for (fields, _, _) in &entries {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&stream.name).arg("*");
+        for (k, v) in *fields {
+            cmd.arg(*k).arg(*v);
+        }
+        cmd.exec(&mut conn).unwrap();
+    }
+    for (fields, body, attempt) in &entries {
+        let d = t
+            .receive(Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("entry {fields:?}: {e}"))
+            .expect("an entry");
+        assert_eq!(
+            (d.body.as_slice(), d.attempt),
+            (*body, *attempt),
+            "{fields:?}"
+        );
+        t.fail(&d, &a_record()).unwrap();
+    }
+    assert_eq!(t.pending().unwrap(), 0);
+    assert_eq!(t.failed(10).unwrap().len(), entries.len());
+}
+
+#[test]
+fn a_dropped_transport_leaves_the_group_unless_messages_are_pending_for_it() {
+    let stream = Stream::new("consumers");
+    let mut conn = raw(&stream.url);
+
+    // A consumer that handled its message (Redis 7.0 adds a consumer on its first read).
+    let mut idle = stream.open();
+    idle.send(b"done").unwrap();
+    let d = idle
+        .receive(Duration::from_secs(2))
+        .unwrap()
+        .expect("a message");
+    idle.ack(&d).unwrap();
+    let idle_name = idle.consumer().to_owned();
+    assert!(consumers(&mut conn, &stream.name).contains(&idle_name));
+    drop(idle);
+    assert!(
+        !consumers(&mut conn, &stream.name).contains(&idle_name),
+        "a consumer with nothing pending stays in the group"
+    );
+
+    // One that dies holding a message stays, so that the message can be reclaimed.
+    let mut holder = stream.open();
+    holder.send(b"held").unwrap();
+    let held = holder
+        .receive(Duration::from_secs(2))
+        .unwrap()
+        .expect("held");
+    let holder_name = holder.consumer().to_owned();
+    drop(holder);
+    assert!(consumers(&mut conn, &stream.name).contains(&holder_name));
+
+    let mut rescuer = stream.open().reclaim_after(Duration::from_millis(50));
+    let d = receive_one(&mut rescuer, Duration::from_secs(10)).expect("reclaimed");
+    assert_eq!(d.id, held.id);
+    rescuer.ack(&d).unwrap();
+    let rescuer_name = rescuer.consumer().to_owned();
+    drop(rescuer);
+    let left = consumers(&mut conn, &stream.name);
+    assert!(!left.contains(&rescuer_name), "{left:?}");
 }
 
 #[test]
@@ -420,6 +773,14 @@ fn a_worker_drains_the_stream_retries_then_fails_and_stops_when_empty() {
             .unwrap();
     }
     t.send(b"{not json").unwrap();
+    // Another producer's entry without a body: failed as malformed, never a stopped worker.
+    redis::cmd("XADD")
+        .arg(&stream.name)
+        .arg("*")
+        .arg("payload")
+        .arg("{}")
+        .exec(&mut raw(&stream.url))
+        .unwrap();
 
     let handlers = Handlers::new(&registry)
         .on(|m: Decoded<Ping>| {
@@ -446,7 +807,7 @@ fn a_worker_drains_the_stream_retries_then_fails_and_stops_when_empty() {
     assert_eq!(report.reason, StopReason::Empty, "{report}");
     assert_eq!(
         (report.handled, report.retried, report.failed),
-        (2, 1, 2),
+        (2, 1, 3),
         "{report}"
     );
 
@@ -454,9 +815,12 @@ fn a_worker_drains_the_stream_retries_then_fails_and_stops_when_empty() {
     let failed = t.failed(10).unwrap();
     let classes: BTreeSet<&str> = failed.iter().map(|f| f.record.class.as_str()).collect();
     assert_eq!(classes, BTreeSet::from(["handler", "malformed"]));
+    assert_eq!(failed.len(), 3);
+    // Drain statistics count messages, once each (on their first delivery, attempt 0): three
+    // Pings, though one of them was delivered twice (a retry).
     let stats = t.stats().unwrap();
     assert_eq!(stats.len(), 1);
-    assert_eq!((stats[0].type_name.as_str(), stats[0].count), ("Ping", 4));
+    assert_eq!((stats[0].type_name.as_str(), stats[0].count), ("Ping", 3));
 }
 
 #[test]
@@ -491,8 +855,31 @@ fn the_restart_signal_keeps_the_servers_time() {
         .unwrap();
     redis::cmd("DEL").arg(&key).exec(&mut conn).unwrap();
     assert_eq!(signal.requested_at().unwrap(), None);
-    assert_eq!(
-        RedisSignal::open_dsn(&url).unwrap().key(),
-        RedisSignal::DEFAULT_KEY
-    );
+
+    // Something else in the key: an error (the worker warns), not "no request".
+    redis::cmd("SET")
+        .arg(&key)
+        .arg("yesterday")
+        .exec(&mut conn)
+        .unwrap();
+    let err = signal.requested_at().expect_err("a value that is no time");
+    assert!(err.to_string().contains(&key), "{err}");
+    redis::cmd("DEL").arg(&key).exec(&mut conn).unwrap();
+}
+
+#[test]
+fn the_restart_signal_needs_its_key_named_in_the_dsn() {
+    let url = redis_url();
+    // No shared default: two applications on one Redis would restart each other's workers.
+    for dsn in [url.clone(), dsn(&url, "stream=orders")] {
+        let err = RedisSignal::open_dsn(&dsn).expect_err("a DSN without a key");
+        let text = err.to_string();
+        assert!(text.contains(&dsn), "{text}");
+        assert!(text.contains("?key=<app>:restart-requested-at"), "{text}");
+        let err = upcaster::worker::open_restart_signal(&dsn)
+            .err()
+            .expect("a DSN without a key");
+        assert!(err.to_string().contains("key="), "{err}");
+    }
+    assert!(RedisSignal::open_dsn(&dsn(&url, "key=")).is_err());
 }

@@ -13,9 +13,18 @@
 //! | `<stream>:stats:last-seen`   | hash       | the latest decode time (ms) by `<type>\t<version>` |
 //!
 //! A settled entry is acked and deleted, so the stream's length is the queue's length; the
-//! group is therefore the stream's only reader. Every write that must not half-happen (retry,
-//! fail, requeue, the move of due retries, statistics) is one Lua script, so two workers never
-//! both move the same message. Scripts read the server's clock (`TIME`), never a host's.
+//! group is therefore the stream's only reader. Every write that must not half-happen (ack,
+//! retry, fail, requeue, the move of due retries, statistics) is one Lua script, so two
+//! workers never both move the same message. A script writes the message's new place first
+//! and only then acks and deletes the entry: Redis does not roll back a script that fails
+//! half-way, so a failing write leaves the message pending (to be delivered again), never
+//! lost. Ack, retry and fail settle an entry only while it is pending for this consumer: a
+//! worker whose message was reclaimed by another leaves it to that one. Scripts read the
+//! server's clock (`TIME`), never a host's.
+//!
+//! An entry another producer wrote without a `body` field is delivered with an empty body
+//! (the worker fails it as malformed), and an `attempt` that is not a count is read as 0, so
+//! no entry stops the workers.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -44,24 +53,56 @@ const RECLAIM_MIN: Duration = Duration::from_millis(50);
 const SIGNAL_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// XAUTOCLAIM calls per scan: each looks at ten pending entries at most (Redis 7).
 const RECLAIM_STEPS: usize = 100;
+/// The longest `BLOCK` of one `XREADGROUP`, in ms; a longer receive blocks again. Redis takes
+/// `BLOCK` as milliseconds added to its clock, so a huge one is refused or waits forever.
+const MAX_BLOCK_MS: u64 = 60_000;
+/// The longest retry delay, in ms (about 31,700 years): the server's time plus it stays an
+/// exact integer score (below 2^53), where `Duration::MAX` would not.
+const MAX_DELAY_MS: u64 = 1_000_000_000_000_000;
+/// The largest count Redis reads (`COUNT`, min-idle times, `HINCRBY`): a signed 64-bit one.
+const REDIS_MAX: u64 = i64::MAX as u64;
+/// The socket timeouts of the clean-up a dropped transport does, best effort.
+const DROP_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Settles a delivery and puts its message back: at once (delay 0) or in the delayed set,
-/// due at the server's time plus the delay. The member is `<attempt>:<entry id>:<body>`; the
-/// id keeps two equal bodies from collapsing into one member. Does nothing when the entry is
-/// no longer pending (another consumer settled it).
-const RETRY_LUA: &str = r"
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+/// `true` (1) when entry `ARGV[2]` is pending for consumer `ARGV[3]` of group `ARGV[1]` on
+/// stream `KEYS[1]`: the check that opens every script settling a delivery.
+macro_rules! owned_check {
+    () => {
+        "if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3]) == 0 then \
+         return 0 end\n"
+    };
+}
+
+/// Settles a delivery: acks and deletes the entry (deleting keeps `XLEN` the queue's length).
+/// Does nothing (0) when the entry is no longer pending for this consumer.
+const ACK_LUA: &str = concat!(
+    owned_check!(),
+    r"redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
-local delay = tonumber(ARGV[3])
+return 1
+"
+);
+
+/// Puts a delivery's message back, at once (delay 0) or in the delayed set, due at the
+/// server's time plus the delay, then settles the delivery. The member is
+/// `<attempt>:<entry id>:<body>`; the id keeps two equal bodies from collapsing into one
+/// member. Does nothing (0) when the entry is no longer pending for this consumer.
+const RETRY_LUA: &str = concat!(
+    owned_check!(),
+    r"local delay = math.min(tonumber(ARGV[4]), 1e15)
 if delay <= 0 then
-  redis.call('XADD', KEYS[1], '*', 'body', ARGV[5], 'attempt', ARGV[4])
+  redis.call('XADD', KEYS[1], '*', 'body', ARGV[6], 'attempt', ARGV[5])
 else
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('ZADD', KEYS[2], now + delay, ARGV[4] .. ':' .. ARGV[2] .. ':' .. ARGV[5])
+  redis.call('ZADD', KEYS[2], string.format('%d', now + delay),
+    ARGV[5] .. ':' .. ARGV[2] .. ':' .. ARGV[6])
 end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
-";
+"
+);
 
 /// Moves due members of the delayed set back to the stream. A member not in the form
 /// `<attempt>:<id>:<body>` goes to the failure stream whole rather than being dropped.
@@ -89,14 +130,16 @@ if next[2] then wait = math.min(1e15, math.max(0, math.floor(tonumber(next[2]) -
 return {#due, wait}
 ";
 
-/// Settles a delivery and appends its bytes and failure record to the failure stream. Does
-/// nothing when the entry is no longer pending (another consumer settled it).
-const FAIL_LUA: &str = r"
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+/// Appends a delivery's bytes and failure record to the failure stream, then settles the
+/// delivery. Does nothing (0) when the entry is no longer pending for this consumer.
+const FAIL_LUA: &str = concat!(
+    owned_check!(),
+    r"redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
 return 1
-";
+"
+);
 
 /// Moves a failed message's body back to the stream with attempt 0. 0: no such id.
 const REQUEUE_LUA: &str = r"
@@ -113,21 +156,34 @@ end
 return redis.error_reply('failed entry ' .. ARGV[1] .. ' has no body field')
 ";
 
-/// Adds counts and keeps the latest last-seen, for (field, count, last seen) triples.
+/// Adds counts and keeps the latest last-seen, for (field, count, last seen) triples. A count
+/// that would pass 2^63 - 1 stays there.
 const STATS_LUA: &str = r"
 for i = 1, #ARGV, 3 do
-  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
-  local seen = redis.call('HGET', KEYS[2], ARGV[i])
-  if not seen or tonumber(ARGV[i + 2]) > tonumber(seen) then
+  local r = redis.pcall('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+  if type(r) == 'table' and r.err then
+    if not string.find(r.err, 'overflow', 1, true) then return redis.error_reply(r.err) end
+    redis.call('HSET', KEYS[1], ARGV[i], '9223372036854775807')
+  end
+  local seen = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '')
+  if not seen or tonumber(ARGV[i + 2]) > seen then
     redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
   end
 end
 return 1
 ";
 
+/// Deletes consumer `ARGV[2]` of group `ARGV[1]` unless it still has pending entries (those
+/// wait to be reclaimed under its name). Run once, by a transport being dropped.
+const FORGET_CONSUMER_LUA: &str = r"
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+";
+
 /// The scripts, by index into the script hashes a transport keeps.
 #[derive(Clone, Copy)]
 enum Lua {
+    Ack,
     Retry,
     MoveDue,
     Fail,
@@ -136,10 +192,11 @@ enum Lua {
 }
 
 impl Lua {
-    const COUNT: usize = 5;
+    const COUNT: usize = 6;
 
     fn text(self) -> &'static str {
         match self {
+            Lua::Ack => ACK_LUA,
             Lua::Retry => RETRY_LUA,
             Lua::MoveDue => MOVE_DUE_LUA,
             Lua::Fail => FAIL_LUA,
@@ -150,6 +207,7 @@ impl Lua {
 
     fn name(self) -> &'static str {
         match self {
+            Lua::Ack => "the ack script",
             Lua::Retry => "the retry script",
             Lua::MoveDue => "the script moving due retries",
             Lua::Fail => "the fail script",
@@ -162,18 +220,29 @@ impl Lua {
 /// A queue on a Redis stream with a consumer group, for workers on many hosts (Redis ≥ 6.2).
 ///
 /// - A message is delivered to one consumer of the group at a time; the hot path is one
-///   `XREADGROUP` to take a message and one pipelined `XACK` + `XDEL` to settle it.
+///   `XREADGROUP` to take a message and one script call (`EVALSHA`) to settle it.
 /// - A message taken by a consumer that died is taken back with `XAUTOCLAIM` once it has been
 ///   pending for [`RedisTransport::reclaim_after`] (5 minutes by default), and delivered with
-///   [`Delivery::reclaimed`] set. Scans run on the first receive, then every 5 s (or every
+///   [`Delivery::reclaimed`] set and [`Delivery::deliveries`] read from `XPENDING` (one more
+///   round trip, on this path only). Scans run on the first receive, then every 5 s (or every
 ///   `reclaim_after`, if shorter).
+/// - **`reclaim_after` must exceed the slowest handler.** A message still being handled when
+///   it runs out is delivered to another consumer too, and handled twice; the first
+///   consumer's ack, retry or fail then does nothing, as the message is no longer its own.
 /// - Streams cannot delay an entry, so a retry with a delay waits in the sorted set
 ///   `<stream>:delayed` and is moved back by whichever worker sees it due first (checked
 ///   every 200 ms at most, in one script call).
 /// - Failed messages go to the stream `<stream>:failed`; drain statistics to the hashes
 ///   `<stream>:stats` and `<stream>:stats:last-seen`.
+/// - Each transport reads as a consumer of its own name; dropping it deletes that consumer
+///   from the group (best effort) unless messages are still pending for it, so restarted
+///   workers do not pile up consumers.
 ///
 /// Acked entries are deleted: use one consumer group per stream.
+///
+/// Connect to a single Redis server, or to the primary of a replicated one. **Redis Cluster
+/// is not supported**: the scripts touch several keys at once (the stream, its delayed set,
+/// its failure stream), and the connection does not follow a cluster's redirects.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -281,7 +350,9 @@ impl RedisTransport {
     }
 
     /// How long a taken message may stay unsettled before another consumer takes it (300 s
-    /// by default). Keep it longer than the slowest handler.
+    /// by default). It must exceed the slowest handler: a message still being handled when it
+    /// runs out is handed to another consumer and handled twice. `Duration::MAX` never
+    /// reclaims in practice (Redis is asked for its largest idle time).
     pub fn reclaim_after(mut self, timeout: Duration) -> Self {
         self.reclaim_after = timeout;
         self
@@ -371,7 +442,7 @@ impl RedisTransport {
     /// delivers the first entry idle longer than `reclaim_after`.
     fn reclaim(&mut self) -> Result<Option<Delivery>, TransportError> {
         const COMMAND: &str = "XAUTOCLAIM";
-        let min_idle = u64::try_from(self.reclaim_after.as_millis()).unwrap_or(u64::MAX);
+        let min_idle = saturate(self.reclaim_after.as_millis(), REDIS_MAX);
         for _ in 0..RECLAIM_STEPS {
             let reply = self.query(
                 COMMAND,
@@ -401,11 +472,17 @@ impl RedisTransport {
                 if matches!(entry, Value::Nil) {
                     continue;
                 }
-                if let Some(delivery) = self.delivery(COMMAND, entry, true)? {
-                    // More may wait: scan on at the next receive.
-                    self.next_reclaim = Instant::now();
-                    return Ok(Some(delivery));
-                }
+                let Some(mut delivery) = self.delivery(COMMAND, entry, true)? else {
+                    continue;
+                };
+                // None: it went to another consumer in between; not ours to deliver.
+                let Some(deliveries) = self.delivery_count(&delivery.id)? else {
+                    continue;
+                };
+                delivery.deliveries = deliveries;
+                // More may wait: scan on at the next receive.
+                self.next_reclaim = Instant::now();
+                return Ok(Some(delivery));
             }
             if done {
                 self.next_reclaim = Instant::now() + self.reclaim_every();
@@ -414,6 +491,36 @@ impl RedisTransport {
         }
         // A long pending list: go on at the next receive rather than hold this one.
         Ok(None)
+    }
+
+    /// How many times entry `id` was delivered (`XAUTOCLAIM` counts its own), from
+    /// `XPENDING`; `None` when it is not pending for this consumer.
+    fn delivery_count(&mut self, id: &str) -> Result<Option<u32>, TransportError> {
+        const COMMAND: &str = "XPENDING";
+        let reply = self.query(
+            COMMAND,
+            redis::cmd("XPENDING")
+                .arg(&self.stream)
+                .arg(&self.group)
+                .arg(id)
+                .arg(id)
+                .arg(1)
+                .arg(&self.consumer),
+        )?;
+        // [[id, consumer, idle ms, deliveries]], or empty.
+        let rows = array(reply).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        let count = match &row {
+            Value::Array(fields) if fields.len() >= 4 => int(&fields[3]),
+            _ => None,
+        };
+        match count {
+            // Saturated, and at least this delivery.
+            Some(n) => Ok(Some(u32::try_from(n.max(1)).unwrap_or(u32::MAX))),
+            None => Err(self.bad_reply(COMMAND, describe(&row))),
+        }
     }
 
     /// One `XREADGROUP` for a new entry; `block` `None` asks without waiting.
@@ -426,9 +533,9 @@ impl RedisTransport {
             .arg("COUNT")
             .arg(1);
         if let Some(block) = block {
-            // BLOCK 0 would wait forever: never less than 1 ms, rounded up.
-            let ms = block.as_micros().div_ceil(1000).max(1);
-            let ms = u64::try_from(ms).unwrap_or(u64::MAX);
+            // BLOCK 0 would wait forever: never less than 1 ms, rounded up; at most
+            // MAX_BLOCK_MS (receive blocks again while its timeout lasts).
+            let ms = saturate(block.as_micros().div_ceil(1000), MAX_BLOCK_MS).max(1);
             self.fit_read_timeout(Duration::from_millis(ms))?;
             cmd.arg("BLOCK").arg(ms);
         }
@@ -470,8 +577,20 @@ impl RedisTransport {
         Ok(())
     }
 
-    /// A stream entry `[id, [field, value, …]]` as a delivery; `None` for an entry without
-    /// fields (deleted while pending).
+    /// A settling script's reply: `true` when it settled the delivery, `false` when the entry
+    /// was no longer pending for this consumer (reclaimed by another, which settles it).
+    fn settled(&self, lua: Lua, reply: &Value) -> Result<bool, TransportError> {
+        match int(reply) {
+            Some(1) => Ok(true),
+            Some(0) => Ok(false),
+            _ => Err(self.bad_reply(&format!("EVALSHA of {}", lua.name()), describe(reply))),
+        }
+    }
+
+    /// A stream entry `[id, [field, value, …]]` as a delivery (its first: `deliveries` 1);
+    /// `None` for an entry without fields (deleted while pending). An entry without a `body`
+    /// field has an empty body, which the worker fails as malformed; an `attempt` that is not
+    /// a count is 0. Neither is an error: another producer's entry must not stop the workers.
     fn delivery(
         &self,
         command: &str,
@@ -482,33 +601,21 @@ impl RedisTransport {
         let Some(fields) = fields else {
             return Ok(None);
         };
-        let mut body = None;
+        let mut body = Vec::new();
         let mut attempt = 0;
         for (field, value) in fields {
             match field.as_slice() {
-                b"body" => body = Some(value),
-                b"attempt" => {
-                    attempt = std::str::from_utf8(&value)
-                        .ok()
-                        .and_then(|a| a.parse().ok())
-                        .ok_or_else(|| {
-                            self.bad_reply(
-                                command,
-                                format!("entry {id} has an attempt that is not a count"),
-                            )
-                        })?;
-                }
+                b"body" => body = value,
+                b"attempt" => attempt = attempt_count(&value),
                 _ => {}
             }
         }
-        // Another producer may leave `attempt` out (0); without `body` there is no message.
-        let body =
-            body.ok_or_else(|| self.bad_reply(command, format!("entry {id} has no `body` field")))?;
         Ok(Some(Delivery {
             id,
             body,
             attempt,
             reclaimed,
+            deliveries: 1,
         }))
     }
 
@@ -651,19 +758,20 @@ impl Transport for RedisTransport {
     }
 
     fn ack(&mut self, delivery: &Delivery) -> Result<(), TransportError> {
-        // One round trip; deleting keeps XLEN the queue's length.
-        redis::pipe()
-            .cmd("XACK")
-            .arg(&self.stream)
-            .arg(&self.group)
-            .arg(&delivery.id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&self.stream)
-            .arg(&delivery.id)
-            .ignore()
-            .exec(&mut self.conn)
-            .map_err(|e| self.failed_cmd("XACK + XDEL", e))
+        // One round trip, XACK and XDEL together or not at all.
+        let reply = eval(
+            &mut self.conn,
+            &mut self.shas,
+            &self.name,
+            Lua::Ack,
+            &[&self.stream],
+            &[
+                self.group.as_bytes(),
+                delivery.id.as_bytes(),
+                self.consumer.as_bytes(),
+            ],
+        )?;
+        self.settled(Lua::Ack, &reply).map(|_| ())
     }
 
     fn retry_later(
@@ -673,9 +781,9 @@ impl Transport for RedisTransport {
         attempt: u32,
     ) -> Result<(), TransportError> {
         // Rounded up: a delay, however short, never means at once.
-        let ms = u64::try_from(delay.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
+        let ms = saturate(delay.as_micros().div_ceil(1000), MAX_DELAY_MS);
         let (ms_text, attempt_text) = (ms.to_string(), attempt.to_string());
-        eval(
+        let reply = eval(
             &mut self.conn,
             &mut self.shas,
             &self.name,
@@ -684,12 +792,14 @@ impl Transport for RedisTransport {
             &[
                 self.group.as_bytes(),
                 delivery.id.as_bytes(),
+                self.consumer.as_bytes(),
                 ms_text.as_bytes(),
                 attempt_text.as_bytes(),
                 &delivery.body,
             ],
         )?;
-        if ms > 0 {
+        // Not ours any more: the consumer that took it over settles it.
+        if self.settled(Lua::Retry, &reply)? && ms > 0 {
             // Wake for it even if no other worker moves it first.
             let due = later(Instant::now(), Duration::from_millis(ms));
             self.delayed_due = Some(self.delayed_due.map_or(due, |d| d.min(due)));
@@ -703,6 +813,7 @@ impl Transport for RedisTransport {
         let mut args: Vec<&[u8]> = vec![
             self.group.as_bytes(),
             delivery.id.as_bytes(),
+            self.consumer.as_bytes(),
             b"body",
             &delivery.body,
             b"class",
@@ -721,7 +832,7 @@ impl Transport for RedisTransport {
         if let Some(version) = &version {
             args.extend([b"version".as_slice(), version.as_bytes()]);
         }
-        eval(
+        let reply = eval(
             &mut self.conn,
             &mut self.shas,
             &self.name,
@@ -729,7 +840,8 @@ impl Transport for RedisTransport {
             &[&self.stream, &self.failed],
             &args,
         )?;
-        Ok(())
+        // Not ours any more: no failure record; the consumer that took it over settles it.
+        self.settled(Lua::Fail, &reply).map(|_| ())
     }
 
     fn failed(&mut self, limit: usize) -> Result<Vec<FailedMessage>, TransportError> {
@@ -743,7 +855,7 @@ impl Transport for RedisTransport {
                 .arg("-")
                 .arg("+")
                 .arg("COUNT")
-                .arg(u64::try_from(limit).unwrap_or(u64::MAX)),
+                .arg(saturate(limit, REDIS_MAX)),
         )?;
         let entries = array(reply).map_err(|v| self.bad_reply("XRANGE", describe(&v)))?;
         let mut messages = Vec::with_capacity(entries.len());
@@ -786,10 +898,9 @@ impl Transport for RedisTransport {
         }
         let mut args = Vec::with_capacity(rows.len() * 3);
         for row in rows {
-            let count = i64::try_from(row.count)
-                .map_err(|_| TransportError::new(&self.name, "a decode count past i64"))?;
+            // Redis counts in i64; the script keeps a sum at its largest too.
             args.push(format!("{}\t{}", row.type_name, row.version));
-            args.push(count.to_string());
+            args.push(row.count.min(REDIS_MAX).to_string());
             args.push(row.last_seen_ms.to_string());
         }
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
@@ -849,13 +960,34 @@ impl Transport for RedisTransport {
     }
 }
 
+impl Drop for RedisTransport {
+    /// Deletes this consumer from the group unless messages are still pending for it, so
+    /// that restarted workers (each a new consumer name) do not pile up in the group. Best
+    /// effort: one round trip with a short timeout, errors ignored. The check and the delete
+    /// are one script, so a consumer holding messages is never deleted (its messages would
+    /// leave the pending list and never be delivered again).
+    fn drop(&mut self) {
+        let _ = self.conn.set_read_timeout(Some(DROP_TIMEOUT));
+        let _ = self.conn.set_write_timeout(Some(DROP_TIMEOUT));
+        let _ = redis::cmd("EVAL")
+            .arg(FORGET_CONSUMER_LUA)
+            .arg(1)
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .query::<Value>(&mut self.conn);
+    }
+}
+
 /// The restart signal in a Redis key, shared by workers on every host.
 ///
 /// `stop-workers` stores the server's time (from `TIME`, in milliseconds) in the key, and a
 /// worker takes its start time from the same clock, so no host's clock skew matters. The key
-/// is named explicitly (`upcaster:restart-requested-at` by default), never derived from a
-/// namespace that a deploy could change. A worker reads it every 100 ms at most, so the
-/// check costs no round trip per message.
+/// must be named in the DSN (`?key=<app>:restart-requested-at`): there is no default, since
+/// two applications sharing one Redis database and one key would restart each other's
+/// workers. It is never derived from a namespace that a deploy could change. A worker reads
+/// it every 100 ms at most, so the check costs no round trip per message; a value that is
+/// not a time in milliseconds is an error (the worker reports it), not "no request".
 ///
 /// ```no_run
 /// use upcaster::worker::{RedisSignal, RestartSignal};
@@ -881,13 +1013,18 @@ impl fmt::Debug for RedisSignal {
 }
 
 impl RedisSignal {
-    /// The key used when the DSN names none.
-    pub const DEFAULT_KEY: &'static str = "upcaster:restart-requested-at";
-
-    /// Opens `redis://[user:password@]host[:port][/db][?key=<key>]`.
+    /// Opens `redis://[user:password@]host[:port][/db]?key=<key>`; the key is required, one
+    /// per application (`<app>:restart-requested-at`, say).
     pub fn open_dsn(dsn: &str) -> Result<Self, TransportError> {
         let name = without_password(dsn);
-        let key = dsn_parts(dsn, "key").1.unwrap_or(Self::DEFAULT_KEY);
+        let Some(key) = dsn_parts(dsn, "key").1 else {
+            return Err(TransportError::new(
+                format!("restart signal {name}"),
+                "the DSN names no key: add `?key=<app>:restart-requested-at` (or \
+                 `&key=…` after other parameters), one key per application, since \
+                 applications sharing a key restart each other's workers",
+            ));
+        };
         if key.is_empty() {
             return Err(TransportError::new(
                 &name,
@@ -1024,6 +1161,22 @@ fn eval(
         "EVALSHA",
         &"the server forgot the script right after loading it",
     ))
+}
+
+/// `n` as a u64, at most `max`: a count or duration as Redis accepts it.
+fn saturate<N: TryInto<u64>>(n: N, max: u64) -> u64 {
+    n.try_into().map_or(max, |n| n.min(max))
+}
+
+/// An entry's `attempt` field: 0 when it is not a decimal count (another producer's entry),
+/// `u32::MAX` when it is one past that.
+fn attempt_count(value: &[u8]) -> u32 {
+    match std::str::from_utf8(value).map(str::trim) {
+        Ok(digits) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            digits.parse().unwrap_or(u32::MAX)
+        }
+        _ => 0,
+    }
 }
 
 /// `at + wait`, or a year on where that would overflow (a wait of `Duration::MAX`).
@@ -1186,6 +1339,20 @@ mod tests {
             without_password("redis://:p@ss@h?key=a@b"),
             "redis://h?key=a@b"
         );
+    }
+
+    #[test]
+    fn a_bad_attempt_is_zero_a_huge_one_saturates_and_counts_clamp() {
+        assert_eq!(attempt_count(b"3"), 3);
+        assert_eq!(attempt_count(b" 7 "), 7);
+        for bad in [&b""[..], b"many", b"-1", b"+2", b"1.5", b"\xff"] {
+            assert_eq!(attempt_count(bad), 0, "{bad:?}");
+        }
+        assert_eq!(attempt_count(b"4294967296"), u32::MAX);
+        assert_eq!(attempt_count(b"99999999999999999999999"), u32::MAX);
+        assert_eq!(saturate(usize::MAX, REDIS_MAX), REDIS_MAX);
+        assert_eq!(saturate(u128::MAX, MAX_BLOCK_MS), MAX_BLOCK_MS);
+        assert_eq!(saturate(5u128, MAX_BLOCK_MS), 5);
     }
 
     #[test]
