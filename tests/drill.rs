@@ -331,6 +331,23 @@ fn drill(dir: &Path, queue: &str, restart: &str) -> Result<(), String> {
         }
     }
 
+    // A worker waiting on an empty queue stops on SIGTERM too, as a clean stop (exit 0).
+    let idle = spawn(dir, "v2-idle", "v2", queue, restart, &consume)?;
+    std::thread::sleep(Duration::from_millis(800));
+    let kill = Command::new("kill")
+        .args(["-TERM", &idle.child.id().to_string()])
+        .status()
+        .map_err(|e| format!("kill: {e}"))?;
+    if !kill.success() {
+        return Err(format!("kill -TERM failed: {kill}"));
+    }
+    let idle_report = finish(idle, Duration::from_secs(60))?;
+    if !idle_report.contains("worker stopped: a stop signal was received") {
+        return Err(format!(
+            "an idle worker did not stop cleanly on SIGTERM:\n{idle_report}"
+        ));
+    }
+
     let logs: Vec<(&str, &Path)> = vec![
         ("v1-a", &v1_logs[0]),
         ("v1-b", &v1_logs[1]),

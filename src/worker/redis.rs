@@ -257,6 +257,8 @@ impl Lua {
 /// ```
 pub struct RedisTransport {
     conn: Connection,
+    /// For reconnecting; never shown (it may hold a password).
+    dsn: String,
     name: String,
     stream: String,
     delayed: String,
@@ -317,6 +319,7 @@ impl RedisTransport {
         let now = Instant::now();
         let mut transport = RedisTransport {
             conn,
+            dsn: dsn.to_owned(),
             delayed: format!("{stream}:delayed"),
             failed: format!("{stream}:failed"),
             stats: format!("{stream}:stats"),
@@ -540,7 +543,24 @@ impl RedisTransport {
             cmd.arg("BLOCK").arg(ms);
         }
         cmd.arg("STREAMS").arg(&self.stream).arg(">");
-        let reply = self.query(COMMAND, &cmd)?;
+        let reply = match cmd.query::<Value>(&mut self.conn) {
+            Ok(reply) => reply,
+            // A signal interrupts a blocking read (socket reads with a timeout are not
+            // restarted), and a dropped connection fails the same way. Its reply may still
+            // come on the old connection, so start a fresh one and let the worker check its
+            // stop conditions; an entry delivered to the old one is reclaimed, not lost.
+            Err(e) if e.is_io_error() => {
+                return match connect(&self.dsn, &self.name) {
+                    Ok(conn) => {
+                        self.conn = conn;
+                        self.read_timeout = REPLY_MARGIN;
+                        Ok(None)
+                    }
+                    Err(_) => Err(self.failed_cmd(COMMAND, e)),
+                };
+            }
+            Err(e) => return Err(self.failed_cmd(COMMAND, e)),
+        };
         // RESP2: [[stream, [entry]]]; RESP3: {stream: [entry]}; nil when nothing came.
         let entries = match reply {
             Value::Nil => return Ok(None),
