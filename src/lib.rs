@@ -1,4 +1,9 @@
-#![doc = include_str!("../README.md")]
+// The README is the crate documentation, and its worker examples need the `worker` feature.
+#![cfg_attr(feature = "worker", doc = include_str!("../README.md"))]
+#![cfg_attr(
+    not(feature = "worker"),
+    doc = "Schema-versioned messages: see the README."
+)]
 #![deny(missing_docs)]
 
 #[cfg(feature = "check")]

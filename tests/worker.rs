@@ -785,3 +785,28 @@ fn an_endless_retry_delay_is_far_away_not_immediate() {
     assert_eq!(q.receive(Duration::ZERO).unwrap(), None);
     assert_eq!(q.pending().unwrap(), 1);
 }
+
+#[test]
+fn dsn_mistakes_are_refused_not_guessed() {
+    let s = Scratch::new("dsn");
+    let open = |dsn: &str| {
+        upcaster::worker::open(dsn, "async")
+            .err()
+            .map(|e| e.to_string())
+    };
+    assert!(open("sqlite:queue.db").is_some_and(|e| e.contains("unknown DSN scheme")));
+    let misspelt = format!("sqlite://{}/q.db?reclaim-after=5", s.0.display());
+    assert!(open(&misspelt).is_some_and(|e| e.contains("`reclaim-after`")));
+    assert!(
+        !s.0.join("q.db").exists(),
+        "nothing created for a refused DSN"
+    );
+    let signal = |dsn: &str| {
+        upcaster::worker::open_restart_signal(dsn)
+            .err()
+            .map(|e| e.to_string())
+    };
+    assert!(signal("var/restart").is_some_and(|e| e.contains("absolute path")));
+    assert!(signal("sqlite:///tmp/restart").is_some_and(|e| e.contains("expected")));
+    assert!(signal(s.0.join("restart").to_str().unwrap()).is_none());
+}

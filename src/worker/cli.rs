@@ -62,7 +62,7 @@ pub enum Command {
 /// `consume`'s options. Every limit is checked between messages only.
 #[derive(Debug, clap::Args)]
 pub struct ConsumeArgs {
-    /// Transports to consume, by name, first first (default: all of them).
+    /// Transports to consume, by name, in priority order (default: all of them).
     pub transports: Vec<String>,
     /// Stop after this many messages.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -70,13 +70,15 @@ pub struct ConsumeArgs {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub time_limit: Option<u64>,
-    /// Stop once the resident set exceeds this size (for example 128M or 1G).
+    /// Stop once the resident set exceeds this size: 128M, 1G, 512K (powers of 1024), or a
+    /// bare number of bytes.
     #[arg(long, value_name = "SIZE", value_parser = memory_limit)]
     pub memory_limit: Option<u64>,
     /// Stop after this many failed attempts in a row.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub failure_limit: Option<u32>,
-    /// Stop when every transport is empty.
+    /// Stop when every transport is empty. Messages waiting for a retry, or for a newer
+    /// worker, count as not empty.
     #[arg(long)]
     pub stop_when_empty: bool,
     /// Print a line for every message.
@@ -85,7 +87,10 @@ pub struct ConsumeArgs {
 }
 
 fn memory_limit(text: &str) -> Result<u64, String> {
-    parse_bytes(text).ok_or_else(|| format!("`{text}` is not a size such as 128M, 1G or 512K"))
+    match parse_bytes(text) {
+        Some(0) | None => Err(format!("`{text}` is not a size such as 128M, 1G or 512K")),
+        Some(n) => Ok(n),
+    }
 }
 
 /// `failed`'s subcommands.
@@ -337,7 +342,14 @@ impl<'r> Console<'r> {
                 }
                 continue;
             }
-            let _ = writeln!(out, "{name}: {} failed message(s)", failed.len());
+            if failed.len() >= max {
+                let _ = writeln!(
+                    out,
+                    "{name}: the first {max} failed messages (--max shows more)"
+                );
+            } else {
+                let _ = writeln!(out, "{name}: {} failed message(s)", failed.len());
+            }
             for m in &failed {
                 let r = &m.record;
                 let _ = writeln!(

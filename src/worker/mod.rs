@@ -256,9 +256,11 @@ impl fmt::Display for StopReason {
             ),
             StopReason::FailureLimit(n) => write!(f, "{n} failures in a row"),
             StopReason::Signal => write!(f, "a stop signal was received"),
-            StopReason::RestartRequested { at_ms } => {
-                write!(f, "restart requested by stop-workers at {at_ms} ms")
-            }
+            StopReason::RestartRequested { at_ms } => write!(
+                f,
+                "restart requested by stop-workers at {}",
+                cli::show_time(*at_ms)
+            ),
             StopReason::Empty => write!(f, "the queue is empty"),
             StopReason::TransportFailed(e) => write!(f, "{e}"),
         }
@@ -398,7 +400,7 @@ impl fmt::Display for Event<'_> {
                 record,
             } => write!(
                 f,
-                "failed message {} on {transport} after {} attempt(s), moved to the failure transport: {}",
+                "message {} on {transport} failed after {} attempt(s) and moved to the failure transport (see `failed show`): {}",
                 delivery.id, record.attempts, record.error
             ),
         }

@@ -101,10 +101,18 @@ pub fn open(dsn: &str) -> Result<Box<dyn RestartSignal>, TransportError> {
         ));
     }
     let path = dsn.strip_prefix("file://").unwrap_or(dsn);
-    if path.is_empty() {
+    if path.contains("://") || path.is_empty() {
         return Err(TransportError::new(
-            dsn,
-            "the restart signal needs a file path",
+            format!("restart signal {dsn}"),
+            "expected an absolute file path (or file://<path>) or redis://<host>?key=<key>",
+        ));
+    }
+    // A relative path moves with the working directory, as a release directory does on
+    // deploy, and the old workers would never see the request.
+    if !std::path::Path::new(path).is_absolute() {
+        return Err(TransportError::new(
+            format!("restart signal {dsn}"),
+            "give an absolute path, the same for every release",
         ));
     }
     Ok(Box::new(FileSignal::new(path)))

@@ -137,6 +137,13 @@ impl SqliteTransport {
 
     /// Opens `sqlite://<path>[?queue=<name>][&reclaim_after=<seconds>]`.
     pub fn open_dsn(dsn: &str, queue: &str) -> Result<Self, TransportError> {
+        if let Some(unknown) = super::transport::unknown_parameter(dsn, &["queue", "reclaim_after"])
+        {
+            return Err(TransportError::new(
+                dsn,
+                format!("unknown parameter `{unknown}`; known: queue, reclaim_after"),
+            ));
+        }
         let (path, named) = dsn_parts(dsn, "queue");
         if path.is_empty() {
             return Err(TransportError::new(dsn, "the DSN names no file"));

@@ -68,7 +68,7 @@ pub struct StatRow {
 /// A transport that could not do what was asked. The worker stops on it (a supervisor
 /// restarts it) rather than guess; a message it held is delivered again.
 #[derive(Debug, thiserror::Error)]
-#[error("transport {transport}: {problem}")]
+#[error("{transport}: {problem}")]
 pub struct TransportError {
     /// The transport, as named in its DSN.
     pub transport: String,
@@ -145,7 +145,7 @@ pub trait Transport: Send {
 ///
 /// `queue` names the queue when the DSN does not.
 pub fn open(dsn: &str, queue: &str) -> Result<Box<dyn Transport>, TransportError> {
-    if dsn.starts_with("sqlite:") {
+    if dsn.starts_with("sqlite://") {
         return Ok(Box::new(super::sqlite::SqliteTransport::open_dsn(
             dsn, queue,
         )?));
@@ -163,7 +163,7 @@ pub fn open(dsn: &str, queue: &str) -> Result<Box<dyn Transport>, TransportError
     }
     Err(TransportError::new(
         dsn,
-        "unknown DSN scheme; expected sqlite:// or redis://",
+        "unknown DSN scheme; expected sqlite://<path> or redis://<host>",
     ))
 }
 
@@ -177,6 +177,17 @@ pub(crate) fn dsn_parts<'a>(dsn: &'a str, key: &str) -> (&'a str, Option<&'a str
         .find(|(k, _)| *k == key)
         .map(|(_, v)| v);
     (path, value)
+}
+
+/// The first query parameter of `dsn` not in `known`, so a misspelt one is refused rather
+/// than ignored.
+pub(crate) fn unknown_parameter<'a>(dsn: &'a str, known: &[&str]) -> Option<&'a str> {
+    let query = dsn.split_once('?').map_or("", |(_, q)| q);
+    query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| kv.split_once('=').map_or(kv, |(k, _)| k))
+        .find(|k| !known.contains(k))
 }
 
 /// Milliseconds since the Unix epoch by this host's clock.
