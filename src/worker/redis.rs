@@ -388,8 +388,18 @@ impl RedisTransport {
     }
 
     fn query(&mut self, command: &str, cmd: &redis::Cmd) -> Result<Value, TransportError> {
-        cmd.query::<Value>(&mut self.conn)
-            .map_err(|e| self.failed_cmd(command, e))
+        match cmd.query::<Value>(&mut self.conn) {
+            Ok(reply) => Ok(reply),
+            // Interrupted by a signal (see `eval`): once more on a fresh connection.
+            Err(e) if e.is_io_error() => {
+                self.conn =
+                    connect(&self.dsn, &self.name).map_err(|_| self.failed_cmd(command, &e))?;
+                self.read_timeout = REPLY_MARGIN;
+                cmd.query::<Value>(&mut self.conn)
+                    .map_err(|e| self.failed_cmd(command, e))
+            }
+            Err(e) => Err(self.failed_cmd(command, e)),
+        }
     }
 
     fn reclaim_every(&self) -> Duration {
@@ -414,6 +424,7 @@ impl RedisTransport {
         let reply = eval(
             &mut self.conn,
             &mut self.shas,
+            &self.dsn,
             &self.name,
             Lua::MoveDue,
             &[&self.delayed, &self.stream, &self.failed],
@@ -782,6 +793,7 @@ impl Transport for RedisTransport {
         let reply = eval(
             &mut self.conn,
             &mut self.shas,
+            &self.dsn,
             &self.name,
             Lua::Ack,
             &[&self.stream],
@@ -806,6 +818,7 @@ impl Transport for RedisTransport {
         let reply = eval(
             &mut self.conn,
             &mut self.shas,
+            &self.dsn,
             &self.name,
             Lua::Retry,
             &[&self.stream, &self.delayed],
@@ -855,6 +868,7 @@ impl Transport for RedisTransport {
         let reply = eval(
             &mut self.conn,
             &mut self.shas,
+            &self.dsn,
             &self.name,
             Lua::Fail,
             &[&self.stream, &self.failed],
@@ -892,6 +906,7 @@ impl Transport for RedisTransport {
         let reply = eval(
             &mut self.conn,
             &mut self.shas,
+            &self.dsn,
             &self.name,
             Lua::Requeue,
             &[&self.failed, &self.stream],
@@ -927,6 +942,7 @@ impl Transport for RedisTransport {
         eval(
             &mut self.conn,
             &mut self.shas,
+            &self.dsn,
             &self.name,
             Lua::Stats,
             &[&self.stats, &self.last_seen],
@@ -1138,6 +1154,7 @@ impl RestartSignal for RedisSignal {
 fn eval(
     conn: &mut Connection,
     shas: &mut [Option<String>; Lua::COUNT],
+    dsn: &str,
     name: &str,
     lua: Lua,
     keys: &[&str],
@@ -1147,7 +1164,8 @@ fn eval(
     let failed = |command: &str, e: &dyn fmt::Display| {
         TransportError::new(name, format!("{command} of {what} failed: {e}"))
     };
-    for _ in 0..2 {
+    let mut reconnected = false;
+    for _ in 0..3 {
         let sha = match &shas[lua as usize] {
             Some(sha) => sha.clone(),
             None => {
@@ -1174,6 +1192,14 @@ fn eval(
         match cmd.query::<Value>(conn) {
             Ok(v) => return Ok(v),
             Err(e) if e.code() == Some("NOSCRIPT") => shas[lua as usize] = None,
+            // A signal interrupts a socket read that has a timeout (such reads are not
+            // restarted), leaving the connection out of step: run the script again on a fresh
+            // one. Every settling script checks that the entry is still ours, so a second run
+            // after a first that did happen changes nothing.
+            Err(e) if e.is_io_error() && !reconnected => {
+                *conn = connect(dsn, name).map_err(|_| failed("EVALSHA", &e))?;
+                reconnected = true;
+            }
             Err(e) => return Err(failed("EVALSHA", &e)),
         }
     }
