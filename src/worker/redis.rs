@@ -539,6 +539,16 @@ impl RedisTransport {
 
     /// One `XREADGROUP` for a new entry; `block` `None` asks without waiting.
     fn read(&mut self, block: Option<Duration>) -> Result<Option<Delivery>, TransportError> {
+        self.read_from(block, ">")
+    }
+
+    /// `XREADGROUP` from `from`: `>` for new entries, `0` for this consumer's own pending
+    /// ones.
+    fn read_from(
+        &mut self,
+        block: Option<Duration>,
+        from: &str,
+    ) -> Result<Option<Delivery>, TransportError> {
         const COMMAND: &str = "XREADGROUP";
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
@@ -553,22 +563,20 @@ impl RedisTransport {
             self.fit_read_timeout(Duration::from_millis(ms))?;
             cmd.arg("BLOCK").arg(ms);
         }
-        cmd.arg("STREAMS").arg(&self.stream).arg(">");
+        cmd.arg("STREAMS").arg(&self.stream).arg(from);
         let reply = match cmd.query::<Value>(&mut self.conn) {
             Ok(reply) => reply,
             // A signal interrupts a blocking read (socket reads with a timeout are not
             // restarted), and a dropped connection fails the same way. Its reply may still
-            // come on the old connection, so start a fresh one and let the worker check its
-            // stop conditions; an entry delivered to the old one is reclaimed, not lost.
-            Err(e) if e.is_io_error() => {
-                return match connect(&self.dsn, &self.name) {
-                    Ok(conn) => {
-                        self.conn = conn;
-                        self.read_timeout = REPLY_MARGIN;
-                        Ok(None)
-                    }
-                    Err(_) => Err(self.failed_cmd(COMMAND, e)),
-                };
+            // come on the old connection, so start a fresh one. The server may already have
+            // given us an entry: this consumer holds nothing else while it reads, so
+            // whatever is pending for it is that entry, and it is delivered now rather than
+            // left for the reclaim timeout.
+            Err(e) if e.is_io_error() && from == ">" => {
+                self.conn =
+                    connect(&self.dsn, &self.name).map_err(|_| self.failed_cmd(COMMAND, &e))?;
+                self.read_timeout = REPLY_MARGIN;
+                return self.read_from(None, "0");
             }
             Err(e) => return Err(self.failed_cmd(COMMAND, e)),
         };
@@ -591,6 +599,8 @@ impl RedisTransport {
             None => Ok(None),
             Some(entry) => match self.delivery(COMMAND, entry, false)? {
                 Some(delivery) => Ok(Some(delivery)),
+                // Our own pending entry, deleted meanwhile: nothing to deliver.
+                None if from != ">" => Ok(None),
                 None => Err(self.bad_reply(COMMAND, "an entry without fields")),
             },
         }
