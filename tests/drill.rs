@@ -244,6 +244,19 @@ fn spawn(
     })
 }
 
+/// Sends SIGTERM, as a supervisor stopping the worker would.
+fn sigterm(w: &Worker) -> Result<(), String> {
+    let kill = Command::new("kill")
+        .args(["-TERM", &w.child.id().to_string()])
+        .status()
+        .map_err(|e| format!("kill: {e}"))?;
+    if kill.success() {
+        Ok(())
+    } else {
+        Err(format!("kill -TERM failed: {kill}"))
+    }
+}
+
 /// Waits for a worker to exit; its stderr (with its stop report) on success.
 fn finish(mut w: Worker, within: Duration) -> Result<String, String> {
     let deadline = Instant::now() + within;
@@ -296,13 +309,7 @@ fn drill(dir: &Path, queue: &str, restart: &str) -> Result<(), String> {
 
     // The deploy: the supervisor stops one worker with SIGTERM, then `stop-workers` asks
     // every worker started before it to exit.
-    let kill = Command::new("kill")
-        .args(["-TERM", &a.child.id().to_string()])
-        .status()
-        .map_err(|e| format!("kill: {e}"))?;
-    if !kill.success() {
-        return Err(format!("kill -TERM failed: {kill}"));
-    }
+    sigterm(&a)?;
     let a_report = finish(a, Duration::from_secs(60))?;
     if !a_report.contains("worker stopped: a stop signal was received") {
         return Err(format!("v1-a did not stop on SIGTERM:\n{a_report}"));
@@ -334,13 +341,7 @@ fn drill(dir: &Path, queue: &str, restart: &str) -> Result<(), String> {
     // A worker waiting on an empty queue stops on SIGTERM too, as a clean stop (exit 0).
     let idle = spawn(dir, "v2-idle", "v2", queue, restart, &consume)?;
     std::thread::sleep(Duration::from_millis(800));
-    let kill = Command::new("kill")
-        .args(["-TERM", &idle.child.id().to_string()])
-        .status()
-        .map_err(|e| format!("kill: {e}"))?;
-    if !kill.success() {
-        return Err(format!("kill -TERM failed: {kill}"));
-    }
+    sigterm(&idle)?;
     let idle_report = finish(idle, Duration::from_secs(60))?;
     if !idle_report.contains("worker stopped: a stop signal was received") {
         return Err(format!(
