@@ -74,10 +74,12 @@ fn prefill(conn: &mut Connection, stream: &str, body: &[u8], n: usize) -> Result
 }
 
 fn cleanup(conn: &mut Connection, stream: &str) -> Result<(), Failure> {
-    let keys: Vec<String> = ["", ":delayed", ":failed", ":stats", ":stats:last-seen"]
-        .iter()
-        .map(|suffix| format!("{stream}{suffix}"))
-        .collect();
+    let mut keys = vec![stream.to_owned()];
+    keys.extend(
+        ["delayed", "failed", "stats", "stats:last-seen"]
+            .iter()
+            .map(|suffix| format!("{{{stream}}}:{suffix}")),
+    );
     redis::cmd("DEL").arg(&keys).exec(conn)?;
     Ok(())
 }

@@ -78,10 +78,10 @@ impl Drop for Stream {
         let n = &self.name;
         let keys = [
             n.clone(),
-            format!("{n}:delayed"),
-            format!("{n}:failed"),
-            format!("{n}:stats"),
-            format!("{n}:stats:last-seen"),
+            format!("{{{n}}}:delayed"),
+            format!("{{{n}}}:failed"),
+            format!("{{{n}}}:stats"),
+            format!("{{{n}}}:stats:last-seen"),
         ];
         if let Ok(mut conn) = redis::Client::open(self.url.as_str())
             .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
@@ -309,7 +309,7 @@ fn a_retry_delayed_past_any_clock_waits_without_overflowing() {
     // 1.8e19 of u64::MAX milliseconds, which a double cannot hold exactly.
     let mut conn = raw(&stream.url);
     let scores: Vec<(Vec<u8>, String)> = redis::cmd("ZRANGE")
-        .arg(format!("{}:delayed", stream.name))
+        .arg(format!("{{{}}}:delayed", stream.name))
         .arg(0)
         .arg(-1)
         .arg("WITHSCORES")
@@ -403,8 +403,8 @@ fn a_failing_write_leaves_the_message_pending_rather_than_losing_it() {
         .unwrap()
         .expect("a message");
     let mut conn = raw(&stream.url);
-    let failed_key = format!("{}:failed", stream.name);
-    let delayed_key = format!("{}:delayed", stream.name);
+    let failed_key = format!("{{{}}}:failed", stream.name);
+    let delayed_key = format!("{{{}}}:delayed", stream.name);
 
     // The failure stream's key holds a string: XADD fails with WRONGTYPE. Redis does not roll
     // back what a script did before, so the entry must not have been acked and deleted yet.
@@ -882,4 +882,115 @@ fn the_restart_signal_needs_its_key_named_in_the_dsn() {
         assert!(err.to_string().contains("key="), "{err}");
     }
     assert!(RedisSignal::open_dsn(&dsn(&url, "key=")).is_err());
+}
+
+#[test]
+fn queues_whose_names_look_like_another_queues_keys_never_share_a_key() {
+    let orders = Stream::new("orders");
+    // Queues named as the old layout named `orders`' delayed set and failure stream.
+    let delayed_named = Stream {
+        url: orders.url.clone(),
+        name: format!("{}:delayed", orders.name),
+    };
+    let failed_named = Stream {
+        url: orders.url.clone(),
+        name: format!("{}:failed", orders.name),
+    };
+    let mut t = orders.open();
+    t.send(b"retry me").unwrap();
+    t.send(b"fail me").unwrap();
+    let d = receive_one(&mut t, Duration::from_secs(2)).expect("a message");
+    t.retry_later(&d, Duration::from_millis(300), 1).unwrap();
+    let d = receive_one(&mut t, Duration::from_secs(2)).expect("a message");
+    t.fail(&d, &a_record()).unwrap();
+
+    // A worker on each of them opens and reads its own (empty) queue: no WRONGTYPE, and
+    // nothing of `orders` is taken.
+    let mut on_delayed = delayed_named.open();
+    let mut on_failed = failed_named.open();
+    assert_eq!(
+        on_delayed.receive(Duration::from_millis(100)).unwrap(),
+        None
+    );
+    assert_eq!(on_failed.receive(Duration::from_millis(100)).unwrap(), None);
+    on_delayed.send(b"its own").unwrap();
+    assert_eq!(
+        on_delayed
+            .receive(Duration::from_secs(1))
+            .unwrap()
+            .map(|d| d.body),
+        Some(b"its own".to_vec())
+    );
+
+    // `orders` still has its dead letter and gets its retry back when due.
+    assert_eq!(t.failed(10).unwrap().len(), 1);
+    let back = receive_one(&mut t, Duration::from_secs(3)).expect("the retry came back");
+    assert_eq!((back.body.as_slice(), back.attempt), (&b"retry me"[..], 1));
+    t.ack(&back).unwrap();
+
+    // Braces would move a stream to another hash slot than its keys: refused.
+    let e = RedisTransport::open_dsn(&dsn(&orders.url, "stream=a{b}"), "unused").unwrap_err();
+    assert!(e.to_string().contains("must not contain"), "{e}");
+}
+
+#[test]
+fn every_key_of_one_queue_hashes_to_the_stream_s_own_slot() {
+    let stream = Stream::new("slots");
+    let mut t = stream.open();
+    t.send(b"x").unwrap();
+    let d = receive_one(&mut t, Duration::from_secs(2)).expect("a message");
+    t.retry_later(&d, Duration::from_secs(60), 1).unwrap();
+    t.record_stats(&[StatRow {
+        type_name: "T".to_owned(),
+        version: 1,
+        count: 1,
+        last_seen_ms: 1,
+    }])
+    .unwrap();
+    // Redis Cluster's rule, from its specification: CRC16 (XMODEM) of the key's hash tag
+    // (the text between the first `{` and the next `}`, if not empty) or of the whole key.
+    fn crc16(bytes: &[u8]) -> u16 {
+        let mut crc = 0u16;
+        for &b in bytes {
+            crc ^= u16::from(b) << 8;
+            for _ in 0..8 {
+                crc = if crc & 0x8000 != 0 {
+                    (crc << 1) ^ 0x1021
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        crc
+    }
+    fn slot(key: &str) -> u16 {
+        let tagged = key.find('{').and_then(|open| {
+            let close = key[open + 1..].find('}')? + open + 1;
+            (close > open + 1).then(|| &key[open + 1..close])
+        });
+        crc16(tagged.unwrap_or(key).as_bytes()) % 16384
+    }
+    assert_eq!(
+        crc16(b"123456789"),
+        0x31c3,
+        "the specification's check value"
+    );
+    let own = slot(&stream.name);
+    let n = &stream.name;
+    for key in [
+        format!("{{{n}}}:delayed"),
+        format!("{{{n}}}:failed"),
+        format!("{{{n}}}:stats"),
+        format!("{{{n}}}:stats:last-seen"),
+    ] {
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(&key)
+            .query(&mut raw(&stream.url))
+            .unwrap();
+        assert!(
+            exists == 1 || key.ends_with(":failed"),
+            "the transport does not write {key}"
+        );
+        assert_eq!(slot(&key), own, "{key}");
+    }
 }

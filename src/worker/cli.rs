@@ -32,11 +32,12 @@
 //! ```
 //!
 //! `consume` exits 0 when a stop condition ends it (the supervisor restarts it) and 1 when a
-//! transport fails; the other commands exit 1 on an error or a message that still fails.
+//! transport fails or its restart signal stays unreadable past the outage limit; the other
+//! commands exit 1 on an error or a message that still fails.
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{
     open, open_restart_signal, parse_bytes, FailedMessage, Handlers, Limits, RetryPolicy,
@@ -147,6 +148,7 @@ pub struct Console<'r> {
     restart: Option<String>,
     retry: RetryPolicy,
     poll: Duration,
+    created: Instant,
 }
 
 impl<'r> Console<'r> {
@@ -158,6 +160,7 @@ impl<'r> Console<'r> {
             restart: None,
             retry: RetryPolicy::default(),
             poll: Duration::from_secs(1),
+            created: Instant::now(),
         }
     }
 
@@ -264,6 +267,9 @@ impl<'r> Console<'r> {
         if args.memory_limit.is_some() && super::resident_set_size().is_none() {
             return Err("--memory-limit needs /proc/self/status, which only Linux has".to_owned());
         }
+        // Before anything that can wait: a restart requested while the transports open (an
+        // SQLite lock, a Redis connect) is later than this, and stops the worker.
+        let started = super::process_started().map_or(self.created, |p| p.min(self.created));
         let transports = self.open(&args.transports)?;
         let names: Vec<String> = transports.iter().map(|(n, _)| n.clone()).collect();
         let limits = Limits {
@@ -286,6 +292,7 @@ impl<'r> Console<'r> {
         );
         let verbose = args.verbose;
         let mut worker = Worker::new(self.handlers)
+            .started_at(started)
             .limits(limits)
             .retry(self.retry)
             .poll_interval(self.poll)
@@ -305,7 +312,9 @@ impl<'r> Console<'r> {
         let report = worker.run();
         eprintln!("{report}");
         Ok(match report.reason {
-            StopReason::TransportFailed(_) => ExitCode::FAILURE,
+            StopReason::TransportFailed(_) | StopReason::RestartSignalLost { .. } => {
+                ExitCode::FAILURE
+            }
             _ => ExitCode::SUCCESS,
         })
     }
@@ -318,7 +327,7 @@ impl<'r> Console<'r> {
         let mut signal = open_restart_signal(dsn).map_err(|e| e.to_string())?;
         let at = signal.request().map_err(|e| e.to_string())?;
         println!(
-            "Restart requested at {} in {}: every worker started before then exits after its current message.",
+            "Restart requested at {} in {}: every worker running now exits after its current message.",
             show_time(at),
             signal.name()
         );

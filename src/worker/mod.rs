@@ -68,7 +68,9 @@ use std::time::{Duration, Instant};
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisSignal, RedisTransport};
-pub use restart::{open as open_restart_signal, FileSignal, RestartSignal};
+pub use restart::{
+    open as open_restart_signal, FileSignal, RestartSignal, CLOCK_TOLERANCE, DEFAULT_OUTAGE_LIMIT,
+};
 pub use sqlite::SqliteTransport;
 pub use transport::{
     open, Delivery, FailedMessage, FailureRecord, StatRow, Transport, TransportError,
@@ -237,6 +239,14 @@ pub enum StopReason {
         /// When, in milliseconds since the Unix epoch.
         at_ms: u64,
     },
+    /// The restart signal could not be read for longer than the outage limit: the worker
+    /// stops rather than run on without hearing `stop-workers`.
+    RestartSignalLost {
+        /// The last read's error.
+        problem: String,
+        /// How long it had been unreadable.
+        unreadable_for: Duration,
+    },
     /// Every transport was empty (`stop_when_empty`).
     Empty,
     /// A transport failed; the message it held, if any, will be delivered again.
@@ -260,6 +270,14 @@ impl fmt::Display for StopReason {
                 f,
                 "restart requested by stop-workers at {}",
                 cli::show_time(*at_ms)
+            ),
+            StopReason::RestartSignalLost {
+                problem,
+                unreadable_for,
+            } => write!(
+                f,
+                "the restart signal was unreadable for {:.1} s, so stop-workers could not reach this worker: {problem}",
+                unreadable_for.as_secs_f64()
             ),
             StopReason::Empty => write!(f, "the queue is empty"),
             StopReason::TransportFailed(e) => write!(f, "{e}"),
@@ -416,6 +434,9 @@ pub struct Worker<'r> {
     limits: Limits,
     retry: RetryPolicy,
     restart: Option<Box<dyn RestartSignal>>,
+    /// When this worker's code started running, for the restart signal.
+    started: Instant,
+    outage_limit: Duration,
     stop: Arc<AtomicBool>,
     poll: Duration,
     log: Option<Logger<'r>>,
@@ -435,6 +456,8 @@ impl<'r> Worker<'r> {
             limits: Limits::default(),
             retry: RetryPolicy::default(),
             restart: None,
+            started: Instant::now(),
+            outage_limit: DEFAULT_OUTAGE_LIMIT,
             stop: Arc::new(AtomicBool::new(false)),
             poll: Duration::from_secs(1),
             log: None,
@@ -460,9 +483,27 @@ impl<'r> Worker<'r> {
     }
 
     /// Listens to `stop-workers` through `signal`: the worker exits after its current
-    /// message once a restart is requested after it started.
+    /// message once a restart is requested after it started (see the clock rules in
+    /// [`RestartSignal`]'s module docs, repeated in the README).
     pub fn restart_signal(mut self, signal: Box<dyn RestartSignal>) -> Self {
         self.restart = Some(signal);
+        self
+    }
+
+    /// When this worker's code started: a restart requested after `at` stops it, even one
+    /// made before [`Worker::run`] (while transports were opening). Defaults to when
+    /// [`Worker::new`] was called; take an `Instant` before opening anything that can wait
+    /// and pass it here. The commands in [`cli`] pass the process's start.
+    pub fn started_at(mut self, at: Instant) -> Self {
+        self.started = at;
+        self
+    }
+
+    /// How long the worker goes on while its restart signal cannot be read (30 s by
+    /// default): longer, and it stops with [`StopReason::RestartSignalLost`] rather than run
+    /// yesterday's code without hearing `stop-workers`.
+    pub fn restart_signal_outage(mut self, limit: Duration) -> Self {
+        self.outage_limit = limit;
         self
     }
 
@@ -520,12 +561,9 @@ impl<'r> Worker<'r> {
             last_flush: Instant::now(),
             last_memory_check: None,
             last_restart_check: None,
-            signal_trouble: None,
+            watch: restart::Watch::new(self.started, self.outage_limit),
         };
-        let reason = match self.start_time() {
-            Ok(started_ms) => self.drain(&mut run, started, started_ms),
-            Err(e) => StopReason::TransportFailed(e.to_string()),
-        };
+        let reason = self.drain(&mut run, started);
         let reason = match (self.flush(&mut run), reason) {
             // The first transport failure is the one to report.
             (Err(_), reason @ StopReason::TransportFailed(_)) => reason,
@@ -541,19 +579,12 @@ impl<'r> Worker<'r> {
         run.report
     }
 
-    fn start_time(&mut self) -> Result<u64, TransportError> {
-        match &mut self.restart {
-            Some(signal) => signal.now(),
-            None => Ok(transport::now_ms()),
-        }
-    }
-
-    fn drain(&mut self, run: &mut Run, started: Instant, started_ms: u64) -> StopReason {
+    fn drain(&mut self, run: &mut Run, started: Instant) -> StopReason {
         if self.transports.is_empty() {
             return StopReason::TransportFailed("no transport to consume".to_owned());
         }
         loop {
-            if let Some(reason) = self.should_stop(run, started, started_ms) {
+            if let Some(reason) = self.should_stop(run, started) {
                 return reason;
             }
             let mut wait = self.poll;
@@ -584,12 +615,7 @@ impl<'r> Worker<'r> {
         }
     }
 
-    fn should_stop(
-        &mut self,
-        run: &mut Run,
-        started: Instant,
-        started_ms: u64,
-    ) -> Option<StopReason> {
+    fn should_stop(&mut self, run: &mut Run, started: Instant) -> Option<StopReason> {
         if self.stop.load(Ordering::SeqCst) {
             return Some(StopReason::Signal);
         }
@@ -633,19 +659,23 @@ impl<'r> Worker<'r> {
                 .is_none_or(|at| at.elapsed() >= every)
             {
                 run.last_restart_check = Some(Instant::now());
-                match signal.requested_at() {
-                    Ok(Some(at_ms)) if at_ms > started_ms => {
+                let reading = read_signal(&mut **signal, run.watch.needs_clock());
+                match run.watch.observe(reading, Instant::now()) {
+                    restart::Verdict::Continue(None) => {}
+                    restart::Verdict::Continue(Some(problem)) => {
+                        emit(&mut self.log, &Event::Warning { problem: &problem });
+                    }
+                    restart::Verdict::Restart { at_ms } => {
                         return Some(StopReason::RestartRequested { at_ms })
                     }
-                    Ok(_) => run.signal_trouble = None,
-                    // An unreadable store must not crash-loop every worker: warn (once per
-                    // distinct problem) and go on as if nothing was requested.
-                    Err(e) => {
-                        let problem = e.to_string();
-                        if run.signal_trouble.as_deref() != Some(problem.as_str()) {
-                            emit(&mut self.log, &Event::Warning { problem: &problem });
-                            run.signal_trouble = Some(problem);
-                        }
+                    restart::Verdict::Lost {
+                        problem,
+                        unreadable_for,
+                    } => {
+                        return Some(StopReason::RestartSignalLost {
+                            problem,
+                            unreadable_for,
+                        })
                     }
                 }
             }
@@ -883,8 +913,22 @@ struct Run {
     last_flush: Instant,
     last_memory_check: Option<Instant>,
     last_restart_check: Option<Instant>,
-    /// The restart signal's last read problem, warned about once.
-    signal_trouble: Option<String>,
+    watch: restart::Watch,
+}
+
+/// One read of the restart signal, with the store's clock when the watch needs it.
+fn read_signal(
+    signal: &mut dyn RestartSignal,
+    with_clock: bool,
+) -> Result<restart::Reading, String> {
+    let store_now = match with_clock {
+        true => Some(signal.now().map_err(|e| e.to_string())?),
+        false => None,
+    };
+    Ok(restart::Reading {
+        requested_at: signal.requested_at().map_err(|e| e.to_string())?,
+        store_now,
+    })
 }
 
 impl Run {
@@ -921,6 +965,30 @@ pub(crate) fn consumer_name() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "host".to_owned());
     format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+/// When this process started, from `/proc` (Linux), if that was at most 10 s ago: a restart
+/// requested at any moment after the process started concerns it.
+pub(crate) fn process_started() -> Option<Instant> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    let age = process_age(&stat, &uptime)?;
+    if age > Duration::from_secs(10) {
+        return None;
+    }
+    Instant::now().checked_sub(age)
+}
+
+/// A process's age from its `/proc/<pid>/stat` and `/proc/uptime`, one clock tick (USER_HZ,
+/// 100 on Linux) more, so that a request in the start's own tick counts as after it.
+fn process_age(stat: &str, uptime: &str) -> Option<Duration> {
+    // Fields after the command name, which may hold spaces and parentheses: state is the
+    // first, starttime (field 22, in ticks since boot) the twentieth.
+    let after = stat.get(stat.rfind(')')? + 1..)?;
+    let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    let age = uptime - ticks as f64 / 100.0 + 0.01;
+    Duration::try_from_secs_f64(age).ok()
 }
 
 /// The process's resident set size in bytes, from `/proc/self/status` (Linux only).
@@ -996,6 +1064,19 @@ mod tests {
             seen.insert((d * 1e6) as u64);
         }
         assert!(seen.len() > 100, "jitter spreads the delays");
+    }
+
+    #[test]
+    fn a_process_age_is_read_from_proc_even_with_parentheses_in_its_name() {
+        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
+                    12345 1000000 200 18446744073709551615";
+        let age = process_age(stat, "200.50 390.00\n").unwrap();
+        assert_eq!(age.as_millis(), 77_060); // 200.50 - 123.45 + one tick
+        assert_eq!(process_age(stat, "100.00 1.0\n"), None, "started after now");
+        assert_eq!(process_age("4242 (x) S 1", "200.50 1"), None);
+        let real = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let uptime = std::fs::read_to_string("/proc/uptime").unwrap();
+        assert!(process_age(&real, &uptime).is_some(), "{real}");
     }
 
     #[test]

@@ -51,6 +51,9 @@ const RECLAIM_EVERY: Duration = Duration::from_secs(5);
 const RECLAIM_MIN: Duration = Duration::from_millis(50);
 /// How often a worker reads the Redis restart signal: a round trip, so not per message.
 const SIGNAL_CHECK_EVERY: Duration = Duration::from_millis(100);
+/// The restart signal's socket timeouts: its replies are immediate, and a hung server must
+/// not hold the worker between messages for long.
+const SIGNAL_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// XAUTOCLAIM calls per scan: each looks at ten pending entries at most (Redis 7).
 const RECLAIM_STEPS: usize = 100;
 /// The longest `BLOCK` of one `XREADGROUP`, in ms; a longer receive blocks again. Redis takes
@@ -256,9 +259,7 @@ impl Lua {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RedisTransport {
-    conn: Connection,
-    /// For reconnecting; never shown (it may hold a password).
-    dsn: String,
+    link: Link,
     name: String,
     stream: String,
     delayed: String,
@@ -277,8 +278,6 @@ pub struct RedisTransport {
     delayed_due: Option<Instant>,
     /// Script hashes from `SCRIPT LOAD`, loaded on first use and again after `NOSCRIPT`.
     shas: [Option<String>; Lua::COUNT],
-    /// The socket's read timeout now, raised for a longer `BLOCK`.
-    read_timeout: Duration,
 }
 
 impl fmt::Debug for RedisTransport {
@@ -315,15 +314,25 @@ impl RedisTransport {
                 .ok_or_else(|| TransportError::new(&name, "reclaim_after is not seconds"))?,
             None => Duration::from_secs(300),
         };
-        let conn = connect(dsn, &name)?;
+        // Braces would change the stream's hash slot, and its derived keys (below) start with
+        // one: no stream name can then coincide with another queue's derived key.
+        if stream.contains(['{', '}']) {
+            return Err(TransportError::new(
+                &name,
+                format!("the stream name `{stream}` must not contain `{{` or `}}`"),
+            ));
+        }
+        let link = Link::open(dsn, &name, REPLY_MARGIN)?;
         let now = Instant::now();
+        // `{<stream>}` is a hash tag: a cluster would put every key of one queue in the slot
+        // of the stream itself.
+        let tag = format!("{{{stream}}}");
         let mut transport = RedisTransport {
-            conn,
-            dsn: dsn.to_owned(),
-            delayed: format!("{stream}:delayed"),
-            failed: format!("{stream}:failed"),
-            stats: format!("{stream}:stats"),
-            last_seen: format!("{stream}:stats:last-seen"),
+            link,
+            delayed: format!("{tag}:delayed"),
+            failed: format!("{tag}:failed"),
+            stats: format!("{tag}:stats"),
+            last_seen: format!("{tag}:stats:last-seen"),
             name,
             stream,
             group,
@@ -334,20 +343,19 @@ impl RedisTransport {
             next_delayed_check: now,
             delayed_due: None,
             shas: Default::default(),
-            read_timeout: REPLY_MARGIN,
         };
         // From 0: a new group also takes what was sent before any worker ran.
-        let created = redis::cmd("XGROUP")
+        let mut create = redis::cmd("XGROUP");
+        create
             .arg("CREATE")
             .arg(&transport.stream)
             .arg(&transport.group)
             .arg("0")
-            .arg("MKSTREAM")
-            .query::<Value>(&mut transport.conn);
-        match created {
+            .arg("MKSTREAM");
+        match transport.link.run(|c| create.query::<Value>(c)) {
             Ok(_) => {}
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(transport.failed_cmd("XGROUP CREATE", e)),
+            Err(Failure::Redis(e)) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(transport.link.failed("XGROUP CREATE", e)),
         }
         Ok(transport)
     }
@@ -376,10 +384,6 @@ impl RedisTransport {
         &self.consumer
     }
 
-    fn failed_cmd(&self, command: &str, e: impl fmt::Display) -> TransportError {
-        TransportError::new(&self.name, format!("{command} failed: {e}"))
-    }
-
     fn bad_reply(&self, command: &str, what: impl fmt::Display) -> TransportError {
         TransportError::new(
             &self.name,
@@ -388,18 +392,7 @@ impl RedisTransport {
     }
 
     fn query(&mut self, command: &str, cmd: &redis::Cmd) -> Result<Value, TransportError> {
-        match cmd.query::<Value>(&mut self.conn) {
-            Ok(reply) => Ok(reply),
-            // Interrupted by a signal (see `eval`): once more on a fresh connection.
-            Err(e) if e.is_io_error() => {
-                self.conn =
-                    connect(&self.dsn, &self.name).map_err(|_| self.failed_cmd(command, &e))?;
-                self.read_timeout = REPLY_MARGIN;
-                cmd.query::<Value>(&mut self.conn)
-                    .map_err(|e| self.failed_cmd(command, e))
-            }
-            Err(e) => Err(self.failed_cmd(command, e)),
-        }
+        self.link.query(command, cmd)
     }
 
     fn reclaim_every(&self) -> Duration {
@@ -422,10 +415,8 @@ impl RedisTransport {
     fn move_due(&mut self) -> Result<(), TransportError> {
         let batch = DELAYED_BATCH.to_string();
         let reply = eval(
-            &mut self.conn,
+            &mut self.link,
             &mut self.shas,
-            &self.dsn,
-            &self.name,
             Lua::MoveDue,
             &[&self.delayed, &self.stream, &self.failed],
             &[batch.as_bytes()],
@@ -560,11 +551,11 @@ impl RedisTransport {
             // BLOCK 0 would wait forever: never less than 1 ms, rounded up; at most
             // MAX_BLOCK_MS (receive blocks again while its timeout lasts).
             let ms = saturate(block.as_micros().div_ceil(1000), MAX_BLOCK_MS).max(1);
-            self.fit_read_timeout(Duration::from_millis(ms))?;
+            self.link.fit_read_timeout(Duration::from_millis(ms))?;
             cmd.arg("BLOCK").arg(ms);
         }
         cmd.arg("STREAMS").arg(&self.stream).arg(from);
-        let reply = match cmd.query::<Value>(&mut self.conn) {
+        let reply = match cmd.query::<Value>(self.link.conn()?) {
             Ok(reply) => reply,
             // A signal interrupts a blocking read (socket reads with a timeout are not
             // restarted), and a dropped connection fails the same way. Its reply may still
@@ -573,12 +564,12 @@ impl RedisTransport {
             // whatever is pending for it is that entry, and it is delivered now rather than
             // left for the reclaim timeout.
             Err(e) if e.is_io_error() && from == ">" => {
-                self.conn =
-                    connect(&self.dsn, &self.name).map_err(|_| self.failed_cmd(COMMAND, &e))?;
-                self.read_timeout = REPLY_MARGIN;
+                if let Err(c) = self.link.reconnect() {
+                    return Err(self.link.failed(COMMAND, Failure::Lost(e, c)));
+                }
                 return self.read_from(None, "0");
             }
-            Err(e) => return Err(self.failed_cmd(COMMAND, e)),
+            Err(e) => return Err(self.link.failed(COMMAND, Failure::Redis(e))),
         };
         // RESP2: [[stream, [entry]]]; RESP3: {stream: [entry]}; nil when nothing came.
         let entries = match reply {
@@ -604,18 +595,6 @@ impl RedisTransport {
                 None => Err(self.bad_reply(COMMAND, "an entry without fields")),
             },
         }
-    }
-
-    /// Raises the socket's read timeout when a `BLOCK` would outlast it.
-    fn fit_read_timeout(&mut self, block: Duration) -> Result<(), TransportError> {
-        let needed = block.saturating_add(REPLY_MARGIN);
-        if needed > self.read_timeout {
-            self.conn
-                .set_read_timeout(Some(needed))
-                .map_err(|e| self.failed_cmd("setting the read timeout", e))?;
-            self.read_timeout = needed;
-        }
-        Ok(())
     }
 
     /// A settling script's reply: `true` when it settled the delivery, `false` when the entry
@@ -801,10 +780,8 @@ impl Transport for RedisTransport {
     fn ack(&mut self, delivery: &Delivery) -> Result<(), TransportError> {
         // One round trip, XACK and XDEL together or not at all.
         let reply = eval(
-            &mut self.conn,
+            &mut self.link,
             &mut self.shas,
-            &self.dsn,
-            &self.name,
             Lua::Ack,
             &[&self.stream],
             &[
@@ -826,10 +803,8 @@ impl Transport for RedisTransport {
         let ms = saturate(delay.as_micros().div_ceil(1000), MAX_DELAY_MS);
         let (ms_text, attempt_text) = (ms.to_string(), attempt.to_string());
         let reply = eval(
-            &mut self.conn,
+            &mut self.link,
             &mut self.shas,
-            &self.dsn,
-            &self.name,
             Lua::Retry,
             &[&self.stream, &self.delayed],
             &[
@@ -876,10 +851,8 @@ impl Transport for RedisTransport {
             args.extend([b"version".as_slice(), version.as_bytes()]);
         }
         let reply = eval(
-            &mut self.conn,
+            &mut self.link,
             &mut self.shas,
-            &self.dsn,
-            &self.name,
             Lua::Fail,
             &[&self.stream, &self.failed],
             &args,
@@ -914,10 +887,8 @@ impl Transport for RedisTransport {
     fn requeue_failed(&mut self, id: &str) -> Result<bool, TransportError> {
         let id = self.entry_id(id)?;
         let reply = eval(
-            &mut self.conn,
+            &mut self.link,
             &mut self.shas,
-            &self.dsn,
-            &self.name,
             Lua::Requeue,
             &[&self.failed, &self.stream],
             &[id.as_bytes()],
@@ -950,10 +921,8 @@ impl Transport for RedisTransport {
         }
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
         eval(
-            &mut self.conn,
+            &mut self.link,
             &mut self.shas,
-            &self.dsn,
-            &self.name,
             Lua::Stats,
             &[&self.stats, &self.last_seen],
             &args,
@@ -962,13 +931,15 @@ impl Transport for RedisTransport {
     }
 
     fn stats(&mut self) -> Result<Vec<StatRow>, TransportError> {
-        let reply: (Value, Value) = redis::pipe()
-            .cmd("HGETALL")
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL")
             .arg(&self.stats)
             .cmd("HGETALL")
-            .arg(&self.last_seen)
-            .query(&mut self.conn)
-            .map_err(|e| self.failed_cmd("HGETALL", e))?;
+            .arg(&self.last_seen);
+        let reply: (Value, Value) = self
+            .link
+            .run(|c| pipe.query(c))
+            .map_err(|e| self.link.failed("HGETALL", e))?;
         let counts = self.stat_fields(reply.0)?;
         let seen: std::collections::HashMap<StatKey, u64> =
             self.stat_fields(reply.1)?.into_iter().collect();
@@ -986,13 +957,15 @@ impl Transport for RedisTransport {
     }
 
     fn pending(&mut self) -> Result<u64, TransportError> {
-        let (waiting, delayed): (Value, Value) = redis::pipe()
-            .cmd("XLEN")
+        let mut pipe = redis::pipe();
+        pipe.cmd("XLEN")
             .arg(&self.stream)
             .cmd("ZCARD")
-            .arg(&self.delayed)
-            .query(&mut self.conn)
-            .map_err(|e| self.failed_cmd("XLEN + ZCARD", e))?;
+            .arg(&self.delayed);
+        let (waiting, delayed): (Value, Value) = self
+            .link
+            .run(|c| pipe.query(c))
+            .map_err(|e| self.link.failed("XLEN + ZCARD", e))?;
         match (
             int(&waiting).map(u64::try_from),
             int(&delayed).map(u64::try_from),
@@ -1013,15 +986,18 @@ impl Drop for RedisTransport {
     /// are one script, so a consumer holding messages is never deleted (its messages would
     /// leave the pending list and never be delivered again).
     fn drop(&mut self) {
-        let _ = self.conn.set_read_timeout(Some(DROP_TIMEOUT));
-        let _ = self.conn.set_write_timeout(Some(DROP_TIMEOUT));
+        let Some(conn) = self.link.conn.as_mut() else {
+            return;
+        };
+        let _ = conn.set_read_timeout(Some(DROP_TIMEOUT));
+        let _ = conn.set_write_timeout(Some(DROP_TIMEOUT));
         let _ = redis::cmd("EVAL")
             .arg(FORGET_CONSUMER_LUA)
             .arg(1)
             .arg(&self.stream)
             .arg(&self.group)
             .arg(&self.consumer)
-            .query::<Value>(&mut self.conn);
+            .query::<Value>(conn);
     }
 }
 
@@ -1044,15 +1020,14 @@ impl Drop for RedisTransport {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RedisSignal {
-    conn: Connection,
-    name: String,
+    link: Link,
     key: String,
 }
 
 impl fmt::Debug for RedisSignal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisSignal")
-            .field("name", &self.name)
+            .field("name", &self.link.name)
             .field("key", &self.key)
             .finish_non_exhaustive()
     }
@@ -1062,10 +1037,10 @@ impl RedisSignal {
     /// Opens `redis://[user:password@]host[:port][/db]?key=<key>`; the key is required, one
     /// per application (`<app>:restart-requested-at`, say).
     pub fn open_dsn(dsn: &str) -> Result<Self, TransportError> {
-        let name = without_password(dsn);
+        let name = format!("restart signal {}", without_password(dsn));
         let Some(key) = dsn_parts(dsn, "key").1 else {
             return Err(TransportError::new(
-                format!("restart signal {name}"),
+                name,
                 "the DSN names no key: add `?key=<app>:restart-requested-at` (or \
                  `&key=…` after other parameters), one key per application, since \
                  applications sharing a key restart each other's workers",
@@ -1073,14 +1048,13 @@ impl RedisSignal {
         };
         if key.is_empty() {
             return Err(TransportError::new(
-                &name,
+                name,
                 "the restart key must not be empty",
             ));
         }
         Ok(RedisSignal {
-            conn: connect(dsn, &name)?,
+            link: Link::open(dsn, &name, SIGNAL_REPLY_TIMEOUT)?,
             key: key.to_owned(),
-            name,
         })
     }
 
@@ -1088,21 +1062,16 @@ impl RedisSignal {
     pub fn key(&self) -> &str {
         &self.key
     }
-
-    fn err(&self, command: &str, e: impl fmt::Display) -> TransportError {
-        TransportError::new(
-            format!("restart signal {}", self.name),
-            format!("{command} failed: {e}"),
-        )
-    }
 }
 
 impl RestartSignal for RedisSignal {
     fn name(&self) -> String {
         let dsn = self
+            .link
             .name
+            .trim_start_matches("restart signal ")
             .split_once('?')
-            .map_or(self.name.as_str(), |(d, _)| d);
+            .map_or(self.link.name.as_str(), |(d, _)| d);
         format!("key {} on {dsn}", self.key)
     }
 
@@ -1111,9 +1080,7 @@ impl RestartSignal for RedisSignal {
     }
 
     fn now(&mut self) -> Result<u64, TransportError> {
-        let reply = redis::cmd("TIME")
-            .query::<Value>(&mut self.conn)
-            .map_err(|e| self.err("TIME", e))?;
+        let reply = self.link.query("TIME", &redis::cmd("TIME"))?;
         let parts = match &reply {
             Value::Array(parts) if parts.len() == 2 => {
                 int(&parts[0]).zip(int(&parts[1])).and_then(|(s, us)| {
@@ -1124,30 +1091,28 @@ impl RestartSignal for RedisSignal {
             }
             _ => None,
         };
-        parts.ok_or_else(|| self.err("TIME", format!("an unexpected reply: {}", describe(&reply))))
+        parts.ok_or_else(|| {
+            TransportError::new(
+                &self.link.name,
+                format!("TIME gave an unexpected reply: {}", describe(&reply)),
+            )
+        })
     }
 
-    fn request(&mut self) -> Result<u64, TransportError> {
-        let at = self.now()?;
-        redis::cmd("SET")
-            .arg(&self.key)
-            .arg(at)
-            .exec(&mut self.conn)
-            .map_err(|e| self.err("SET", e))?;
-        Ok(at)
+    fn store(&mut self, at_ms: u64) -> Result<(), TransportError> {
+        self.link
+            .query("SET", redis::cmd("SET").arg(&self.key).arg(at_ms))
+            .map(|_| ())
     }
 
     fn requested_at(&mut self) -> Result<Option<u64>, TransportError> {
-        let reply = redis::cmd("GET")
-            .arg(&self.key)
-            .query::<Value>(&mut self.conn)
-            .map_err(|e| self.err("GET", e))?;
+        let reply = self.link.query("GET", redis::cmd("GET").arg(&self.key))?;
         match reply {
             Value::Nil => Ok(None),
             other => match int(&other).and_then(|n| u64::try_from(n).ok()) {
                 Some(at) => Ok(Some(at)),
-                None => Err(self.err(
-                    "GET",
+                None => Err(TransportError::new(
+                    &self.link.name,
                     format!(
                         "key {} holds no time in milliseconds: {}",
                         self.key,
@@ -1159,35 +1124,143 @@ impl RestartSignal for RedisSignal {
     }
 }
 
+/// One connection to Redis, with the reconnect policy that every connection a worker holds
+/// shares (its queue's and its restart signal's): a command that fails on the socket (a
+/// dropped connection, a server restart, `CLIENT KILL`, a signal interrupting a read) runs
+/// once more on a fresh connection. If that fails too, the error goes to the caller, and the
+/// next command connects again.
+struct Link {
+    /// `None` after a connection failed and no new one could be opened.
+    conn: Option<Connection>,
+    /// For reconnecting; never shown (it may hold a password).
+    dsn: String,
+    /// What errors name: the DSN without its password.
+    name: String,
+    /// The socket's read timeout for ordinary replies.
+    reply_timeout: Duration,
+    /// The socket's read timeout now, raised for a longer `BLOCK`.
+    read_timeout: Duration,
+}
+
+/// Why a command on a [`Link`] failed.
+enum Failure {
+    /// Redis answered with an error, or the socket failed on the second try.
+    Redis(redis::RedisError),
+    /// The socket failed, and no new connection could be opened.
+    Lost(redis::RedisError, TransportError),
+    /// There was no connection, and none could be opened.
+    Unconnected(TransportError),
+}
+
+impl Link {
+    fn open(dsn: &str, name: &str, reply_timeout: Duration) -> Result<Self, TransportError> {
+        Ok(Link {
+            conn: Some(connect(dsn, name, reply_timeout)?),
+            dsn: dsn.to_owned(),
+            name: name.to_owned(),
+            reply_timeout,
+            read_timeout: reply_timeout,
+        })
+    }
+
+    /// The connection, opening one if the last was lost.
+    fn conn(&mut self) -> Result<&mut Connection, TransportError> {
+        match self.conn {
+            Some(ref mut conn) => Ok(conn),
+            None => self.reconnect(),
+        }
+    }
+
+    /// Drops the connection (its replies may still come) and opens a new one.
+    fn reconnect(&mut self) -> Result<&mut Connection, TransportError> {
+        self.conn = None;
+        let conn = connect(&self.dsn, &self.name, self.reply_timeout)?;
+        self.read_timeout = self.reply_timeout;
+        Ok(self.conn.insert(conn))
+    }
+
+    /// Runs `f` on the connection, and once more on a fresh one if the socket failed.
+    fn run<T>(
+        &mut self,
+        f: impl Fn(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, Failure> {
+        let lost = match self.conn.as_mut() {
+            Some(conn) => match f(conn) {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_io_error() => Some(e),
+                Err(e) => return Err(Failure::Redis(e)),
+            },
+            None => None,
+        };
+        let conn = match (self.reconnect(), lost) {
+            (Ok(conn), _) => conn,
+            (Err(c), Some(e)) => return Err(Failure::Lost(e, c)),
+            (Err(c), None) => return Err(Failure::Unconnected(c)),
+        };
+        f(conn).map_err(|e| {
+            if e.is_io_error() {
+                self.conn = None;
+            }
+            Failure::Redis(e)
+        })
+    }
+
+    fn query(&mut self, command: &str, cmd: &redis::Cmd) -> Result<Value, TransportError> {
+        self.run(|c| cmd.query::<Value>(c))
+            .map_err(|e| self.failed(command, e))
+    }
+
+    fn failed(&self, command: &str, failure: Failure) -> TransportError {
+        let problem = match failure {
+            Failure::Redis(e) => format!("{command} failed: {e}"),
+            Failure::Lost(e, c) => {
+                format!("{command} failed: {e}; reconnecting failed: {}", c.problem)
+            }
+            Failure::Unconnected(c) => format!("{command} failed: {}", c.problem),
+        };
+        TransportError::new(&self.name, problem)
+    }
+
+    /// Raises the socket's read timeout when a `BLOCK` would outlast it.
+    fn fit_read_timeout(&mut self, block: Duration) -> Result<(), TransportError> {
+        let needed = block.saturating_add(self.reply_timeout);
+        if needed > self.read_timeout {
+            let set = self.conn()?.set_read_timeout(Some(needed));
+            set.map_err(|e| self.failed("setting the read timeout", Failure::Redis(e)))?;
+            self.read_timeout = needed;
+        }
+        Ok(())
+    }
+}
+
 /// Runs a script by its hash, loading it first if this connection has not, or if the server
-/// lost it (a restart, `SCRIPT FLUSH`).
+/// lost it (a restart, `SCRIPT FLUSH`). A socket failure runs it once more on a fresh
+/// connection ([`Link`]): every settling script checks that the entry is still ours, so a
+/// second run after a first that did happen changes nothing.
 fn eval(
-    conn: &mut Connection,
+    link: &mut Link,
     shas: &mut [Option<String>; Lua::COUNT],
-    dsn: &str,
-    name: &str,
     lua: Lua,
     keys: &[&str],
     args: &[&[u8]],
 ) -> Result<Value, TransportError> {
     let what = lua.name();
-    let failed = |command: &str, e: &dyn fmt::Display| {
-        TransportError::new(name, format!("{command} of {what} failed: {e}"))
-    };
-    let mut reconnected = false;
     for _ in 0..3 {
         let sha = match &shas[lua as usize] {
             Some(sha) => sha.clone(),
             None => {
-                let reply = redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(lua.text())
-                    .query::<Value>(conn)
-                    .map_err(|e| failed("SCRIPT LOAD", &e))?;
+                let mut load = redis::cmd("SCRIPT");
+                load.arg("LOAD").arg(lua.text());
+                let reply = link
+                    .run(|c| load.query::<Value>(c))
+                    .map_err(|e| link.failed(&format!("SCRIPT LOAD of {what}"), e))?;
                 let sha = text(&reply).ok_or_else(|| {
-                    failed(
-                        "SCRIPT LOAD",
-                        &format!("an unexpected reply {}", describe(&reply)),
+                    TransportError::new(
+                        &link.name,
+                        format!(
+                            "SCRIPT LOAD of {what} gave an unexpected reply {}",
+                            describe(&reply)
+                        ),
                     )
                 })?;
                 shas[lua as usize] = Some(sha.clone());
@@ -1199,23 +1272,15 @@ fn eval(
         for arg in args {
             cmd.arg(*arg);
         }
-        match cmd.query::<Value>(conn) {
+        match link.run(|c| cmd.query::<Value>(c)) {
             Ok(v) => return Ok(v),
-            Err(e) if e.code() == Some("NOSCRIPT") => shas[lua as usize] = None,
-            // A signal interrupts a socket read that has a timeout (such reads are not
-            // restarted), leaving the connection out of step: run the script again on a fresh
-            // one. Every settling script checks that the entry is still ours, so a second run
-            // after a first that did happen changes nothing.
-            Err(e) if e.is_io_error() && !reconnected => {
-                *conn = connect(dsn, name).map_err(|_| failed("EVALSHA", &e))?;
-                reconnected = true;
-            }
-            Err(e) => return Err(failed("EVALSHA", &e)),
+            Err(Failure::Redis(e)) if e.code() == Some("NOSCRIPT") => shas[lua as usize] = None,
+            Err(e) => return Err(link.failed(&format!("EVALSHA of {what}"), e)),
         }
     }
-    Err(failed(
-        "EVALSHA",
-        &"the server forgot the script right after loading it",
+    Err(TransportError::new(
+        &link.name,
+        format!("EVALSHA of {what} failed: the server forgot the script right after loading it"),
     ))
 }
 
@@ -1243,14 +1308,14 @@ fn later(at: Instant, wait: Duration) -> Instant {
 }
 
 /// Connects with a bounded wait, and bounds every reply too.
-fn connect(dsn: &str, name: &str) -> Result<Connection, TransportError> {
+fn connect(dsn: &str, name: &str, reply_timeout: Duration) -> Result<Connection, TransportError> {
     let client = redis::Client::open(dsn)
         .map_err(|e| TransportError::new(name, format!("not a Redis DSN: {e}")))?;
     let conn = client
         .get_connection_with_timeout(CONNECT_TIMEOUT)
         .map_err(|e| TransportError::new(name, format!("connecting failed: {e}")))?;
-    conn.set_read_timeout(Some(REPLY_MARGIN))
-        .and_then(|()| conn.set_write_timeout(Some(REPLY_MARGIN)))
+    conn.set_read_timeout(Some(reply_timeout))
+        .and_then(|()| conn.set_write_timeout(Some(reply_timeout)))
         .map_err(|e| TransportError::new(name, format!("setting socket timeouts failed: {e}")))?;
     Ok(conn)
 }
