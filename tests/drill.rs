@@ -7,11 +7,16 @@
 //! 4. Two worker processes run today's code (v2, `imagePostId` renamed to `imagePost`) until
 //!    the queue is empty.
 //!
-//! Every handler writes `start <id>` and `end <id> …` lines to its process's log, so the
-//! drill can tell that every message was handled, none twice, each upcast right, and that no
-//! worker stopped inside a message.
+//! Every message carries its id twice: in the payload field the migration renames, and in a
+//! `message-id` envelope header that no migration touches. Every handler writes
+//! `start <message-id>` and `end <message-id> <code> <arrived version> <payload field>` lines
+//! to its process's log, so the drill can tell that every message was handled, none twice,
+//! that each upcast put the right value in the renamed field, that no id was made up, and
+//! that no worker stopped inside a message.
 //!
 //! This file is its own harness: run as `drill worker …` it is one of the worker processes.
+//! It takes libtest's arguments (a name filter, `--exact`, `--skip`, `--list`, and the
+//! options that change nothing here, such as `--test-threads N`) and refuses any other.
 //! Without a Redis at `UPCASTER_REDIS_URL` (default `redis://127.0.0.1:6379`) the Redis drill
 //! fails, saying how to start one (`.ci/redis`).
 
@@ -29,12 +34,14 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use upcaster::worker::cli::{Command as WorkerCommand, Console};
 use upcaster::worker::{Handlers, RetryPolicy, Transport};
-use upcaster::{Decoded, Format, Registry};
+use upcaster::{Decoded, Format, Header, Headers, Registry};
 
 const V1_MESSAGES: u64 = 10_000;
 const V2_MESSAGES: u64 = 200;
 /// Messages handled before the deploy starts.
 const DEPLOY_AFTER: usize = 3_000;
+/// The envelope header carrying each message's id, beside its payload.
+const MESSAGE_ID: &str = "message-id";
 
 type Drill = fn() -> Result<(), String>;
 
@@ -43,39 +50,130 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some("worker") {
         return worker(&args[2..]);
     }
-    // `cargo test -- <filter>` passes a filter; `--list` asks for the tests.
-    let filter = args.iter().skip(1).find(|a| !a.starts_with('-'));
-    if args.iter().any(|a| a == "--list") {
-        println!("drill_embedded: test");
-        #[cfg(feature = "redis")]
-        println!("drill_redis: test");
-        return ExitCode::SUCCESS;
-    }
+    let options = match Options::parse(&args[1..]) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("drill: {e}");
+            return ExitCode::from(2);
+        }
+    };
     #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
-    let mut drills: Vec<(&str, Drill)> = vec![("drill_embedded", embedded)];
+    let mut drills: Vec<(&str, Drill)> = vec![
+        (
+            "drill_check_catches_wrong_upcasts",
+            check_catches_wrong_upcasts,
+        ),
+        ("drill_embedded", embedded),
+    ];
     #[cfg(feature = "redis")]
     drills.push(("drill_redis", redis));
-    let mut failed = 0;
-    for (name, drill) in drills {
-        if filter.is_some_and(|f| !name.contains(f.as_str())) {
-            continue;
+    drills.retain(|(name, _)| options.selects(name));
+    if options.list {
+        for (name, _) in &drills {
+            println!("{name}: test");
         }
+        return ExitCode::SUCCESS;
+    }
+    println!("\nrunning {} tests", drills.len());
+    let (mut passed, mut failed) = (0, 0);
+    for (name, drill) in drills {
         let started = Instant::now();
         match drill() {
-            Ok(()) => println!(
-                "test {name} ... ok ({:.1} s)",
-                started.elapsed().as_secs_f64()
-            ),
+            Ok(()) => {
+                passed += 1;
+                println!(
+                    "test {name} ... ok ({:.1} s)",
+                    started.elapsed().as_secs_f64()
+                );
+            }
             Err(e) => {
                 failed += 1;
                 println!("test {name} ... FAILED\n{e}");
             }
         }
     }
+    let verdict = if failed > 0 { "FAILED" } else { "ok" };
+    println!("\ntest result: {verdict}. {passed} passed; {failed} failed; 0 ignored; 0 measured\n");
     if failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// The libtest arguments this harness understands.
+#[derive(Debug, Default, PartialEq)]
+struct Options {
+    filters: Vec<String>,
+    skip: Vec<String>,
+    exact: bool,
+    list: bool,
+    /// `--ignored`: only ignored tests, and no drill is ignored.
+    only_ignored: bool,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Options, String> {
+        /// Options that take a value and change nothing for these drills.
+        const WITH_VALUE: [&str; 5] = ["--test-threads", "--format", "--color", "--logfile", "-Z"];
+        /// Flags that change nothing for these drills.
+        const FLAGS: [&str; 7] = [
+            "--nocapture",
+            "--no-capture",
+            "--show-output",
+            "--quiet",
+            "-q",
+            "--include-ignored",
+            "--test",
+        ];
+        let mut options = Options::default();
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with('-') => (f, Some(v.to_owned())),
+                _ => (arg.as_str(), None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| args.next().cloned())
+                    .ok_or_else(|| format!("{flag} needs a value"))
+            };
+            match flag {
+                "--exact" => options.exact = true,
+                "--list" => options.list = true,
+                "--ignored" => options.only_ignored = true,
+                "--skip" => options.skip.push(value()?),
+                f if WITH_VALUE.contains(&f) => {
+                    value()?;
+                }
+                f if FLAGS.contains(&f) && inline.is_none() => {}
+                f if f.starts_with('-') => {
+                    return Err(format!(
+                        "unknown option `{arg}` (this harness takes a name filter, --exact, \
+                         --skip NAME, --list, --ignored and libtest's options that change \
+                         nothing here: {}, {})",
+                        WITH_VALUE.join(" V, "),
+                        FLAGS.join(", ")
+                    ))
+                }
+                _ => options.filters.push(arg.clone()),
+            }
+        }
+        Ok(options)
+    }
+
+    fn selects(&self, name: &str) -> bool {
+        let matches = |f: &String| {
+            if self.exact {
+                name == f
+            } else {
+                name.contains(f.as_str())
+            }
+        };
+        !self.only_ignored
+            && (self.filters.is_empty() || self.filters.iter().any(matches))
+            && !self.skip.iter().any(matches)
     }
 }
 
@@ -119,24 +217,24 @@ fn worker(args: &[String]) -> ExitCode {
         }
     };
     let code = cli.code.clone();
-    let handle = |id: u64, field: u64, arrived: u32| -> std::io::Result<()> {
+    // `id` from the envelope header, `field` from the payload field the migration renames:
+    // the checker compares the two.
+    let handle = |header: &Header<'_>, field: u64| -> std::io::Result<()> {
+        let id = header.headers.get(MESSAGE_ID).unwrap_or("none");
         let mut f = log.lock().map_err(|_| std::io::Error::other("log lock"))?;
         f.write_all(format!("start {id}\n").as_bytes())?;
         // Some work, so that signals and stop requests arrive while a handler runs.
         std::thread::sleep(Duration::from_micros(300));
+        let arrived = header.version;
         f.write_all(format!("end {id} {code} v{arrived} {field}\n").as_bytes())
     };
     let handlers = Handlers::new(&registry);
     let handlers = match cli.code.as_str() {
         "v1" => handlers.on(|m: Decoded<ponka::v1::AddPonkaToImage>| {
-            let id = m.message.image_post_id;
-            handle(id, id, m.header.version)
+            handle(&m.header, m.message.image_post_id)
         }),
-        _ => handlers.on(|m: Decoded<ponka::AddPonkaToImage>| {
-            // The id travels in the payload; the handler records what the v2 field holds.
-            let id = m.message.image_post;
-            handle(id, m.message.image_post, m.header.version)
-        }),
+        _ => handlers
+            .on(|m: Decoded<ponka::AddPonkaToImage>| handle(&m.header, m.message.image_post)),
     };
     let handlers = match handlers {
         Ok(h) => h,
@@ -187,10 +285,15 @@ fn redis() -> Result<(), String> {
     let queue = format!("{url}?stream={stream}");
     let restart = format!("{url}?key={stream}:restart-requested-at");
     let result = drill(&dir, &queue, &restart);
-    let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg(format!("{stream}*"))
-        .query(&mut conn)
-        .unwrap_or_default();
+    // The stream, and its derived keys `{<stream>}:…`.
+    let mut keys: Vec<String> = Vec::new();
+    for pattern in [format!("{stream}*"), format!("{{{stream}}}*")] {
+        let found: Vec<String> = ::redis::cmd("KEYS")
+            .arg(pattern)
+            .query(&mut conn)
+            .unwrap_or_default();
+        keys.extend(found);
+    }
     if !keys.is_empty() {
         let _: Result<(), _> = ::redis::cmd("DEL").arg(&keys).query(&mut conn);
     }
@@ -369,18 +472,32 @@ fn fill(t: &mut dyn Transport, v1: &Registry, v2: &Registry) -> Result<(), Strin
             Format::Json
         };
         let bytes = v1
-            .encode(&ponka::v1::AddPonkaToImage { image_post_id: id }, format)
+            .encode_with_headers(
+                &ponka::v1::AddPonkaToImage { image_post_id: id },
+                &id_header(id),
+                format,
+            )
             .map_err(|e| e.to_string())?;
         t.send(&bytes).map_err(|e| e.to_string())?;
         if id % 10 == 0 && v2_id < V1_MESSAGES + V2_MESSAGES {
             v2_id += 1;
             let bytes = v2
-                .encode(&ponka::AddPonkaToImage { image_post: v2_id }, Format::Json)
+                .encode_with_headers(
+                    &ponka::AddPonkaToImage { image_post: v2_id },
+                    &id_header(v2_id),
+                    Format::Json,
+                )
                 .map_err(|e| e.to_string())?;
             t.send(&bytes).map_err(|e| e.to_string())?;
         }
     }
     Ok(())
+}
+
+fn id_header(id: u64) -> Headers {
+    let mut headers = Headers::new();
+    headers.insert(MESSAGE_ID, id.to_string());
+    headers
 }
 
 struct Handling {
@@ -390,90 +507,12 @@ struct Handling {
 }
 
 fn check(logs: &[(&str, &Path)], t: &mut dyn Transport, v1_reports: &[&str]) -> Result<(), String> {
-    let mut problems = Vec::new();
-    let mut handled: BTreeMap<u64, Vec<Handling>> = BTreeMap::new();
+    let mut texts = Vec::new();
     for (name, path) in logs {
         let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut open: Option<u64> = None;
-        for line in text.lines() {
-            let words: Vec<&str> = line.split(' ').collect();
-            match words.as_slice() {
-                ["start", id] => {
-                    if let Some(prev) = open {
-                        problems.push(format!("{name}: message {prev} started and never ended"));
-                    }
-                    open = id.parse().ok();
-                }
-                ["end", id, code, arrived, field] => {
-                    let id: u64 = id.parse().map_err(|_| format!("{name}: bad line {line}"))?;
-                    if open != Some(id) {
-                        problems.push(format!("{name}: end of {id} without its start"));
-                    }
-                    open = None;
-                    handled.entry(id).or_default().push(Handling {
-                        code: (*code).to_owned(),
-                        arrived: (*arrived).to_owned(),
-                        field: field
-                            .parse()
-                            .map_err(|_| format!("{name}: bad line {line}"))?,
-                    });
-                }
-                _ => problems.push(format!("{name}: unexpected line {line:?}")),
-            }
-        }
-        if let Some(id) = open {
-            problems.push(format!("{name} exited inside message {id}"));
-        }
+        texts.push((*name, text));
     }
-    let all: BTreeSet<u64> = (1..=V1_MESSAGES + V2_MESSAGES).collect();
-    let seen: BTreeSet<u64> = handled.keys().copied().collect();
-    let lost: Vec<u64> = all.difference(&seen).copied().collect();
-    if !lost.is_empty() {
-        problems.push(format!(
-            "{} message(s) never handled, e.g. {:?}",
-            lost.len(),
-            &lost[..lost.len().min(10)]
-        ));
-    }
-    let twice: Vec<u64> = handled
-        .iter()
-        .filter(|(_, h)| h.len() > 1)
-        .map(|(id, _)| *id)
-        .collect();
-    if !twice.is_empty() {
-        // No worker crashed, so nothing was reclaimed: a second handling is a bug.
-        problems.push(format!(
-            "{} message(s) handled twice, e.g. {:?}",
-            twice.len(),
-            &twice[..twice.len().min(10)]
-        ));
-    }
-    let mut upcast = 0;
-    for (id, hs) in &handled {
-        for h in hs {
-            let newer = *id > V1_MESSAGES;
-            match (h.code.as_str(), h.arrived.as_str(), newer) {
-                ("v1", "v1", false) => {}
-                ("v2", "v1", false) => upcast += 1,
-                ("v2", "v2", true) => {}
-                ("v1", _, true) => {
-                    problems.push(format!("v2 message {id} reached yesterday's code"))
-                }
-                (code, arrived, _) => {
-                    problems.push(format!("message {id} handled by {code} code as {arrived}"))
-                }
-            }
-            if h.field != *id {
-                problems.push(format!(
-                    "message {id} reached its handler with {} in its id field",
-                    h.field
-                ));
-            }
-        }
-    }
-    if upcast == 0 {
-        problems.push("no v1 message reached today's code: nothing was upcast".to_owned());
-    }
+    let (handled, upcast, mut problems) = analyse(&texts);
     let requeued: u64 = v1_reports.iter().map(|r| requeued_in(r)).sum();
     if requeued == 0 {
         problems
@@ -504,13 +543,193 @@ fn check(logs: &[(&str, &Path)], t: &mut dyn Transport, v1_reports: &[&str]) -> 
     }
     if problems.is_empty() {
         println!(
-            "  {} messages handled once each; {upcast} v1 messages upcast by today's code; {requeued} v2 message(s) requeued by yesterday's",
-            handled.len()
+            "  {handled} messages handled once each; {upcast} v1 messages upcast by today's code; {requeued} v2 message(s) requeued by yesterday's"
         );
         Ok(())
     } else {
         Err(problems.join("\n"))
     }
+}
+
+/// Reads the workers' handler logs: how many ids were handled, how many v1 messages today's
+/// code handled, and every problem found.
+fn analyse(logs: &[(&str, String)]) -> (usize, u64, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut handled: BTreeMap<u64, Vec<Handling>> = BTreeMap::new();
+    let produced = 1..=V1_MESSAGES + V2_MESSAGES;
+    for (name, text) in logs {
+        let mut open: Option<&str> = None;
+        for line in text.lines() {
+            let words: Vec<&str> = line.split(' ').collect();
+            match words.as_slice() {
+                ["start", id] => {
+                    if let Some(prev) = open {
+                        problems.push(format!("{name}: message {prev} started and never ended"));
+                    }
+                    open = Some(id);
+                }
+                ["end", id, code, arrived, field] => {
+                    if open != Some(*id) {
+                        problems.push(format!("{name}: end of {id} without its start"));
+                    }
+                    open = None;
+                    let Ok(id) = id.parse::<u64>() else {
+                        problems.push(format!(
+                            "{name}: a message without a `{MESSAGE_ID}` header: {line:?}"
+                        ));
+                        continue;
+                    };
+                    if !produced.contains(&id) {
+                        problems.push(format!("{name}: message {id} was never produced: {line:?}"));
+                        continue;
+                    }
+                    let Ok(field) = field.parse() else {
+                        problems.push(format!("{name}: bad line {line:?}"));
+                        continue;
+                    };
+                    handled.entry(id).or_default().push(Handling {
+                        code: (*code).to_owned(),
+                        arrived: (*arrived).to_owned(),
+                        field,
+                    });
+                }
+                _ => problems.push(format!("{name}: unexpected line {line:?}")),
+            }
+        }
+        if let Some(id) = open {
+            problems.push(format!("{name} exited inside message {id}"));
+        }
+    }
+    let seen: BTreeSet<u64> = handled.keys().copied().collect();
+    let lost: Vec<u64> = produced.filter(|id| !seen.contains(id)).collect();
+    if !lost.is_empty() {
+        problems.push(format!(
+            "{} message(s) never handled, e.g. {:?}",
+            lost.len(),
+            &lost[..lost.len().min(10)]
+        ));
+    }
+    let twice: Vec<u64> = handled
+        .iter()
+        .filter(|(_, h)| h.len() > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    if !twice.is_empty() {
+        // No worker crashed, so nothing was reclaimed: a second handling is a bug.
+        problems.push(format!(
+            "{} message(s) handled twice, e.g. {:?}",
+            twice.len(),
+            &twice[..twice.len().min(10)]
+        ));
+    }
+    let mut upcast = 0;
+    let mut wrong = Vec::new();
+    for (id, hs) in &handled {
+        for h in hs {
+            let newer = *id > V1_MESSAGES;
+            match (h.code.as_str(), h.arrived.as_str(), newer) {
+                ("v1", "v1", false) => {}
+                ("v2", "v1", false) => upcast += 1,
+                ("v2", "v2", true) => {}
+                ("v1", _, true) => {
+                    problems.push(format!("v2 message {id} reached yesterday's code"))
+                }
+                (code, arrived, _) => {
+                    problems.push(format!("message {id} handled by {code} code as {arrived}"))
+                }
+            }
+            // The header is the independent witness of what the renamed field must hold.
+            if h.field != *id {
+                wrong.push(format!(
+                    "message {id} ({} code, arrived {}) reached its handler with {} in its id field",
+                    h.code, h.arrived, h.field
+                ));
+            }
+        }
+    }
+    if !wrong.is_empty() {
+        problems.push(format!(
+            "{} message(s) carried the wrong id in the upcast field, e.g.:\n  {}",
+            wrong.len(),
+            wrong[..wrong.len().min(5)].join("\n  ")
+        ));
+    }
+    if upcast == 0 {
+        problems.push("no v1 message reached today's code: nothing was upcast".to_owned());
+    }
+    (handled.len(), upcast, problems)
+}
+
+/// The checker itself must fail on what it is there to catch: a migration that puts the
+/// wrong value in the renamed field, an id nobody produced, a message handled twice, a
+/// missing header, a worker that exited inside a message.
+fn check_catches_wrong_upcasts() -> Result<(), String> {
+    let all = |field: &dyn Fn(u64) -> u64| -> String {
+        (1..=V1_MESSAGES + V2_MESSAGES)
+            .map(|id| {
+                let (code, arrived) = if id > V1_MESSAGES {
+                    ("v2", "v2")
+                } else {
+                    ("v2", "v1")
+                };
+                format!("start {id}\nend {id} {code} {arrived} {}\n", field(id))
+            })
+            .collect()
+    };
+    let verdict = |text: String| analyse(&[("v2-c", text)]).2;
+    let right = verdict(all(&|id| id));
+    if !right.is_empty() {
+        return Err(format!("a correct drain was flagged: {right:?}"));
+    }
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "a constant in the renamed field",
+            all(&|_| 7),
+            "wrong id in the upcast field",
+        ),
+        (
+            "another message's id",
+            all(&|id| if id == 42 { 43 } else { id }),
+            "message 42 (v2 code, arrived v1) reached its handler with 43",
+        ),
+        (
+            "an id never produced",
+            all(&|id| id) + "start 99999\nend 99999 v2 v1 99999\n",
+            "never produced",
+        ),
+        (
+            "a message handled twice",
+            all(&|id| id) + "start 5\nend 5 v2 v1 5\n",
+            "handled twice",
+        ),
+        (
+            "no header",
+            all(&|id| id) + "start none\nend none v2 v1 5\n",
+            "without a `message-id` header",
+        ),
+        (
+            "an exit inside a message",
+            all(&|id| id) + "start 6\n",
+            "exited inside message 6",
+        ),
+    ];
+    for (what, text, expected) in cases {
+        let problems = verdict(text);
+        if !problems.iter().any(|p| p.contains(expected)) {
+            return Err(format!(
+                "{what} was not flagged as `{expected}`: {problems:?}"
+            ));
+        }
+    }
+    let refused = Options::parse(&["--frobnicate".to_owned()]);
+    if refused.is_ok() {
+        return Err("an unknown option was accepted".to_owned());
+    }
+    let threads = Options::parse(&["--test-threads".to_owned(), "2".to_owned()])?;
+    if !threads.selects("drill_embedded") {
+        return Err("`--test-threads 2` was taken as a name filter".to_owned());
+    }
+    Ok(())
 }
 
 /// The requeue count in a worker's stop report.
