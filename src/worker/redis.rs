@@ -1,16 +1,20 @@
 //! Redis Streams as a transport, and a restart signal that many hosts share.
 //!
 //! One stream with one consumer group is one queue. An entry has two fields, `body` (the
-//! envelope's bytes, binary-safe) and `attempt` (decimal). Beside the stream, with its name as a
-//! prefix:
+//! envelope's bytes, binary-safe) and `attempt` (decimal). Beside the stream, under keys that
+//! start with the stream's name in braces:
 //!
-//! | key                          | type       | holds                                              |
-//! |------------------------------|------------|----------------------------------------------------|
-//! | `<stream>`                   | stream     | messages waiting or being handled                  |
-//! | `<stream>:delayed`           | sorted set | retries not yet due (score: due time in ms)        |
-//! | `<stream>:failed`            | stream     | the failure transport: bytes and why they failed   |
-//! | `<stream>:stats`             | hash       | decode counts by `<type>\t<version>`               |
-//! | `<stream>:stats:last-seen`   | hash       | the latest decode time (ms) by `<type>\t<version>` |
+//! | key                            | type       | holds                                              |
+//! |--------------------------------|------------|----------------------------------------------------|
+//! | `<stream>`                     | stream     | messages waiting or being handled                  |
+//! | `{<stream>}:delayed`           | sorted set | retries not yet due (score: due time in ms)        |
+//! | `{<stream>}:failed`            | stream     | the failure transport: bytes and why they failed   |
+//! | `{<stream>}:stats`             | hash       | decode counts by `<type>\t<version>`               |
+//! | `{<stream>}:stats:last-seen`   | hash       | the latest decode time (ms) by `<type>\t<version>` |
+//!
+//! Stream names may not contain `{` or `}`, so no stream is ever another queue's derived key
+//! (a queue named `orders:delayed` has nothing to do with `{orders}:delayed`), and the braces
+//! are a hash tag: every key of one queue hashes to the slot of the stream itself.
 //!
 //! A settled entry is acked and deleted, so the stream's length is the queue's length; the
 //! group is therefore the stream's only reader. Every write that must not half-happen (ack,
@@ -233,10 +237,10 @@ impl Lua {
 ///   it runs out is delivered to another consumer too, and handled twice; the first
 ///   consumer's ack, retry or fail then does nothing, as the message is no longer its own.
 /// - Streams cannot delay an entry, so a retry with a delay waits in the sorted set
-///   `<stream>:delayed` and is moved back by whichever worker sees it due first (checked
+///   `{<stream>}:delayed` and is moved back by whichever worker sees it due first (checked
 ///   every 200 ms at most, in one script call).
-/// - Failed messages go to the stream `<stream>:failed`; drain statistics to the hashes
-///   `<stream>:stats` and `<stream>:stats:last-seen`.
+/// - Failed messages go to the stream `{<stream>}:failed`; drain statistics to the hashes
+///   `{<stream>}:stats` and `{<stream>}:stats:last-seen` (the module docs give the layout).
 /// - Each transport reads as a consumer of its own name; dropping it deletes that consumer
 ///   from the group (best effort) unless messages are still pending for it, so restarted
 ///   workers do not pile up consumers.
@@ -1010,6 +1014,10 @@ impl Drop for RedisTransport {
 /// workers. It is never derived from a namespace that a deploy could change. A worker reads
 /// it every 100 ms at most, so the check costs no round trip per message; a value that is
 /// not a time in milliseconds is an error (the worker reports it), not "no request".
+///
+/// Its connection follows the queue's reconnect policy: a dropped connection (a Redis
+/// restart, a failover, `CLIENT KILL`, a proxy) is replaced on the next read. Replies are
+/// bounded by 5 s, so a hung server cannot hold a worker long between messages.
 ///
 /// ```no_run
 /// use upcaster::worker::{RedisSignal, RestartSignal};
