@@ -26,8 +26,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
-use upcaster::worker::{Handlers, Limits, RedisTransport, StopReason, Worker};
 use upcaster::{Decoded, Format, Registry};
+use upcaster_worker::{Handlers, Limits, RedisTransport, StopReason, Worker};
 
 #[path = "common/order.rs"]
 mod order;

@@ -1,13 +1,10 @@
-//! Payload codecs: how a payload's bytes (or its object tree) become a Rust value.
+//! The wire codecs: JSON and MessagePack, a located payload, and the exact readers every
+//! other layer uses. A leaf: it knows no chain, migration or registry.
 
 use std::fmt;
 
 use serde::de::{self, DeserializeOwned, Visitor};
 use serde::Deserializer;
-use serde_json::Value;
-
-use crate::migration::Plan;
-use crate::upcast::ChainFailure;
 
 /// The wire codec of an envelope or a split-form body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,137 +32,6 @@ pub(crate) enum PayloadRef<'a> {
     MessagePack(&'a [u8]),
 }
 
-/// A payload on its way into a Rust type: bytes from an envelope, or an object tree that
-/// untyped steps produced. Used by the derive's generated code.
-pub struct Input<'a> {
-    source: Source<'a>,
-    /// Re-reading after a failure, to find the JSON Pointer of the error.
-    locate: bool,
-}
-
-enum Source<'a> {
-    Payload(PayloadRef<'a>),
-    Tree(Value),
-    /// Bytes read through a chain of renames, without a tree.
-    Renamed(PayloadRef<'a>, &'a Plan),
-}
-
-impl<'a> Input<'a> {
-    pub(crate) fn payload(payload: PayloadRef<'a>, locate: bool) -> Self {
-        Input {
-            source: Source::Payload(payload),
-            locate,
-        }
-    }
-
-    /// Bytes read through `plan`'s renames. Never used to locate errors: a failure here
-    /// sends the message down the tree path, which reports it.
-    pub(crate) fn renamed(payload: PayloadRef<'a>, plan: &'a Plan) -> Self {
-        Input {
-            source: Source::Renamed(payload, plan),
-            locate: false,
-        }
-    }
-
-    pub(crate) fn tree(tree: Value, locate: bool) -> Self {
-        Input {
-            source: Source::Tree(tree),
-            locate,
-        }
-    }
-
-    /// Deserializes the payload as the Rust type of `version`.
-    pub fn read<T: DeserializeOwned>(self, version: u32) -> Result<T, ChainFailure> {
-        let failed = |pointer: Option<String>, message: String| ChainFailure::Payload {
-            version,
-            pointer,
-            message,
-        };
-        if self.locate {
-            return match self.source {
-                Source::Payload(PayloadRef::JsonStr(s)) => {
-                    locate_json(&mut serde_json::Deserializer::from_str(s))
-                }
-                Source::Payload(PayloadRef::JsonBytes(b)) => {
-                    locate_json(&mut serde_json::Deserializer::from_slice(b))
-                }
-                Source::Payload(PayloadRef::MessagePack(b)) => {
-                    let mut de = msgpack_reader(b);
-                    serde_path_to_error::deserialize(&mut de)
-                        .map_err(|e| failed(Some(pointer(e.path())), e.into_inner().to_string()))
-                }
-                Source::Tree(v) => serde_path_to_error::deserialize(&v)
-                    .map_err(|e| failed(Some(pointer(e.path())), json_message(e.inner()))),
-                Source::Renamed(..) => Err(failed(None, "renamed input is not located".into())),
-            }
-            .map_err(|f| f.at_version(version));
-        }
-        match self.source {
-            Source::Payload(PayloadRef::JsonStr(s)) => {
-                serde_json::from_str(s).map_err(|e| failed(None, json_message(&e)))
-            }
-            Source::Payload(PayloadRef::JsonBytes(b)) => {
-                serde_json::from_slice(b).map_err(|e| failed(None, json_message(&e)))
-            }
-            Source::Payload(PayloadRef::MessagePack(b)) => {
-                msgpack_exact(b).map_err(|e| failed(None, e.to_string()))
-            }
-            Source::Tree(v) => T::deserialize(v).map_err(|e| failed(None, json_message(&e))),
-            Source::Renamed(payload, plan) => {
-                read_renamed(payload, plan).map_err(|message| failed(None, message))
-            }
-        }
-    }
-
-    /// Builds the payload's object tree, for untyped steps.
-    pub(crate) fn into_tree(self, version: u32) -> Result<Value, ChainFailure> {
-        match self.source {
-            Source::Tree(v) => Ok(v),
-            source => Input {
-                source,
-                locate: self.locate,
-            }
-            .read::<Value>(version),
-        }
-    }
-}
-
-fn read_renamed<T: DeserializeOwned>(payload: PayloadRef<'_>, plan: &Plan) -> Result<T, String> {
-    fn json<'de, R: serde_json::de::Read<'de>, T: DeserializeOwned>(
-        mut de: serde_json::Deserializer<R>,
-        plan: &Plan,
-    ) -> Result<T, String> {
-        let value = T::deserialize(plan.wrap(&mut de)).map_err(|e| e.to_string())?;
-        de.end().map_err(|e| e.to_string())?;
-        Ok(value)
-    }
-    match payload {
-        PayloadRef::JsonStr(s) => json(serde_json::Deserializer::from_str(s), plan),
-        PayloadRef::JsonBytes(b) => json(serde_json::Deserializer::from_slice(b), plan),
-        PayloadRef::MessagePack(b) => {
-            msgpack_exact_with(b, |de| T::deserialize(plan.wrap(de))).map_err(|e| e.to_string())
-        }
-    }
-}
-
-fn locate_json<'de, R, T>(de: &mut serde_json::Deserializer<R>) -> Result<T, ChainFailure>
-where
-    R: serde_json::de::Read<'de>,
-    T: DeserializeOwned,
-{
-    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| ChainFailure::Payload {
-        version: 0,
-        pointer: Some(pointer(e.path())),
-        message: json_message(e.inner()),
-    })?;
-    de.end().map_err(|e| ChainFailure::Payload {
-        version: 0,
-        pointer: Some(String::new()),
-        message: json_message(&e),
-    })?;
-    Ok(value)
-}
-
 /// serde_json's message without its " at line L column C" suffix: the JSON Pointer says where.
 pub(crate) fn json_message(e: &serde_json::Error) -> String {
     let full = e.to_string();
@@ -177,23 +43,6 @@ pub(crate) fn json_message(e: &serde_json::Error) -> String {
         Some(m) => m.to_owned(),
         None => full,
     }
-}
-
-/// Renders a serde path as a JSON Pointer (RFC 6901).
-fn pointer(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for segment in path.iter() {
-        match segment {
-            Segment::Seq { index } => {
-                out.push('/');
-                out.push_str(&index.to_string());
-            }
-            Segment::Map { key } | Segment::Enum { variant: key } => push_token(&mut out, key),
-            Segment::Unknown => out.push_str("/?"),
-        }
-    }
-    out
 }
 
 /// Appends one escaped reference token to a JSON Pointer.
@@ -221,7 +70,7 @@ pub(crate) fn read_current<T: DeserializeOwned>(payload: PayloadRef<'_>) -> Opti
 
 /// Reads one MessagePack value that must fill `b`: rmp-serde alone ignores trailing bytes.
 #[inline]
-fn msgpack_exact<T: DeserializeOwned>(b: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+pub(crate) fn msgpack_exact<T: DeserializeOwned>(b: &[u8]) -> Result<T, rmp_serde::decode::Error> {
     msgpack_exact_with(b, |de| T::deserialize(de))
 }
 
@@ -229,7 +78,7 @@ type MsgpackReader<'a> = rmp_serde::Deserializer<rmp_serde::decode::ReadRefReade
 
 /// Runs `read` on a MessagePack reader over `b`, then checks that it consumed all of `b`.
 #[inline]
-fn msgpack_exact_with<'a, T>(
+pub(crate) fn msgpack_exact_with<'a, T>(
     b: &'a [u8],
     read: impl FnOnce(&mut MsgpackReader<'a>) -> Result<T, rmp_serde::decode::Error>,
 ) -> Result<T, rmp_serde::decode::Error> {
@@ -265,5 +114,14 @@ impl Visitor<'_> for NoValue {
     type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("the end of the payload")
+    }
+}
+
+/// Text quoted in an error, cut so that a huge input cannot make a huge message.
+pub(crate) fn shorten(text: &str) -> String {
+    const MAX: usize = 40;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
     }
 }

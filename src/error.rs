@@ -3,9 +3,9 @@
 
 use std::fmt;
 
+use crate::chain::StepError;
 use crate::codec::Format;
-use crate::envelope::Headers;
-use crate::upcast::StepError;
+use crate::headers::Headers;
 
 /// A message that could not be decoded.
 ///

@@ -3,8 +3,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::Input;
-use crate::upcast::ChainFailure;
+use crate::chain::{ChainFailure, Input};
 
 /// `(name, version, aliases)` of one struct in a chain of `previous` links.
 #[doc(hidden)]

@@ -8,13 +8,14 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use rustc_hash::FxHashMap;
 
-use crate::codec::{self, Format, Input, PayloadRef};
-use crate::envelope::{self, Decoded, Header, Headers, Malformed, Raw, RawEnvelope, Split};
+use crate::chain::{ChainFailure, Input};
+use crate::codec::{self, Format, PayloadRef};
+use crate::envelope::{self, Decoded, Header, Malformed, Raw, RawEnvelope, Split};
 use crate::error::{EncodeError, Error, ErrorKind, Malformation, RegistryError, RegistryProblem};
+use crate::headers::Headers;
 use crate::message::TypedVersion;
 use crate::migration::{Migration, Migrations, Plan};
-use crate::schema::{Manifest, StepEntry, StepKind, TypeEntry};
-use crate::upcast::{ChainFailure, Upcaster};
+use crate::upcast::Upcaster;
 use crate::Message;
 
 /// Hashes a `TypeId`, which is already a hash, by keeping its bits: the lookup on every
@@ -86,18 +87,18 @@ pub(crate) struct Entry {
     pub(crate) current: u32,
     pub(crate) type_id: TypeId,
     /// The oldest version a chain starts from.
-    oldest: u32,
+    pub(crate) oldest: u32,
     /// From this version up, the derive's typed links carry the message without a tree.
-    typed_floor: u32,
+    pub(crate) typed_floor: u32,
     /// `steps[k]` takes version `oldest + k` to the next, up to `typed_floor`.
-    steps: Vec<Upcaster>,
+    pub(crate) steps: Vec<Upcaster>,
     /// The older version to write, if one is configured.
     write: Option<Write>,
     /// `plans[k]`: when the steps from `oldest + k` up are renames only, those renames,
     /// applied while reading with no object tree.
     plans: Vec<Option<Plan>>,
     /// Its other names: aliases and former names.
-    aliases: Vec<String>,
+    pub(crate) aliases: Vec<String>,
     /// About how many bytes its last encoded message took.
     size_hint: std::sync::atomic::AtomicUsize,
 }
@@ -672,13 +673,6 @@ impl Registry {
         }
     }
 
-    /// Reads only the envelope header, for routing without decoding.
-    pub fn peek<'a>(&self, bytes: &'a [u8]) -> Result<Header<'a>, Error> {
-        envelope::parse(Raw::Bytes(bytes), None)
-            .map(|env| env.header)
-            .map_err(|m| malformed(m, bytes))
-    }
-
     /// Turns a located payload into the current `T`.
     pub(crate) fn convert<T: Message>(
         &self,
@@ -972,43 +966,44 @@ impl Registry {
     pub fn type_names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.entries.iter().map(|e| e.name)
     }
+}
 
-    /// The types, versions, names and steps, as `schemas/manifest.json` records them.
-    pub fn manifest(&self) -> Manifest {
-        let mut manifest = Manifest::default();
-        for e in &self.entries {
-            let mut steps: Vec<StepEntry> = e
-                .steps
-                .iter()
-                .map(|s| StepEntry {
-                    from: s.from,
-                    to: s.to,
-                    by: if s.as_migration().is_some() {
-                        StepKind::Migration
-                    } else {
-                        StepKind::Rust
-                    },
-                    file: s.file().map(str::to_owned),
-                })
-                .collect();
-            steps.extend((e.typed_floor..e.current).map(|from| StepEntry {
-                from,
-                to: from + 1,
-                by: StepKind::Typed,
-                file: None,
-            }));
-            manifest.types.insert(
-                e.name.to_owned(),
-                TypeEntry {
-                    current: e.current,
-                    versions: (e.oldest..=e.current).collect(),
-                    aliases: e.aliases.clone(),
-                    retired: Vec::new(),
-                    steps,
-                },
-            );
-        }
-        manifest
+/// Reads an envelope's header (type name as written, version, headers, codec) without
+/// decoding its payload and without a registry: what a router or a log line needs.
+///
+/// ```
+/// let header = upcaster::peek(br#"{"type":"Ping","version":3,"payload":{}}"#)?;
+/// assert_eq!((header.type_name.as_ref(), header.version), ("Ping", 3));
+/// # Ok::<(), upcaster::Error>(())
+/// ```
+pub fn peek(bytes: &[u8]) -> Result<Header<'_>, Error> {
+    envelope::parse(Raw::Bytes(bytes), None)
+        .map(|env| env.header)
+        .map_err(|m| malformed(m, bytes))
+}
+
+/// Reads a whole envelope of any type, without a registry: its header and its payload as a
+/// JSON value, by the same rules as every decode. For tools that look at messages of any
+/// type (`schema-check`, a dead-letter browser); a service decodes through a [`Registry`].
+///
+/// ```
+/// let (header, payload) = upcaster::read_untyped(br#"{"type":"Ping","version":1,"payload":{"n":2}}"#)?;
+/// assert_eq!((header.version, &payload["n"]), (1, &serde_json::json!(2)));
+/// # Ok::<(), upcaster::Error>(())
+/// ```
+pub fn read_untyped(bytes: &[u8]) -> Result<(Header<'_>, serde_json::Value), Error> {
+    let env = envelope::parse(Raw::Bytes(bytes), None).map_err(|m| malformed(m, bytes))?;
+    match Input::payload(env.payload, false).read::<serde_json::Value>(env.header.version) {
+        Ok(payload) => Ok((env.header, payload)),
+        Err(failure) => Err(Error::new(
+            ErrorKind::Malformed {
+                format: env.header.format,
+                offset: 0,
+                problem: Malformation::Syntax(format!("the payload cannot be read: {failure:?}")),
+            },
+            env.header.to_partial(),
+            bytes,
+        )),
     }
 }
 

@@ -8,13 +8,9 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::codec::Input;
+use crate::chain::{ChainFailure, Input, StepError};
 use crate::migration::{Inverse, Irreversible, Migration};
 use crate::Message;
-
-/// The reason a step gives when it refuses a payload. Anything that converts into a boxed
-/// error works: `Err("imagePostId missing".into())`, or `?` on any error type.
-pub type StepError = Box<dyn std::error::Error + Send + Sync>;
 
 type TreeFn = dyn Fn(&mut Value) -> Result<(), StepError> + Send + Sync;
 
@@ -232,70 +228,4 @@ where
         reason: format!("v{to} value does not serialize: {e}").into(),
     })?;
     Ok(())
-}
-
-/// Why a chain stopped. Used by the derive's generated code; the registry turns it into an
-/// [`crate::Error`].
-#[derive(Debug)]
-pub enum ChainFailure {
-    /// The payload does not fit the Rust type (or tree) of `version`.
-    Payload {
-        /// The version being read.
-        version: u32,
-        /// JSON Pointer of the failure, when it was located.
-        pointer: Option<String>,
-        /// serde's message.
-        message: String,
-    },
-    /// No step leads on from `version`.
-    Missing {
-        /// The version the chain could not leave.
-        version: u32,
-    },
-    /// A step refused the payload.
-    Step {
-        /// The step's source version.
-        from: u32,
-        /// The step's target version.
-        to: u32,
-        /// The step's reason.
-        reason: StepError,
-    },
-}
-
-impl ChainFailure {
-    pub(crate) fn at_version(self, version: u32) -> Self {
-        match self {
-            ChainFailure::Payload {
-                pointer, message, ..
-            } => ChainFailure::Payload {
-                version,
-                pointer,
-                message,
-            },
-            step => step,
-        }
-    }
-}
-
-/// The typed link `previous = P` of `S`: reads `input` written as `version` through `P`'s own
-/// chain, then converts. `None` when no typed link reaches `version`.
-pub fn upcast_via<P, S>(version: u32, input: Input<'_>) -> Option<Result<S, ChainFailure>>
-where
-    P: Message,
-    S: Message + TryFrom<P>,
-    <S as TryFrom<P>>::Error: Into<StepError>,
-{
-    if version == S::VERSION {
-        return Some(input.read::<S>(version));
-    }
-    let previous = match P::__upcast_from(version, input)? {
-        Ok(p) => p,
-        Err(e) => return Some(Err(e)),
-    };
-    Some(S::try_from(previous).map_err(|e| ChainFailure::Step {
-        from: P::VERSION,
-        to: S::VERSION,
-        reason: e.into(),
-    }))
 }

@@ -32,9 +32,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use upcaster::worker::cli::{Command as WorkerCommand, Console};
-use upcaster::worker::{Handlers, RetryPolicy, Transport};
 use upcaster::{Decoded, Format, Header, Headers, Registry};
+use upcaster_worker::cli::{Command as WorkerCommand, Console};
+use upcaster_worker::{Handlers, RetryPolicy, Transport};
 
 const V1_MESSAGES: u64 = 10_000;
 const V2_MESSAGES: u64 = 200;
@@ -57,7 +57,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
     let mut drills: Vec<(&str, Drill)> = vec![
         (
             "drill_check_catches_wrong_upcasts",
@@ -65,7 +64,6 @@ fn main() -> ExitCode {
         ),
         ("drill_embedded", embedded),
     ];
-    #[cfg(feature = "redis")]
     drills.push(("drill_redis", redis));
     drills.retain(|(name, _)| options.selects(name));
     if options.list {
@@ -269,7 +267,6 @@ fn embedded() -> Result<(), String> {
     result
 }
 
-#[cfg(feature = "redis")]
 fn redis() -> Result<(), String> {
     let url =
         std::env::var("UPCASTER_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
@@ -394,7 +391,7 @@ fn handled_so_far(logs: &[&Path]) -> usize {
 fn drill(dir: &Path, queue: &str, restart: &str) -> Result<(), String> {
     let v1 = ponka::registry_v1().map_err(|e| e.to_string())?;
     let v2 = ponka::registry().map_err(|e| e.to_string())?;
-    let mut transport = upcaster::worker::open(queue, "drill").map_err(|e| e.to_string())?;
+    let mut transport = upcaster_worker::open(queue, "drill").map_err(|e| e.to_string())?;
     fill(&mut *transport, &v1, &v2)?;
 
     // Yesterday's workers.

@@ -483,7 +483,7 @@ fn peek_reads_the_header_only() {
     let bytes = registry
         .encode_with_headers(&delete(), &headers(), Format::MessagePack)
         .unwrap();
-    let header = registry.peek(&bytes).unwrap();
+    let header = upcaster::peek(&bytes).unwrap();
     assert_eq!(header.type_name, "DeleteImagePost");
     assert_eq!(header.version, 1);
     assert_eq!(header.headers, headers());
@@ -565,7 +565,7 @@ proptest! {
         if let Err(e) = registry.decode::<AddPonkaToImage>(&bytes) {
             prop_assert_eq!(e.raw(), &bytes[..]);
         }
-        let _ = registry.peek(&bytes);
+        let _ = upcaster::peek(&bytes);
         let _ = registry.decode_split::<AddPonkaToImage>("AddPonkaToImage", "1", &bytes, Format::MessagePack);
         let _ = registry.decode_split::<AddPonkaToImage>("AddPonkaToImage", "2", &bytes, Format::Json);
     }
@@ -726,7 +726,7 @@ fn an_unfinished_container_after_a_msgpack_payload_is_trailing_bytes() {
 
 #[test]
 fn a_syntax_error_points_at_its_byte() {
-    let e = registry_a().peek(b"{\"type\":\"A\"}x").unwrap_err();
+    let e = upcaster::peek(b"{\"type\":\"A\"}x").unwrap_err();
     assert!(
         matches!(e.kind(), upcaster::ErrorKind::Malformed { offset: 12, .. }),
         "{e}"

@@ -3,8 +3,6 @@
 //! They need one at `UPCASTER_REDIS_URL` (default `redis://127.0.0.1:6379`): `.ci/redis` starts
 //! one. Without it they fail, never skip. Each test works on its own stream and deletes its keys.
 
-#![cfg(feature = "redis")]
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -12,11 +10,11 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use upcaster::worker::{
+use upcaster::{Decoded, Format, Message, Registry};
+use upcaster_worker::{
     Delivery, FailureRecord, Handlers, Limits, RedisSignal, RedisTransport, RestartSignal,
     RetryPolicy, StatRow, StopReason, Transport, Worker,
 };
-use upcaster::{Decoded, Format, Message, Registry};
 
 fn redis_url() -> String {
     let url =
@@ -212,7 +210,7 @@ fn the_dsn_names_stream_and_group_and_open_routes_redis_dsns_here() {
     assert!(!t.consumer().is_empty());
 
     // The queue argument names the stream when the DSN does not.
-    let mut by_queue = upcaster::worker::open(&url, &stream.name).unwrap();
+    let mut by_queue = upcaster_worker::open(&url, &stream.name).unwrap();
     by_queue.send(b"hello").unwrap();
     let d = by_queue
         .receive(Duration::from_secs(2))
@@ -847,7 +845,7 @@ fn the_restart_signal_keeps_the_servers_time() {
 
     // Another process (a worker on another host) reads the same key.
     let mut other =
-        upcaster::worker::open_restart_signal(&dsn(&url, &format!("key={key}"))).unwrap();
+        upcaster_worker::open_restart_signal(&dsn(&url, &format!("key={key}"))).unwrap();
     assert_eq!(other.requested_at().unwrap(), Some(at));
 
     let mut conn = redis::Client::open(url.as_str())
@@ -876,7 +874,7 @@ fn the_restart_signal_needs_its_key_named_in_the_dsn() {
         let text = err.to_string();
         assert!(text.contains(&dsn), "{text}");
         assert!(text.contains("?key=<app>:restart-requested-at"), "{text}");
-        let err = upcaster::worker::open_restart_signal(&dsn)
+        let err = upcaster_worker::open_restart_signal(&dsn)
             .err()
             .expect("a DSN without a key");
         assert!(err.to_string().contains("key="), "{err}");

@@ -5,7 +5,6 @@
 //!
 //! The Redis tests start private `redis-server` processes on ports of their own (installed by
 //! `.ci/redis`), so they can kill and restart them without touching anything else.
-#![cfg(feature = "worker")]
 
 mod common;
 
@@ -15,11 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::ponka::{self, AddPonkaToImage};
-use upcaster::worker::cli::{Command, Console, ConsumeArgs};
-use upcaster::worker::{
+use upcaster::{Decoded, Format, Registry};
+use upcaster_worker::cli::{Command, Console, ConsumeArgs};
+use upcaster_worker::{
     FileSignal, Handlers, Limits, RestartSignal, SqliteTransport, StopReason, Transport, Worker,
 };
-use upcaster::{Decoded, Format, Registry};
 
 /// A scratch directory, removed when dropped.
 struct Scratch(PathBuf);
@@ -166,7 +165,7 @@ fn a_future_restart_time_is_refused_when_written_and_ignored_with_a_warning_when
             ..Limits::default()
         })
         .on_event(|e| {
-            if let upcaster::worker::Event::Warning { problem } = e {
+            if let upcaster_worker::Event::Warning { problem } = e {
                 warnings.borrow_mut().push(problem.to_string());
             }
         })
@@ -256,12 +255,11 @@ fn the_restart_file_never_grants_others_write_whatever_the_umask() {
     assert_eq!(mode & 0o002, 0, "{mode:o}");
 }
 
-#[cfg(feature = "redis")]
 mod redis_signal {
     use super::*;
     use std::process::{Child, Stdio};
     use std::time::Instant;
-    use upcaster::worker::RedisSignal;
+    use upcaster_worker::RedisSignal;
 
     /// A `redis-server` of this test's own, on a free port, stopped when dropped.
     struct PrivateRedis {
@@ -351,7 +349,7 @@ mod redis_signal {
         outage: Duration,
         per_message: Duration,
         at_fifth: impl Fn(&mut PrivateRedis),
-    ) -> (upcaster::worker::Report, Vec<String>) {
+    ) -> (upcaster_worker::Report, Vec<String>) {
         let s = Scratch::new("redis-signal");
         let registry = ponka::registry().unwrap();
         let q = queue_with(&s.0, &registry, 50);
@@ -373,7 +371,7 @@ mod redis_signal {
             .restart_signal(Box::new(signal))
             .restart_signal_outage(outage)
             .on_event(|e| {
-                if let upcaster::worker::Event::Warning { problem } = e {
+                if let upcaster_worker::Event::Warning { problem } = e {
                     warnings.borrow_mut().push(problem.to_string());
                 }
             })

@@ -1,12 +1,11 @@
 //! Every stored sample through today's chain, compared with its snapshot: the test a user
 //! writes, in one line. Review changes with `cargo insta review`.
-#![cfg(feature = "testing")]
 
 mod common;
 
 use common::ponka::{self, AddPonkaToImage, DeleteImagePost, ImagePostDeletedEvent};
-use upcaster::testing::{store_sample, Samples};
 use upcaster::{Format, Registry, Upcaster};
+use upcaster_testing::{store_sample, Samples};
 
 fn samples(registry: &Registry) -> Samples<'_> {
     Samples::new(registry)
@@ -18,7 +17,7 @@ fn samples(registry: &Registry) -> Samples<'_> {
 #[test]
 fn every_sample_comes_out_as_its_snapshot() {
     let registry = ponka::registry().unwrap();
-    upcaster::assert_samples!(samples(&registry), "tests/samples");
+    upcaster_testing::assert_samples!(samples(&registry), "tests/samples");
 }
 
 #[test]
@@ -103,7 +102,7 @@ fn a_failing_sample_names_its_file_and_step() {
     std::fs::remove_file(stored_good).unwrap();
 
     let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        upcaster::assert_samples!(samples(&registry), dir.to_str().unwrap());
+        upcaster_testing::assert_samples!(samples(&registry), dir.to_str().unwrap());
     }))
     .unwrap_err();
     let message = panic.downcast_ref::<String>().unwrap();

@@ -1,6 +1,5 @@
 //! The worker on the embedded queue: stop conditions, retries, the failure transport, the
 //! restart signal, drain statistics and the `failed` commands.
-#![cfg(feature = "worker")]
 
 mod common;
 
@@ -12,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::ponka::{self, v1, AddPonkaToImage, DeleteImagePost};
-use upcaster::worker::cli::{Command, Console, FailedCommand};
-use upcaster::worker::{
+use upcaster::{Decoded, Format, Registry};
+use upcaster_worker::cli::{Command, Console, FailedCommand};
+use upcaster_worker::{
     FileSignal, Handlers, Limits, RestartSignal, RetryPolicy, SqliteTransport, StopReason,
     Transport, Worker,
 };
-use upcaster::{Decoded, Format, Registry};
 
 /// A scratch directory, removed when dropped.
 struct Scratch(PathBuf);
@@ -690,7 +689,7 @@ fn only_the_consumer_holding_a_message_settles_it() {
     let mut other = s.queue().reclaim_after(Duration::ZERO);
     let taken = other.receive(Duration::from_secs(5)).unwrap().unwrap();
     assert_eq!(taken.deliveries, 2);
-    let record = upcaster::worker::FailureRecord {
+    let record = upcaster_worker::FailureRecord {
         type_name: None,
         version: None,
         class: "handler".into(),
@@ -755,7 +754,7 @@ fn an_unreadable_restart_signal_is_a_warning_not_a_crash_loop() {
         .restart_signal(Box::new(FileSignal::new(&path)))
         .limits(until_empty())
         .on_event(|e| {
-            if let upcaster::worker::Event::Warning { problem } = e {
+            if let upcaster_worker::Event::Warning { problem } = e {
                 warnings.borrow_mut().push(problem.to_string());
             }
         })
@@ -790,7 +789,7 @@ fn an_endless_retry_delay_is_far_away_not_immediate() {
 fn dsn_mistakes_are_refused_not_guessed() {
     let s = Scratch::new("dsn");
     let open = |dsn: &str| {
-        upcaster::worker::open(dsn, "async")
+        upcaster_worker::open(dsn, "async")
             .err()
             .map(|e| e.to_string())
     };
@@ -802,7 +801,7 @@ fn dsn_mistakes_are_refused_not_guessed() {
         "nothing created for a refused DSN"
     );
     let signal = |dsn: &str| {
-        upcaster::worker::open_restart_signal(dsn)
+        upcaster_worker::open_restart_signal(dsn)
             .err()
             .map(|e| e.to_string())
     };

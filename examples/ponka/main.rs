@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use messages::{v1, AddPonkaToImage, DeleteImagePost, ImagePostDeletedEvent};
-use upcaster::worker::cli::{Command, Console};
-use upcaster::worker::{Handlers, Limits, SqliteTransport, Transport, Worker};
 use upcaster::{Decoded, Dispatcher, Format, Headers, Registry};
+use upcaster_worker::cli::{Command, Console};
+use upcaster_worker::{Handlers, Limits, SqliteTransport, Transport, Worker};
 
 #[derive(Parser)]
 #[command(
@@ -143,7 +143,7 @@ fn worker(code: Code, command: Command) -> ExitCode {
 
 fn produce(code: Code, first: u64, count: u64) -> Result<(), Box<dyn std::error::Error>> {
     let registry = registry(code)?;
-    let mut queue = upcaster::worker::open(&queue_dsn(), "async")?;
+    let mut queue = upcaster_worker::open(&queue_dsn(), "async")?;
     for id in first..first + count {
         let bytes = match code {
             Code::V1 => {

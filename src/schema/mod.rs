@@ -1,5 +1,6 @@
-//! JSON Schemas of messages: the files in `schemas/`, the test helper that keeps them true to
-//! the code, and the compatibility engine behind `schema-check`.
+//! JSON Schemas of messages (feature `schema`): the files in `schemas/`, the manifest, and
+//! the test helper that keeps them true to the code. The compatibility engine that judges
+//! them is `upcaster-check`'s.
 //!
 //! `schemas/<TypeName>/v<N>.json` holds the JSON Schema (draft 2020-12, by schemars) of every
 //! version of every message, and `schemas/manifest.json` the types, versions, aliases and
@@ -11,10 +12,6 @@
 //!
 //! with a test that calls [`Schemas::assert_committed`]; afterwards the same test fails
 //! whenever the code's schema of a current version differs from its committed file.
-
-pub mod compat;
-#[cfg(any(feature = "check", feature = "testing"))]
-pub mod generate;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -88,6 +85,85 @@ pub enum StepKind {
     Rust,
     /// A typed `previous` link.
     Typed,
+}
+
+impl Manifest {
+    /// The types, versions, names and steps of `registry`, as `schemas/manifest.json`
+    /// records them.
+    pub fn of(registry: &Registry) -> Manifest {
+        let mut manifest = Manifest::default();
+        for e in &registry.entries {
+            let mut steps: Vec<StepEntry> = e
+                .steps
+                .iter()
+                .map(|s| StepEntry {
+                    from: s.from,
+                    to: s.to,
+                    by: if s.as_migration().is_some() {
+                        StepKind::Migration
+                    } else {
+                        StepKind::Rust
+                    },
+                    file: s.file().map(str::to_owned),
+                })
+                .collect();
+            steps.extend((e.typed_floor..e.current).map(|from| StepEntry {
+                from,
+                to: from + 1,
+                by: StepKind::Typed,
+                file: None,
+            }));
+            manifest.types.insert(
+                e.name.to_owned(),
+                TypeEntry {
+                    current: e.current,
+                    versions: (e.oldest..=e.current).collect(),
+                    aliases: e.aliases.clone(),
+                    retired: Vec::new(),
+                    steps,
+                },
+            );
+        }
+        manifest
+    }
+}
+
+/// The JSON Pointers where `a` and `b` differ, outermost first (a member present in one only,
+/// a different value), for a drift message; `schema-check diff` judges compatibility.
+fn differing_pointers(a: &Value, b: &Value, at: &mut String, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let len = at.len();
+                at.push('/');
+                at.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                match (x.get(k), y.get(k)) {
+                    (Some(v), Some(w)) => differing_pointers(v, w, at, out),
+                    _ => out.push(at.clone()),
+                }
+                at.truncate(len);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (v, w)) in x.iter().zip(y).enumerate() {
+                let len = at.len();
+                let _ = write!(at, "/{i}");
+                differing_pointers(v, w, at, out);
+                at.truncate(len);
+            }
+        }
+        _ if a == b => {}
+        _ => out.push(at.clone()),
+    }
+}
+
+fn display_pointer(pointer: &str) -> &str {
+    if pointer.is_empty() {
+        "the root"
+    } else {
+        pointer
+    }
 }
 
 /// The schema file of a version: `<dir>/<TypeName>/v<N>.json`.
@@ -167,7 +243,7 @@ impl<'r> Schemas<'r> {
 
     /// The manifest of the registry, keeping the `retired` lists of `previous`.
     pub fn manifest(&self, previous: Option<&Manifest>) -> Manifest {
-        let mut manifest = self.registry.manifest();
+        let mut manifest = Manifest::of(self.registry);
         if let Some(previous) = previous {
             for (name, entry) in &mut manifest.types {
                 if let Some(old) = previous.types.get(name) {
@@ -221,14 +297,16 @@ impl<'r> Schemas<'r> {
                         "[schema-drift] {}: the code's schema of `{name}` v{version} differs \
                          from the committed file.\n  If v{version} was released, bump the \
                          version (and add a migration for the step).\n  If not, regenerate: \
-                         {WRITE_VAR}=write cargo test\n  Differences:",
+                         {WRITE_VAR}=write cargo test\n  Differences (`schema-check` judges \
+                         whether they are compatible):",
                         path.display()
                     );
-                    let changes = compat::diff(&committed, schema, compat::Mode::Full);
-                    for c in &changes {
-                        let _ = write!(message, "\n    {} ({})", c, c.direction);
+                    let mut at = Vec::new();
+                    differing_pointers(&committed, schema, &mut String::new(), &mut at);
+                    for pointer in at.iter().take(20) {
+                        let _ = write!(message, "\n    at {}", display_pointer(pointer));
                     }
-                    if changes.is_empty() {
+                    if at.is_empty() {
                         let _ = write!(message, "\n    {}", first_difference(&have, &want));
                     }
                     found.push(message);
@@ -319,7 +397,7 @@ pub fn store_sample(
     bytes: &[u8],
 ) -> std::io::Result<PathBuf> {
     let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
-    let header = registry.peek(bytes).map_err(|e| invalid(e.to_string()))?;
+    let header = crate::peek(bytes).map_err(|e| invalid(e.to_string()))?;
     let type_name = registry
         .canonical_name(&header.type_name)
         .map_or_else(|| header.type_name.to_string(), str::to_owned);

@@ -35,9 +35,10 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
 
-use super::restart::RestartSignal;
-use super::transport::{
-    dsn_parts, Delivery, FailedMessage, FailureRecord, StatRow, Transport, TransportError,
+use crate::restart::RestartSignal;
+use crate::transport::{
+    dsn_parts, unknown_parameter, Delivery, FailedMessage, FailureRecord, StatRow, Transport,
+    TransportError,
 };
 
 /// How long connecting may take before the transport gives up.
@@ -253,7 +254,7 @@ impl Lua {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use upcaster::worker::{RedisTransport, Transport};
+/// use upcaster_worker::{RedisTransport, Transport};
 ///
 /// let mut queue = RedisTransport::open_dsn("redis://127.0.0.1:6379/0?group=resizers", "images")?;
 /// queue.send(br#"{"type":"Ping","version":1,"payload":{}}"#)?;
@@ -302,6 +303,12 @@ impl RedisTransport {
     /// the group to `upcaster`, the reclaim timeout to 300 s.
     pub fn open_dsn(dsn: &str, queue: &str) -> Result<Self, TransportError> {
         let name = without_password(dsn);
+        if let Some(unknown) = unknown_parameter(dsn, &["stream", "group", "reclaim_after"]) {
+            return Err(TransportError::new(
+                &name,
+                format!("unknown parameter `{unknown}`; expected stream, group, reclaim_after"),
+            ));
+        }
         let stream = dsn_parts(dsn, "stream").1.unwrap_or(queue).to_owned();
         let group = dsn_parts(dsn, "group").1.unwrap_or("upcaster").to_owned();
         if stream.is_empty() || group.is_empty() {
@@ -340,7 +347,7 @@ impl RedisTransport {
             name,
             stream,
             group,
-            consumer: super::consumer_name(),
+            consumer: crate::transport::consumer_name(),
             reclaim_after,
             next_reclaim: now,
             reclaim_cursor: "0-0".to_owned(),
@@ -1020,7 +1027,7 @@ impl Drop for RedisTransport {
 /// bounded by 5 s, so a hung server cannot hold a worker long between messages.
 ///
 /// ```no_run
-/// use upcaster::worker::{RedisSignal, RestartSignal};
+/// use upcaster_worker::{RedisSignal, RestartSignal};
 ///
 /// let mut signal = RedisSignal::open_dsn("redis://127.0.0.1:6379?key=shop:restart-requested-at")?;
 /// let at = signal.request()?;
@@ -1058,6 +1065,12 @@ impl RedisSignal {
             return Err(TransportError::new(
                 name,
                 "the restart key must not be empty",
+            ));
+        }
+        if let Some(unknown) = unknown_parameter(dsn, &["key"]) {
+            return Err(TransportError::new(
+                name,
+                format!("unknown parameter `{unknown}`; a restart signal takes only `key`"),
             ));
         }
         Ok(RedisSignal {

@@ -1,7 +1,7 @@
 //! The queue a worker reads: one trait, an embedded SQLite queue and Redis Streams.
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// One message taken from a transport, held until it is acked, retried or failed.
 ///
@@ -137,37 +137,8 @@ pub trait Transport: Send {
     fn pending(&mut self) -> Result<u64, TransportError>;
 }
 
-/// Opens a transport from its DSN:
-/// - `sqlite://<path>[?queue=<name>&reclaim_after=<seconds>]`, the embedded default (a
-///   file, nothing to run);
-/// - `redis://<host>[:<port>][/<db>][?stream=<name>&group=<group>&reclaim_after=<seconds>]`,
-///   Redis Streams (feature `redis`).
-///
-/// `queue` names the queue when the DSN does not.
-pub fn open(dsn: &str, queue: &str) -> Result<Box<dyn Transport>, TransportError> {
-    if dsn.starts_with("sqlite://") {
-        return Ok(Box::new(super::sqlite::SqliteTransport::open_dsn(
-            dsn, queue,
-        )?));
-    }
-    if dsn.starts_with("redis:") || dsn.starts_with("rediss:") {
-        #[cfg(feature = "redis")]
-        return Ok(Box::new(super::redis::RedisTransport::open_dsn(
-            dsn, queue,
-        )?));
-        #[cfg(not(feature = "redis"))]
-        return Err(TransportError::new(
-            dsn,
-            "Redis transports need upcaster's `redis` feature",
-        ));
-    }
-    Err(TransportError::new(
-        dsn,
-        "unknown DSN scheme; expected sqlite://<path> or redis://<host>",
-    ))
-}
-
 /// Splits `scheme://rest?key=value&…` into `rest` and the value of `key`.
+#[cfg_attr(not(any(feature = "sqlite", feature = "redis")), allow(dead_code))]
 pub(crate) fn dsn_parts<'a>(dsn: &'a str, key: &str) -> (&'a str, Option<&'a str>) {
     let rest = dsn.split_once("://").map_or(dsn, |(_, r)| r);
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -181,6 +152,7 @@ pub(crate) fn dsn_parts<'a>(dsn: &'a str, key: &str) -> (&'a str, Option<&'a str
 
 /// The first query parameter of `dsn` not in `known`, so a misspelt one is refused rather
 /// than ignored.
+#[cfg_attr(not(any(feature = "sqlite", feature = "redis")), allow(dead_code))]
 pub(crate) fn unknown_parameter<'a>(dsn: &'a str, known: &[&str]) -> Option<&'a str> {
     let query = dsn.split_once('?').map_or("", |(_, q)| q);
     query
@@ -190,9 +162,11 @@ pub(crate) fn unknown_parameter<'a>(dsn: &'a str, known: &[&str]) -> Option<&'a 
         .find(|k| !known.contains(k))
 }
 
-/// Milliseconds since the Unix epoch by this host's clock.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// A name for this consumer, unique among the workers of a queue.
+#[cfg_attr(not(any(feature = "sqlite", feature = "redis")), allow(dead_code))]
+pub(crate) fn consumer_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned());
+    format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..))
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use upcaster::check::{self, Config};
+use upcaster_check::{self as check, Config};
 
 const TYPES: usize = 1000;
 const VERSIONS: u32 = 5;

@@ -1,4 +1,4 @@
-//! Workers that drain queues across deploys (feature `worker`).
+//! Workers that drain upcaster's versioned messages from queues across deploys.
 //!
 //! A [`Worker`] takes one message at a time from its [`Transport`]s, decodes it through the
 //! [`Registry`] (old versions are upcast), and calls the handler of its type. It stops only
@@ -22,11 +22,24 @@
 //! - a message that cannot be decoded goes straight to the failure transport with its
 //!   original bytes, the error (type, version, failing step, JSON Pointer) and its attempts.
 //!
-//! [`cli`] has the commands a program mounts: `consume`, `stop-workers`, `failed` and `stats`.
+//! `cli` has the commands a program mounts: `consume`, `stop-workers`, `failed` and `stats`.
+//!
+//! # Features
+//!
+//! | feature | what it brings | pulls in |
+//! |---|---|---|
+//! | `sqlite` | [`SqliteTransport`], the embedded queue (links the system's SQLite) | rusqlite |
+//! | `sqlite-bundled` (default) | `sqlite`, with SQLite compiled in: nothing to install | rusqlite, cc |
+//! | `redis` | `RedisTransport` and `RedisSignal` (`redis://`; `rediss://` is refused when the DSN is read) | redis |
+//! | `signals` (default) | [`Worker::stop_on_signals`]: SIGTERM and SIGINT stop the worker between messages | signal-hook |
+//! | `cli` (default) | `cli`: the `consume`, `stop-workers`, `failed` and `stats` commands | clap, `signals` |
+//!
+//! A Redis-only worker: `upcaster-worker = { version = "0.1", default-features = false,
+//! features = ["redis"] }` builds without SQLite and clap.
 //!
 //! ```
 //! use serde::{Deserialize, Serialize};
-//! use upcaster::worker::{Handlers, Limits, SqliteTransport, Transport, Worker, StopReason};
+//! use upcaster_worker::{Handlers, Limits, SqliteTransport, Transport, Worker, StopReason};
 //! use upcaster::{Decoded, Format, Message, Registry};
 //!
 //! #[derive(Serialize, Deserialize, Message)]
@@ -52,10 +65,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "cli")]
 pub mod cli;
+mod clock;
+mod dsn;
 #[cfg(feature = "redis")]
 mod redis;
 mod restart;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 mod transport;
 
@@ -68,16 +85,14 @@ use std::time::{Duration, Instant};
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisSignal, RedisTransport};
-pub use restart::{
-    open as open_restart_signal, FileSignal, RestartSignal, CLOCK_TOLERANCE, DEFAULT_OUTAGE_LIMIT,
-};
+pub use clock::process_started;
+pub use dsn::{open, open_restart_signal, Scheme, SCHEMES};
+pub use restart::{FileSignal, RestartSignal, CLOCK_TOLERANCE, DEFAULT_OUTAGE_LIMIT};
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteTransport;
-pub use transport::{
-    open, Delivery, FailedMessage, FailureRecord, StatRow, Transport, TransportError,
-};
+pub use transport::{Delivery, FailedMessage, FailureRecord, StatRow, Transport, TransportError};
 
-use crate::error::ErrorKind;
-use crate::{Decoded, Dispatcher, Error, Message, Registry, RegistryError};
+use upcaster::{Decoded, Dispatcher, Error, ErrorKind, Message, Registry, RegistryError};
 
 /// What a handler may return as its error.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -269,7 +284,7 @@ impl fmt::Display for StopReason {
             StopReason::RestartRequested { at_ms } => write!(
                 f,
                 "restart requested by stop-workers at {}",
-                cli::show_time(*at_ms)
+                clock::show_time(*at_ms)
             ),
             StopReason::RestartSignalLost {
                 problem,
@@ -517,6 +532,7 @@ impl<'r> Worker<'r> {
     /// Makes SIGTERM and SIGINT stop the worker after its current message. A SIGINT after a
     /// first stop signal (Ctrl-C twice) ends the process at once. Call it after
     /// [`Worker::stop_flag`], which would replace the flag the signals set.
+    #[cfg(feature = "signals")]
     pub fn stop_on_signals(self) -> std::io::Result<Self> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         use signal_hook::flag;
@@ -720,7 +736,7 @@ impl<'r> Worker<'r> {
         // Taken before, and never settled: each time a worker died with it. Handing it out
         // again would only kill the next one.
         if delivery.deliveries > self.retry.max_retries.saturating_add(1) {
-            let header = self.handlers.registry.peek(&delivery.body).ok();
+            let header = upcaster::peek(&delivery.body).ok();
             let failure = Failure {
                 type_name: header.as_ref().map(|h| h.type_name.to_string()),
                 version: header.as_ref().map(|h| h.version),
@@ -741,7 +757,7 @@ impl<'r> Worker<'r> {
         let dispatched = match dispatched {
             Ok(dispatched) => dispatched,
             Err(panic) => {
-                let header = self.handlers.registry.peek(&delivery.body).ok();
+                let header = upcaster::peek(&delivery.body).ok();
                 let failure = Failure {
                     type_name: header.as_ref().map(|h| h.type_name.to_string()),
                     version: header.as_ref().map(|h| h.version),
@@ -850,7 +866,7 @@ impl<'r> Worker<'r> {
             class: failure.class.to_owned(),
             error: failure.error,
             attempts: delivery.attempt.saturating_add(1),
-            failed_at_ms: transport::now_ms(),
+            failed_at_ms: clock::now_ms(),
         };
         self.transports[i].fail(delivery, &record)?;
         run.report.failed += 1;
@@ -933,7 +949,7 @@ fn read_signal(
 
 impl Run {
     fn count(&mut self, transport: usize, type_name: &'static str, version: u32) {
-        let now = transport::now_ms();
+        let now = clock::now_ms();
         let entry = self
             .stats
             .entry((transport, type_name, version))
@@ -956,39 +972,8 @@ fn class_of(kind: &ErrorKind) -> &'static str {
         ErrorKind::UpcastFailed { .. } => "upcast-failed",
         ErrorKind::PayloadInvalid { .. } => "payload-invalid",
         ErrorKind::Unhandled { .. } => "unhandled",
+        _ => "undecodable",
     }
-}
-
-/// A name for this consumer, unique among the workers of a queue.
-pub(crate) fn consumer_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "host".to_owned());
-    format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..))
-}
-
-/// When this process started, from `/proc` (Linux), if that was at most 10 s ago: a restart
-/// requested at any moment after the process started concerns it.
-pub(crate) fn process_started() -> Option<Instant> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
-    let age = process_age(&stat, &uptime)?;
-    if age > Duration::from_secs(10) {
-        return None;
-    }
-    Instant::now().checked_sub(age)
-}
-
-/// A process's age from its `/proc/<pid>/stat` and `/proc/uptime`, one clock tick (USER_HZ,
-/// 100 on Linux) more, so that a request in the start's own tick counts as after it.
-fn process_age(stat: &str, uptime: &str) -> Option<Duration> {
-    // Fields after the command name, which may hold spaces and parentheses: state is the
-    // first, starttime (field 22, in ticks since boot) the twentieth.
-    let after = stat.get(stat.rfind(')')? + 1..)?;
-    let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
-    let uptime: f64 = uptime.split_whitespace().next()?.parse().ok()?;
-    let age = uptime - ticks as f64 / 100.0 + 0.01;
-    Duration::try_from_secs_f64(age).ok()
 }
 
 /// The process's resident set size in bytes, from `/proc/self/status` (Linux only).
@@ -1064,19 +1049,6 @@ mod tests {
             seen.insert((d * 1e6) as u64);
         }
         assert!(seen.len() > 100, "jitter spreads the delays");
-    }
-
-    #[test]
-    fn a_process_age_is_read_from_proc_even_with_parentheses_in_its_name() {
-        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
-                    12345 1000000 200 18446744073709551615";
-        let age = process_age(stat, "200.50 390.00\n").unwrap();
-        assert_eq!(age.as_millis(), 77_060); // 200.50 - 123.45 + one tick
-        assert_eq!(process_age(stat, "100.00 1.0\n"), None, "started after now");
-        assert_eq!(process_age("4242 (x) S 1", "200.50 1"), None);
-        let real = std::fs::read_to_string("/proc/self/stat").unwrap();
-        let uptime = std::fs::read_to_string("/proc/uptime").unwrap();
-        assert!(process_age(&real, &uptime).is_some(), "{real}");
     }
 
     #[test]

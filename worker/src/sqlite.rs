@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::transport::{
-    dsn_parts, now_ms, Delivery, FailedMessage, FailureRecord, StatRow, Transport, TransportError,
+use crate::clock::now_ms;
+use crate::transport::{
+    dsn_parts, Delivery, FailedMessage, FailureRecord, StatRow, Transport, TransportError,
 };
 
 const SCHEMA: &str = "
@@ -73,7 +74,7 @@ fn clamp_u32(n: i64) -> u32 {
 ///
 /// ```
 /// use std::time::Duration;
-/// use upcaster::worker::{SqliteTransport, Transport};
+/// use upcaster_worker::{SqliteTransport, Transport};
 ///
 /// let dir = std::env::temp_dir().join(format!("upcaster-doc-{}", std::process::id()));
 /// let mut queue = SqliteTransport::open(dir.join("queue.db"), "async")?;
@@ -129,7 +130,7 @@ impl SqliteTransport {
             conn,
             name,
             queue: queue.to_owned(),
-            consumer: super::consumer_name(),
+            consumer: crate::transport::consumer_name(),
             reclaim_after: Duration::from_secs(300),
             busy_timeout: SETTLE_BUSY,
         })
@@ -137,7 +138,7 @@ impl SqliteTransport {
 
     /// Opens `sqlite://<path>[?queue=<name>][&reclaim_after=<seconds>]`.
     pub fn open_dsn(dsn: &str, queue: &str) -> Result<Self, TransportError> {
-        if let Some(unknown) = super::transport::unknown_parameter(dsn, &["queue", "reclaim_after"])
+        if let Some(unknown) = crate::transport::unknown_parameter(dsn, &["queue", "reclaim_after"])
         {
             return Err(TransportError::new(
                 dsn,

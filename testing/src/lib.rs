@@ -1,10 +1,12 @@
-//! Test helpers (cargo feature `testing`): every stored sample through today's chain, as
-//! insta snapshots, and payloads generated from each version's schema.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+//! Test helpers for upcaster, for `[dev-dependencies]` only: every stored sample through
+//! today's chain, as insta snapshots, and payloads generated from each version's schema.
 //!
 //! ```text
 //! #[test]
 //! fn samples() {
-//!     upcaster::assert_samples!(Samples::new(&registry()).message::<AddPonkaToImage>(), "tests/samples");
+//!     upcaster_testing::assert_samples!(Samples::new(&registry()).message::<AddPonkaToImage>(), "tests/samples");
 //! }
 //! ```
 
@@ -14,11 +16,9 @@ use std::path::{Path, PathBuf};
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Value};
 
-use crate::envelope::{self, Raw};
-use crate::error::Error;
-use crate::registry::Registry;
-use crate::schema::generate;
-use crate::{Format, Message};
+use upcaster::{Error, Message, Registry};
+
+pub mod generate;
 
 type Reader = fn(&Registry, &[u8]) -> Result<Read, Error>;
 
@@ -65,22 +65,15 @@ fn read<T: Message>(registry: &Registry, bytes: &[u8]) -> Result<Read, Error> {
     let message = serde_json::to_value(&decoded.message).unwrap_or(Value::Null);
     let round_trip = (arrived == T::VERSION).then(|| {
         let headers = &decoded.header.headers;
-        let mut again = Vec::new();
-        let written = match decoded.header.format {
-            Format::Json => {
-                envelope::write_json(&mut again, T::NAME, T::VERSION, headers, &decoded.message)
-            }
-            Format::MessagePack => {
-                envelope::write_msgpack(&mut again, T::NAME, T::VERSION, headers, &decoded.message)
-            }
-        };
-        let ours = envelope::fast(Raw::Bytes(bytes), None).is_some();
+        let written =
+            registry.encode_with_headers(&decoded.message, headers, decoded.header.format);
+        let ours = upcaster::__private::writer_layout(bytes);
         match written {
-            Ok(()) if again == bytes => Ok(RoundTrip::Bytes),
-            Ok(()) if ours => {
+            Ok(again) if again == bytes => Ok(RoundTrip::Bytes),
+            Ok(_) if ours => {
                 Err("re-encodes to other bytes, though it is in the writer's own layout".to_owned())
             }
-            Ok(()) => match registry.decode::<T>(&again) {
+            Ok(again) => match registry.decode::<T>(&again) {
                 Ok(d) if serde_json::to_value(&d.message).ok().as_ref() == Some(&message) => {
                     Ok(RoundTrip::Semantic)
                 }
@@ -91,14 +84,10 @@ fn read<T: Message>(registry: &Registry, bytes: &[u8]) -> Result<Read, Error> {
     });
     let round_trip = match round_trip {
         Some(Err(why)) => {
-            return Err(Error::new(
-                crate::ErrorKind::UpcastFailed {
-                    type_name: T::NAME,
-                    from: arrived,
-                    to: arrived,
-                    reason: why.into(),
-                },
-                decoded.header.to_partial(),
+            return Err(upcaster::__private::round_trip_failed(
+                &decoded.header,
+                T::NAME,
+                why,
                 bytes,
             ))
         }
@@ -181,11 +170,12 @@ impl<'r> Samples<'r> {
         let schemas = schemas.as_ref();
         for (&name, reader) in &self.readers {
             let current = self.registry.current_version(name).unwrap_or(0);
-            let current_schema = load_schema(&crate::schema::schema_path(schemas, name, current))?;
+            let current_schema =
+                load_schema(&upcaster::schema::schema_path(schemas, name, current))?;
             let validator = jsonschema::validator_for(&current_schema)
                 .map_err(|e| format!("`{name}` v{current}'s schema: {e}"))?;
             for version in 1..=current {
-                let path = crate::schema::schema_path(schemas, name, version);
+                let path = upcaster::schema::schema_path(schemas, name, version);
                 if !path.exists() {
                     continue;
                 }
@@ -261,7 +251,7 @@ fn sample_files(dir: &Path) -> Vec<(String, u32, PathBuf)> {
     out
 }
 
-pub use crate::schema::store_sample;
+pub use upcaster::schema::store_sample;
 
 /// Replays every sample below a directory and compares each with its insta snapshot (one
 /// per sample, named by type, version and file). All samples run; the failures are then
@@ -269,7 +259,7 @@ pub use crate::schema::store_sample;
 /// snapshots with `cargo insta review`.
 ///
 /// ```text
-/// upcaster::assert_samples!(Samples::new(&registry).message::<AddPonkaToImage>(), "tests/samples");
+/// upcaster_testing::assert_samples!(Samples::new(&registry).message::<AddPonkaToImage>(), "tests/samples");
 /// ```
 #[macro_export]
 macro_rules! assert_samples {
@@ -309,4 +299,10 @@ macro_rules! assert_samples {
             ::std::panic!("{} sample(s) failed:\n  {}", __failures.len(), __failures.join("\n  "));
         }
     }};
+}
+
+/// Items `assert_samples!` expands to. Not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use insta;
 }

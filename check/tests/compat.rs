@@ -2,7 +2,7 @@
 //! verdicts checked against what serde really does.
 
 use serde_json::{json, Value};
-use upcaster::schema::compat::{compatible, diff, Mode};
+use upcaster_check::compat::{compatible, diff, Mode};
 
 fn corpus() -> Vec<(String, Value)> {
     // The project keeps the corpus beside the repository, in `../shared`; elsewhere, point
@@ -10,7 +10,8 @@ fn corpus() -> Vec<(String, Value)> {
     let dir = std::env::var_os("UPCASTER_CONFORMANCE_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/confluent")
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/conformance/confluent")
         });
     let mut cases = Vec::new();
     for file in [

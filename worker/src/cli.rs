@@ -6,8 +6,8 @@
 //!
 //! ```no_run
 //! use clap::Parser;
-//! use upcaster::worker::cli::{Command, Console};
-//! use upcaster::worker::Handlers;
+//! use upcaster_worker::cli::{Command, Console};
+//! use upcaster_worker::Handlers;
 //! # use serde::{Deserialize, Serialize};
 //! # #[derive(Serialize, Deserialize, upcaster::Message)]
 //! # #[message(version = 1)]
@@ -39,8 +39,10 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use super::{
-    open, open_restart_signal, parse_bytes, FailedMessage, Handlers, Limits, RetryPolicy,
+use crate::clock::{now_ms, process_started, show_time};
+use crate::dsn::{open, open_restart_signal};
+use crate::{
+    parse_bytes, resident_set_size, Event, FailedMessage, Handlers, Limits, RetryPolicy,
     StopReason, Transport, TransportError, Worker,
 };
 
@@ -164,7 +166,7 @@ impl<'r> Console<'r> {
         }
     }
 
-    /// Names a transport by its DSN (see [`super::open`]); the name is what `consume`,
+    /// Names a transport by its DSN (see [`crate::open`]); the name is what `consume`,
     /// `failed` and `stats` take, and the queue's name unless the DSN gives one.
     pub fn transport(mut self, name: &str, dsn: &str) -> Self {
         self.transports.push((name.to_owned(), dsn.to_owned()));
@@ -264,12 +266,12 @@ impl<'r> Console<'r> {
     }
 
     fn consume(self, args: ConsumeArgs) -> Result<ExitCode, String> {
-        if args.memory_limit.is_some() && super::resident_set_size().is_none() {
+        if args.memory_limit.is_some() && resident_set_size().is_none() {
             return Err("--memory-limit needs /proc/self/status, which only Linux has".to_owned());
         }
         // Before anything that can wait: a restart requested while the transports open (an
         // SQLite lock, a Redis connect) is later than this, and stops the worker.
-        let started = super::process_started().map_or(self.created, |p| p.min(self.created));
+        let started = process_started().map_or(self.created, |p| p.min(self.created));
         let transports = self.open(&args.transports)?;
         let names: Vec<String> = transports.iter().map(|(n, _)| n.clone()).collect();
         let limits = Limits {
@@ -297,7 +299,7 @@ impl<'r> Console<'r> {
             .retry(self.retry)
             .poll_interval(self.poll)
             .on_event(move |event| {
-                if verbose || matches!(event, super::Event::Warning { .. }) {
+                if verbose || matches!(event, Event::Warning { .. }) {
                     eprintln!("{event}");
                 }
             })
@@ -465,7 +467,7 @@ impl<'r> Console<'r> {
 
     fn stats(self, names: &[String]) -> Result<ExitCode, String> {
         let registry = self.handlers.registry();
-        let now = super::transport::now_ms();
+        let now = now_ms();
         for (name, mut t) in self.open(names)? {
             let rows = t.stats().map_err(|e| e.to_string())?;
             let pending = t.pending().map_err(|e| e.to_string())?;
@@ -543,39 +545,5 @@ fn show_age(ms: u64) -> String {
         60..3600 => format!("{} min ago", s / 60),
         3600..86_400 => format!("{} h ago", s / 3600),
         _ => format!("{} days ago", s / 86_400),
-    }
-}
-
-/// Milliseconds since the epoch as an ISO 8601 UTC time.
-pub(crate) fn show_time(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_print_as_utc() {
-        assert_eq!(show_time(0), "1970-01-01T00:00:00Z");
-        assert_eq!(show_time(951_782_400_000), "2000-02-29T00:00:00Z");
-        assert_eq!(show_time(1_795_940_786_000), "2026-11-29T08:26:26Z");
     }
 }

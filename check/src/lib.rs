@@ -1,6 +1,9 @@
 //! `schema-check`: the rules that keep message changes safe, run over a repository's
-//! `schemas/`, `migrations/` and samples without compiling its code.
+//! `schemas/`, `migrations/` and samples without compiling its code, and the compatibility
+//! engine they use. Install the `schema-check` binary; services never depend on this crate.
+#![forbid(unsafe_code)]
 
+pub mod compat;
 pub mod output;
 pub mod rules;
 
@@ -11,9 +14,10 @@ use std::process::Command;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::migration::Migration;
-use crate::schema::compat::{self, Mode};
-use crate::schema::{Manifest, StepKind, MANIFEST};
+use upcaster::migration::Migration;
+use upcaster::schema::{Manifest, StepKind, MANIFEST};
+
+use crate::compat::Mode;
 pub use rules::{Rule, Severity};
 
 /// Where the repository's files are.
@@ -189,7 +193,6 @@ impl Repo {
                     .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string()))
                 {
                     Ok(v) => {
-                        #[cfg(feature = "check")]
                         if let Err(e) = jsonschema::validator_for(&v) {
                             found.add(
                                 &rules::SCHEMA_INVALID,
@@ -336,7 +339,7 @@ impl Repo {
         let manifest_file = display(&self.config.schemas.join(MANIFEST));
         for (name, entry) in &self.manifest.types {
             if self.schema(name, entry.current).is_none() {
-                let path = display(&crate::schema::schema_path(
+                let path = display(&upcaster::schema::schema_path(
                     &self.config.schemas,
                     name,
                     entry.current,
@@ -356,7 +359,11 @@ impl Repo {
                     && self.schema(name, v).is_none()
                     && !entry.retired.contains(&v)
                 {
-                    let path = display(&crate::schema::schema_path(&self.config.schemas, name, v));
+                    let path = display(&upcaster::schema::schema_path(
+                        &self.config.schemas,
+                        name,
+                        v,
+                    ));
                     found.add(
                         &rules::SCHEMA_MISSING,
                         path,
@@ -469,7 +476,7 @@ impl Repo {
             for pair in present.windows(2) {
                 let (a, b) = (pair[0], pair[1]);
                 if b > a + 1 && a < entry.current {
-                    let path = display(&crate::schema::schema_path(
+                    let path = display(&upcaster::schema::schema_path(
                         &self.config.schemas,
                         name,
                         a + 1,
@@ -677,7 +684,7 @@ impl Repo {
         ) else {
             return;
         };
-        for payload in crate::schema::generate::examples(schema, EXAMPLES) {
+        for payload in upcaster_testing::generate::examples(schema, EXAMPLES) {
             // The generator covers schemars's keywords, not all of JSON Schema.
             if self.invalid(name, version, &payload).is_some() {
                 continue;
@@ -712,17 +719,11 @@ impl Repo {
     }
 
     /// Why `payload` does not fit version `v`'s schema, if it does not.
-    #[cfg(feature = "check")]
     fn invalid(&self, name: &str, v: u32, payload: &Value) -> Option<(String, String)> {
         let schema = self.schema(name, v)?.schema.as_ref()?;
         let validator = jsonschema::validator_for(schema).ok()?;
         let error = validator.iter_errors(payload).next()?;
         Some((error.instance_path().to_string(), error.to_string()))
-    }
-
-    #[cfg(not(feature = "check"))]
-    fn invalid(&self, _: &str, _: u32, _: &Value) -> Option<(String, String)> {
-        None
     }
 
     /// Rules that compare with the schemas at a git ref. Paths are taken relative to the
@@ -902,39 +903,38 @@ fn git_bytes(args: &[&str]) -> Result<Vec<u8>, ConfigError> {
     Ok(out.stdout)
 }
 
-/// Reads a stored envelope and returns its payload, after checking that its type (one of
-/// `names`) and version match the directory it is stored in.
+/// Reads a stored envelope with upcaster's own reader (the rules every decode applies:
+/// duplicate keys, version forms, trailing bytes) and returns its payload, after checking
+/// that its type (one of `names`) and version match the directory it is stored in.
 fn read_sample(file: &Path, names: &[&str], version: u32) -> Result<Value, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
-    let envelope: Value = match file.extension().and_then(|e| e.to_str()) {
-        Some("json") => serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))?,
-        Some("msgpack") => {
-            rmp_serde::from_slice(&bytes).map_err(|e| format!("not MessagePack: {e}"))?
-        }
+    let expected = match file.extension().and_then(|e| e.to_str()) {
+        Some("json") => upcaster::Format::Json,
+        Some("msgpack") => upcaster::Format::MessagePack,
         _ => return Err("samples are .json or .msgpack envelopes".into()),
     };
-    let Value::Object(envelope) = envelope else {
-        return Err("an envelope is an object (a map) with type, version and payload".into());
-    };
-    match envelope.get("version") {
-        Some(v) if v.as_u64() == Some(u64::from(version)) => {}
-        Some(v) => {
-            return Err(format!(
-                "stored under v{version} but its envelope has version {v}"
-            ))
-        }
-        None => return Err("no `version`".into()),
+    let (header, payload) = upcaster::read_untyped(&bytes).map_err(|e| e.to_string())?;
+    if header.format != expected {
+        return Err(format!(
+            "a {:?} envelope in a file named .{}",
+            header.format,
+            file.extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or_default()
+        ));
     }
-    match envelope.get("type") {
-        Some(Value::String(t)) if names.contains(&t.as_str()) => {}
-        Some(t) => {
-            let dir = names.first().copied().unwrap_or_default();
-            return Err(format!("stored under {dir} but its envelope has type {t}"));
-        }
-        None => return Err("no `type`".into()),
+    if header.version != version {
+        return Err(format!(
+            "stored under v{version} but its envelope has version {}",
+            header.version
+        ));
     }
-    envelope
-        .get("payload")
-        .cloned()
-        .ok_or_else(|| "no `payload`".to_owned())
+    if !names.contains(&header.type_name.as_ref()) {
+        let dir = names.first().copied().unwrap_or_default();
+        return Err(format!(
+            "stored under {dir} but its envelope has type {:?}",
+            header.type_name
+        ));
+    }
+    Ok(payload)
 }

@@ -20,7 +20,7 @@
 //!   until the clock passes it.
 //! - A worker that cannot read its signal warns once, goes on, and stops (exit 1) once the
 //!   signal has been unreadable for longer than its outage limit (30 s by default,
-//!   [`super::Worker::restart_signal_outage`]), rather than run yesterday's code blind.
+//!   [`crate::Worker::restart_signal_outage`]), rather than run yesterday's code blind.
 
 use std::fs;
 use std::hash::{BuildHasher, Hasher};
@@ -28,7 +28,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::transport::{now_ms, TransportError};
+use crate::clock::now_ms;
+use crate::transport::TransportError;
 
 /// How far a stored restart time may be ahead of the store's clock and still be taken as a
 /// request: the clock's granularity, not a tolerance for skew (one clock judges both sides).
@@ -306,36 +307,6 @@ fn unpredictable() -> u64 {
             .map_or(0, |d| d.as_nanos()),
     );
     h.finish()
-}
-
-/// Opens a restart signal from its DSN: a file path (`file://<path>` or a bare path), or
-/// `redis://<host>[:<port>][/<db>]?key=<key>` (feature `redis`).
-pub fn open(dsn: &str) -> Result<Box<dyn RestartSignal>, TransportError> {
-    if dsn.starts_with("redis:") || dsn.starts_with("rediss:") {
-        #[cfg(feature = "redis")]
-        return Ok(Box::new(super::redis::RedisSignal::open_dsn(dsn)?));
-        #[cfg(not(feature = "redis"))]
-        return Err(TransportError::new(
-            dsn,
-            "a Redis restart signal needs upcaster's `redis` feature",
-        ));
-    }
-    let path = dsn.strip_prefix("file://").unwrap_or(dsn);
-    if path.contains("://") || path.is_empty() {
-        return Err(TransportError::new(
-            format!("restart signal {dsn}"),
-            "expected an absolute file path (or file://<path>) or redis://<host>?key=<key>",
-        ));
-    }
-    // A relative path moves with the working directory, as a release directory does on
-    // deploy, and the old workers would never see the request.
-    if !Path::new(path).is_absolute() {
-        return Err(TransportError::new(
-            format!("restart signal {dsn}"),
-            "give an absolute path, the same for every release",
-        ));
-    }
-    Ok(Box::new(FileSignal::new(path)))
 }
 
 #[cfg(test)]

@@ -4,8 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use upcaster::check::{self, output, Config};
-use upcaster::schema::compat;
+use upcaster_check::{self as check, compat, output, Config};
 
 /// Checks that message schemas, migrations and samples keep every queued message readable.
 ///
@@ -177,16 +176,11 @@ fn add_sample(repo: &RepoArgs, file: &PathBuf, name: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // A registry that knows the manifest's names, so an alias files under its type.
-    let registry = upcaster::Registry::builder().build().ok();
     let manifest: Option<upcaster::schema::Manifest> =
         std::fs::read_to_string(repo.schemas.join(upcaster::schema::MANIFEST))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
-    let Some(registry) = registry else {
-        return ExitCode::from(2);
-    };
-    let header = match registry.peek(&bytes) {
+    let header = match upcaster::peek(&bytes) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("schema-check: {} is not a message: {e}", file.display());

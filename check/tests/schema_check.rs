@@ -1,6 +1,5 @@
 //! `schema-check` on a small fixture repository: each rule fires on the change it guards
 //! against, with its id and exit code.
-#![cfg(feature = "check")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -491,7 +490,7 @@ fn rules_lists_every_rule_and_github_format_annotates() {
     let f = fixture("formats");
     let run = run_in(&f.dir, &["rules"]);
     assert_eq!(run.code, 0);
-    for rule in upcaster::check::rules::ALL {
+    for rule in upcaster_check::rules::ALL {
         assert!(
             run.stdout.contains(rule.id),
             "{} missing from `rules`",

@@ -1,0 +1,218 @@
+//! DSNs: the table of schemes, and the one place that turns a DSN into a transport or a
+//! restart signal. It sits above the transports, which know nothing of each other.
+
+use std::path::Path;
+
+use crate::restart::{FileSignal, RestartSignal};
+use crate::transport::{Transport, TransportError};
+
+/// What a DSN scheme opens, and whether this build can.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Scheme {
+    /// The scheme, before `://`.
+    pub name: &'static str,
+    /// What it opens, with the DSN's form.
+    pub opens: &'static str,
+    /// The cargo feature of `upcaster-worker` that brings it; `None`: not supported.
+    pub feature: Option<&'static str>,
+    /// Whether it serves as a restart signal too.
+    pub restart_signal: bool,
+    /// Whether this build has it.
+    pub available: bool,
+}
+
+/// Every scheme a DSN may have. `open` and `open_restart_signal` refuse the others, and an
+/// unavailable one, when the DSN is read, never at first use.
+pub const SCHEMES: &[Scheme] = &[
+    Scheme {
+        name: "sqlite",
+        opens: "the embedded queue: sqlite://<path>[?queue=<name>&reclaim_after=<seconds>]",
+        feature: Some("sqlite"),
+        restart_signal: false,
+        available: cfg!(feature = "sqlite"),
+    },
+    Scheme {
+        name: "redis",
+        opens: "Redis Streams: redis://[user:password@]<host>[:<port>][/<db>][?stream=<name>&group=<group>&reclaim_after=<seconds>], or a restart signal: redis://<host>?key=<key>",
+        feature: Some("redis"),
+        restart_signal: true,
+        available: cfg!(feature = "redis"),
+    },
+    Scheme {
+        name: "rediss",
+        opens: "Redis over TLS",
+        feature: None,
+        restart_signal: true,
+        available: false,
+    },
+    Scheme {
+        name: "file",
+        opens: "a restart signal in a file: file://<absolute path>, or the bare path",
+        feature: Some("(none)"),
+        restart_signal: true,
+        available: true,
+    },
+];
+
+/// The scheme of `dsn`, if this build can open it; an error that names the feature or the
+/// schemes there are otherwise.
+fn scheme_of(dsn: &str, for_signal: bool) -> Result<&'static Scheme, TransportError> {
+    let name = dsn.split_once("://").map_or("", |(s, _)| s);
+    let known: Vec<&str> = SCHEMES
+        .iter()
+        .filter(|s| s.available && (s.restart_signal || !for_signal))
+        .filter(|s| for_signal || s.name != "file")
+        .map(|s| s.name)
+        .collect();
+    let shown = redact(dsn);
+    match SCHEMES.iter().find(|s| s.name == name) {
+        Some(s) if s.available && (for_signal || s.name != "file") => Ok(s),
+        Some(Scheme {
+            feature: None,
+            opens,
+            ..
+        }) => Err(TransportError::new(
+            shown,
+            format!(
+                "{opens} is not supported yet; use one of: {}",
+                known.join(", ")
+            ),
+        )),
+        Some(Scheme {
+            feature: Some(feature),
+            opens,
+            available: false,
+            ..
+        }) => Err(TransportError::new(
+            shown,
+            format!("{opens} needs upcaster-worker's `{feature}` feature"),
+        )),
+        _ => Err(TransportError::new(
+            shown,
+            format!("unknown DSN scheme; expected one of: {}", known.join(", ")),
+        )),
+    }
+}
+
+/// A DSN as errors show it: without a password.
+fn redact(dsn: &str) -> String {
+    let Some((scheme, rest)) = dsn.split_once("://") else {
+        return dsn.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split_once(':').map_or(user, |(u, _)| u);
+            format!("{scheme}://{user}@{host}{}", &rest[end..])
+        }
+        None => dsn.to_owned(),
+    }
+}
+
+/// Opens a transport from its DSN (see [`SCHEMES`]):
+/// - `sqlite://<path>[?queue=<name>&reclaim_after=<seconds>]`, the embedded queue (a file,
+///   nothing to run; feature `sqlite`);
+/// - `redis://<host>[:<port>][/<db>][?stream=<name>&group=<group>&reclaim_after=<seconds>]`,
+///   Redis Streams (feature `redis`).
+///
+/// `queue` names the queue when the DSN does not.
+pub fn open(dsn: &str, queue: &str) -> Result<Box<dyn Transport>, TransportError> {
+    let scheme = scheme_of(dsn, false)?;
+    match scheme.name {
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Box::new(crate::sqlite::SqliteTransport::open_dsn(
+            dsn, queue,
+        )?)),
+        #[cfg(feature = "redis")]
+        "redis" => Ok(Box::new(crate::redis::RedisTransport::open_dsn(
+            dsn, queue,
+        )?)),
+        _ => {
+            let _ = queue;
+            Err(TransportError::new(
+                redact(dsn),
+                "no transport for this scheme",
+            ))
+        }
+    }
+}
+
+/// Opens a restart signal from its DSN: a file path (`file://<path>` or a bare absolute
+/// path), or `redis://<host>[:<port>][/<db>]?key=<key>` (feature `redis`).
+pub fn open_restart_signal(dsn: &str) -> Result<Box<dyn RestartSignal>, TransportError> {
+    if !dsn.contains("://") || dsn.starts_with("file://") {
+        let path = dsn.strip_prefix("file://").unwrap_or(dsn);
+        if path.is_empty() {
+            return Err(TransportError::new(
+                format!("restart signal {dsn}"),
+                "expected an absolute file path (or file://<path>) or redis://<host>?key=<key>",
+            ));
+        }
+        // A relative path moves with the working directory, as a release directory does on
+        // deploy, and the old workers would never see the request.
+        if !Path::new(path).is_absolute() {
+            return Err(TransportError::new(
+                format!("restart signal {dsn}"),
+                "give an absolute path, the same for every release",
+            ));
+        }
+        return Ok(Box::new(FileSignal::new(path)));
+    }
+    let scheme = scheme_of(dsn, true).map_err(|e| {
+        TransportError::new(
+            format!("restart signal {}", e.transport),
+            format!(
+                "{} (a restart signal is a file path, file://<path> or redis://<host>?key=<key>)",
+                e.problem
+            ),
+        )
+    })?;
+    match scheme.name {
+        #[cfg(feature = "redis")]
+        "redis" => Ok(Box::new(crate::redis::RedisSignal::open_dsn(dsn)?)),
+        _ => Err(TransportError::new(
+            format!("restart signal {}", redact(dsn)),
+            "expected an absolute file path (or file://<path>) or redis://<host>?key=<key>",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_and_unsupported_schemes_are_refused_when_the_dsn_is_read() {
+        let e = open("amqp://guest:secret@localhost", "q").err().unwrap();
+        assert!(e.to_string().contains("unknown DSN scheme"), "{e}");
+        assert!(!e.to_string().contains("secret"), "{e}");
+        let e = open("rediss://localhost:6380", "q").err().unwrap();
+        assert!(e.to_string().contains("not supported yet"), "{e}");
+        let e = open_restart_signal("rediss://localhost?key=k")
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("not supported yet"), "{e}");
+        let e = open("file:///tmp/q", "q").err().unwrap();
+        assert!(e.to_string().contains("unknown DSN scheme"), "{e}");
+        let e = open_restart_signal("sqlite:///tmp/restart").err().unwrap();
+        assert!(e.to_string().contains("restart signal"), "{e}");
+        #[cfg(not(feature = "redis"))]
+        {
+            let e = open("redis://localhost", "q").err().unwrap();
+            assert!(e.to_string().contains("`redis` feature"), "{e}");
+        }
+        #[cfg(not(feature = "sqlite"))]
+        {
+            let e = open("sqlite:///tmp/q.db", "q").err().unwrap();
+            assert!(e.to_string().contains("`sqlite` feature"), "{e}");
+        }
+    }
+
+    #[test]
+    fn passwords_never_reach_an_error() {
+        assert_eq!(redact("redis://u:p@h:1/0?k=v"), "redis://u@h:1/0?k=v");
+        assert_eq!(redact("redis://:p@h"), "redis://@h");
+        assert_eq!(redact("redis://h"), "redis://h");
+    }
+}
