@@ -164,10 +164,7 @@ fn worker(url: &str, stream: &str, registry: &Registry, n: usize) -> Result<Dura
     })?;
     let mut worker = Worker::new(handlers)
         .transport(Box::new(transport))
-        .limits(Limits {
-            messages: Some(n as u64),
-            ..Limits::default()
-        });
+        .limits(Limits::default().messages(n as u64));
     let started = Instant::now();
     let report = worker.run();
     let took = started.elapsed();

@@ -167,6 +167,7 @@ fn pointer(path: &serde_path_to_error::Path) -> String {
 /// Why a chain stopped. Used by the derive's generated code; the registry turns it into an
 /// [`crate::Error`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ChainFailure {
     /// The payload does not fit the Rust type (or tree) of `version`.
     Payload {
@@ -219,7 +220,7 @@ where
     if version == S::VERSION {
         return Some(input.read::<S>(version));
     }
-    let previous = match P::__upcast_from(version, input)? {
+    let previous = match (P::__META.upcast_from)(version, input)? {
         Ok(p) => p,
         Err(e) => return Some(Err(e)),
     };

@@ -8,12 +8,16 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::chain::StepError;
 use crate::codec::{shorten, Format, PayloadRef};
-use crate::error::{EncodeError, Malformation, PartialHeader};
+use crate::error::{EncodeError, EncodeErrorKind, Malformation, PartialHeader};
 use crate::headers::Headers;
+use crate::version::from_integer;
+pub use crate::version::{parse_version, version_of_dir};
 
 /// The envelope header of a message as it arrived.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Header<'a> {
     /// The codec of the envelope (or of the body, in split form).
     pub format: Format,
@@ -59,6 +63,7 @@ impl Header<'_> {
 
 /// A decoded message in its current version, with the header it arrived with.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Decoded<'a, T> {
     /// The message, upcast to the current version.
     pub message: T,
@@ -219,13 +224,8 @@ pub(crate) fn fast_json<'a>(
     };
     let rest = rest.strip_prefix(b",\"version\":")?;
     let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
-    if digits == 0 || digits > 10 || rest[0] == b'0' {
-        return None;
-    }
-    let version = rest[..digits]
-        .iter()
-        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-    let version = u32::try_from(version).ok()?;
+    let text = std::str::from_utf8(rest.get(..digits)?).ok()?;
+    let version = parse_version(text).ok()?;
     let mut rest = &rest[digits..];
     let mut headers = Headers::new();
     if let Some(h) = rest.strip_prefix(b",\"headers\":") {
@@ -391,15 +391,64 @@ impl<'de> Deserialize<'de> for Key {
     }
 }
 
-/// The four fields of a JSON envelope, captured raw so that each is judged on its own.
-#[derive(Default)]
-struct JsonFields<'a> {
-    type_name: Option<&'a RawValue>,
-    version: Option<&'a RawValue>,
-    headers: Option<&'a RawValue>,
-    payload: Option<&'a RawValue>,
+/// The four fields of an envelope as a reader collects them, in any codec: the one place
+/// that knows each may appear once, that a duplicated one has no value, and which are
+/// required.
+struct Fields<T, V, H, P> {
+    type_name: Option<T>,
+    version: Option<V>,
+    headers: Option<H>,
+    payload: Option<P>,
+    /// The key that came twice, if one did.
     duplicate: Option<&'static str>,
 }
+
+impl<T, V, H, P> Default for Fields<T, V, H, P> {
+    fn default() -> Self {
+        Fields {
+            type_name: None,
+            version: None,
+            headers: None,
+            payload: None,
+            duplicate: None,
+        }
+    }
+}
+
+impl<T, V, H, P> Fields<T, V, H, P> {
+    /// Whether `key` comes a second time; if so it is recorded as the duplicate, and its
+    /// first value is dropped: two readers must never pick different winners, so a
+    /// duplicated field has no value at all.
+    fn repeated(&mut self, key: &Key) -> bool {
+        let seen = match key {
+            Key::Type => self.type_name.take().is_some(),
+            Key::Version => self.version.take().is_some(),
+            Key::Headers => self.headers.take().is_some(),
+            Key::Payload => self.payload.take().is_some(),
+            Key::Other => false,
+        };
+        if seen {
+            self.duplicate = Some(key.name());
+        }
+        seen
+    }
+
+    /// The first required key that is absent: `type`, `version`, then `payload`.
+    fn missing(&self) -> Option<&'static str> {
+        if self.type_name.is_none() {
+            Some("type")
+        } else if self.version.is_none() {
+            Some("version")
+        } else if self.payload.is_none() {
+            Some("payload")
+        } else {
+            None
+        }
+    }
+}
+
+/// A JSON envelope's fields, captured raw so that each is judged on its own.
+type JsonFields<'a> = Fields<&'a RawValue, &'a RawValue, &'a RawValue, &'a RawValue>;
 
 struct FieldsVisitor<'s, 'a>(&'s mut JsonFields<'a>);
 
@@ -413,24 +462,21 @@ impl<'de> Visitor<'de> for FieldsVisitor<'_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let fields = self.0;
         while let Some(key) = map.next_key::<Key>()? {
-            let slot = match key {
-                Key::Type => &mut fields.type_name,
-                Key::Version => &mut fields.version,
-                Key::Headers => &mut fields.headers,
-                Key::Payload => &mut fields.payload,
-                Key::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                    continue;
-                }
-            };
-            if slot.is_some() {
-                fields.duplicate = Some(key.name());
+            if fields.repeated(&key) {
                 return Err(de::Error::custom(format_args!(
                     "duplicate key `{}`",
                     key.name()
                 )));
             }
-            *slot = Some(map.next_value()?);
+            match key {
+                Key::Type => fields.type_name = Some(map.next_value()?),
+                Key::Version => fields.version = Some(map.next_value()?),
+                Key::Headers => fields.headers = Some(map.next_value()?),
+                Key::Payload => fields.payload = Some(map.next_value()?),
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
         }
         Ok(())
     }
@@ -439,17 +485,17 @@ impl<'de> Visitor<'de> for FieldsVisitor<'_, 'de> {
 fn parse_json(raw: Raw<'_>) -> Result<RawEnvelope<'_>, Malformed> {
     let b = raw.bytes();
     let mut fields = JsonFields::default();
+    // `Err(Ok(e))`: the object is broken; `Err(Err(e))`: something follows a whole object.
+    fn read<'de, R: serde_json::de::Read<'de>>(
+        mut de: serde_json::Deserializer<R>,
+        fields: &mut JsonFields<'de>,
+    ) -> Result<(), Result<serde_json::Error, serde_json::Error>> {
+        de.deserialize_map(FieldsVisitor(fields)).map_err(Ok)?;
+        de.end().map_err(Err)
+    }
     let parsed = match raw {
-        Raw::Str(s) => {
-            let mut de = serde_json::Deserializer::from_str(s);
-            de.deserialize_map(FieldsVisitor(&mut fields))
-                .and_then(|()| de.end())
-        }
-        Raw::Bytes(bytes) => {
-            let mut de = serde_json::Deserializer::from_slice(bytes);
-            de.deserialize_map(FieldsVisitor(&mut fields))
-                .and_then(|()| de.end())
-        }
+        Raw::Str(s) => read(serde_json::Deserializer::from_str(s), &mut fields),
+        Raw::Bytes(bytes) => read(serde_json::Deserializer::from_slice(bytes), &mut fields),
     };
     let offset_of = |v: &RawValue| (v.get().as_ptr() as usize).saturating_sub(b.as_ptr() as usize);
     let partial = |type_name: Option<&str>, version, headers: Option<&Headers>| PartialHeader {
@@ -467,13 +513,6 @@ fn parse_json(raw: Raw<'_>) -> Result<RawEnvelope<'_>, Malformed> {
         })
     };
 
-    // A duplicated field has no value: readers must not pick a winner.
-    match fields.duplicate {
-        Some("type") => fields.type_name = None,
-        Some("version") => fields.version = None,
-        Some("headers") => fields.headers = None,
-        _ => {}
-    }
     // Judge each field on its own, so an error carries every field that was valid (a
     // dead-letter handler wants the message id even when the version is wrong).
     let type_name = fields.type_name.map(|v| (offset_of(v), json_type_name(v)));
@@ -496,12 +535,16 @@ fn parse_json(raw: Raw<'_>) -> Result<RawEnvelope<'_>, Malformed> {
     if let Some((at, problem)) = first_invalid {
         return fail(header(), at, problem.clone());
     }
-    if let Err(e) = parsed {
-        let problem = match fields.duplicate {
-            Some(key) => Malformation::DuplicateKey(key),
-            None => Malformation::Syntax(crate::codec::json_message(&e)),
-        };
-        return fail(header(), json_offset(b, &e), problem);
+    match parsed {
+        Ok(()) => {}
+        Err(Ok(e)) => {
+            let problem = match fields.duplicate {
+                Some(key) => Malformation::DuplicateKey(key),
+                None => Malformation::Syntax(crate::codec::json_message(&e)),
+            };
+            return fail(header(), json_offset(b, &e), problem);
+        }
+        Err(Err(e)) => return fail(header(), json_offset(b, &e), Malformation::TrailingBytes),
     }
     let header_now = header();
     match (type_name, version, headers, fields.payload) {
@@ -516,14 +559,8 @@ fn parse_json(raw: Raw<'_>) -> Result<RawEnvelope<'_>, Malformed> {
                 payload: PayloadRef::JsonStr(payload.get()),
             })
         }
-        (type_name, version, ..) => {
-            let missing = if type_name.is_none() {
-                "type"
-            } else if version.is_none() {
-                "version"
-            } else {
-                "payload"
-            };
+        _ => {
+            let missing = fields.missing().unwrap_or("payload");
             fail(header_now, b.len(), Malformation::MissingKey(missing))
         }
     }
@@ -602,12 +639,9 @@ fn json_version(v: &RawValue) -> Result<u32, Malformation> {
     if text.contains(['.', 'e', 'E']) {
         return invalid(format!("the non-integer {shown}"));
     }
-    if text.starts_with('-') {
-        return invalid(format!("the negative number {shown}"));
-    }
-    match text.parse::<u64>() {
-        Ok(0) => invalid("0".to_owned()),
-        Ok(n) => u32::try_from(n).or_else(|_| invalid(shown)),
+    match text.parse::<i128>() {
+        Ok(n) => from_integer(n),
+        // Past 128 bits: out of range either way.
         Err(_) => invalid(shown),
     }
 }
@@ -786,7 +820,6 @@ impl<'a> Pack<'a> {
     fn version(&mut self) -> PackResult<u32> {
         let at = self.pos;
         let marker = self.byte()?;
-        let invalid = |what: String| Err((at, Malformation::InvalidVersion(what)));
         let value: i128 = match marker {
             0x00..=0x7f => i128::from(marker),
             0xcc => i128::from(self.uint(1)?),
@@ -798,13 +831,12 @@ impl<'a> Pack<'a> {
             0xd2 => i128::from(self.uint(4)? as u32 as i32),
             0xd3 => i128::from(self.uint(8)? as i64),
             0xe0..=0xff => i128::from(marker as i8),
-            _ => return invalid(pack_kind(marker).to_owned()),
+            _ => {
+                let kind = pack_kind(marker).to_owned();
+                return Err((at, Malformation::InvalidVersion(kind)));
+            }
         };
-        match value {
-            0 => invalid("0".to_owned()),
-            v if v < 0 => invalid(format!("the negative number {v}")),
-            v => u32::try_from(v).or_else(|_| invalid(v.to_string())),
-        }
+        from_integer(value).map_err(|problem| (at, problem))
     }
 
     fn headers(&mut self) -> PackResult<Headers> {
@@ -850,13 +882,7 @@ fn pack_kind(marker: u8) -> &'static str {
 }
 
 /// The envelope fields of a MessagePack map, as far as they were read.
-#[derive(Default)]
-struct PackFields<'a> {
-    type_name: Option<&'a str>,
-    version: Option<u32>,
-    headers: Option<Headers>,
-    payload: Option<&'a [u8]>,
-}
+type PackFields<'a> = Fields<&'a str, u32, Headers, &'a [u8]>;
 
 impl PackFields<'_> {
     fn partial(&self) -> PartialHeader {
@@ -876,13 +902,6 @@ fn parse_msgpack<'a>(
     let mut fields = PackFields::default();
     let mut pack = Pack { b, pos: 0 };
     if let Err((offset, problem)) = read_pack_fields(&mut pack, &mut fields, expected) {
-        // A duplicated field has no value: readers must not pick a winner.
-        match problem {
-            Malformation::DuplicateKey("type") => fields.type_name = None,
-            Malformation::DuplicateKey("version") => fields.version = None,
-            Malformation::DuplicateKey("headers") => fields.headers = None,
-            _ => {}
-        }
         return Err(Malformed {
             format: Format::MessagePack,
             offset,
@@ -893,13 +912,7 @@ fn parse_msgpack<'a>(
     let (Some(type_name), Some(version), Some(payload)) =
         (fields.type_name, fields.version, fields.payload)
     else {
-        let missing = if fields.type_name.is_none() {
-            "type"
-        } else if fields.version.is_none() {
-            "version"
-        } else {
-            "payload"
-        };
+        let missing = fields.missing().unwrap_or("payload");
         return Err(Malformed {
             format: Format::MessagePack,
             offset: b.len(),
@@ -940,14 +953,7 @@ fn read_pack_fields<'a>(
                 continue;
             }
         };
-        let seen = match key {
-            Key::Type => fields.type_name.is_some(),
-            Key::Version => fields.version.is_some(),
-            Key::Headers => fields.headers.is_some(),
-            Key::Payload => fields.payload.is_some(),
-            Key::Other => false,
-        };
-        if seen {
+        if fields.repeated(&key) {
             return Err((key_at, Malformation::DuplicateKey(key.name())));
         }
         match key {
@@ -976,7 +982,7 @@ pub(crate) fn write_json<P: Serialize + ?Sized>(
     version: u32,
     headers: &Headers,
     payload: &P,
-) -> Result<(), String> {
+) -> Result<(), serde_json::Error> {
     out.extend_from_slice(b"{\"type\":");
     if is_plain_name(type_name) {
         // Nothing to escape: the usual case, written as is.
@@ -984,16 +990,16 @@ pub(crate) fn write_json<P: Serialize + ?Sized>(
         out.extend_from_slice(type_name.as_bytes());
         out.push(b'"');
     } else {
-        serde_json::to_writer(&mut *out, type_name).map_err(|e| e.to_string())?;
+        serde_json::to_writer(&mut *out, type_name)?;
     }
     out.extend_from_slice(b",\"version\":");
     push_decimal(out, version);
     if !headers.is_empty() {
         out.extend_from_slice(b",\"headers\":");
-        serde_json::to_writer(&mut *out, headers).map_err(|e| e.to_string())?;
+        serde_json::to_writer(&mut *out, headers)?;
     }
     out.extend_from_slice(b",\"payload\":");
-    serde_json::to_writer(&mut *out, payload).map_err(|e| e.to_string())?;
+    serde_json::to_writer(&mut *out, payload)?;
     out.push(b'}');
     Ok(())
 }
@@ -1021,9 +1027,9 @@ pub(crate) fn write_msgpack<P: Serialize + ?Sized>(
     version: u32,
     headers: &Headers,
     payload: &P,
-) -> Result<(), String> {
+) -> Result<(), rmp_serde::encode::Error> {
     use rmp::encode;
-    let io = |e: encode::ValueWriteError| e.to_string();
+    let io = rmp_serde::encode::Error::from;
     encode::write_map_len(out, if headers.is_empty() { 3 } else { 4 }).map_err(io)?;
     encode::write_str(out, "type").map_err(io)?;
     encode::write_str(out, type_name).map_err(io)?;
@@ -1031,7 +1037,9 @@ pub(crate) fn write_msgpack<P: Serialize + ?Sized>(
     encode::write_uint(out, u64::from(version)).map_err(io)?;
     if !headers.is_empty() {
         encode::write_str(out, "headers").map_err(io)?;
-        let len = u32::try_from(headers.len()).map_err(|_| "too many headers".to_owned())?;
+        let len = u32::try_from(headers.len()).map_err(|_| {
+            <rmp_serde::encode::Error as serde::ser::Error>::custom("too many headers")
+        })?;
         encode::write_map_len(out, len).map_err(io)?;
         for (k, v) in headers.iter() {
             encode::write_str(out, k).map_err(io)?;
@@ -1039,44 +1047,34 @@ pub(crate) fn write_msgpack<P: Serialize + ?Sized>(
         }
     }
     encode::write_str(out, "payload").map_err(io)?;
-    rmp_serde::encode::write_named(out, payload).map_err(|e| e.to_string())
+    rmp_serde::encode::write_named(out, payload)
 }
 
 /// Writes a bare payload body for the split form.
 pub(crate) fn write_body<P: Serialize + ?Sized>(
     format: Format,
     payload: &P,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, StepError> {
     match format {
-        Format::Json => serde_json::to_vec(payload).map_err(|e| e.to_string()),
-        Format::MessagePack => rmp_serde::to_vec_named(payload).map_err(|e| e.to_string()),
+        Format::Json => serde_json::to_vec(payload).map_err(Into::into),
+        Format::MessagePack => rmp_serde::to_vec_named(payload).map_err(Into::into),
     }
 }
 
-pub(crate) fn encode_error(
+/// The error of a serializer that refused a message.
+pub(crate) fn encode_error<E: Into<StepError>>(
     type_name: &'static str,
     version: u32,
     format: Format,
-) -> impl FnOnce(String) -> EncodeError {
-    move |message| EncodeError {
-        type_name,
-        version,
-        format,
-        message,
-    }
-}
-
-/// Parses a split-form `version` header value with the envelope's rules.
-pub(crate) fn split_version(text: &str) -> Result<u32, Malformation> {
-    let invalid = |what: String| Err(Malformation::InvalidVersion(what));
-    let digits = !text.is_empty() && text.bytes().all(|c| c.is_ascii_digit());
-    if !digits || (text.len() > 1 && text.starts_with('0')) {
-        return invalid(format!("{:?}", shorten(text)));
-    }
-    match text.parse::<u64>() {
-        Ok(0) => invalid("0".to_owned()),
-        Ok(n) => u32::try_from(n).or_else(|_| invalid(shorten(text))),
-        Err(_) => invalid(shorten(text)),
+) -> impl FnOnce(E) -> EncodeError {
+    move |e| {
+        EncodeError::new(
+            type_name,
+            version,
+            format,
+            EncodeErrorKind::Serialize,
+            Some(e.into()),
+        )
     }
 }
 
@@ -1215,7 +1213,7 @@ pub(crate) fn peek_name(raw: Raw<'_>) -> Option<&str> {
 pub(crate) fn exact<'a, T: crate::Message>(raw: Raw<'a>) -> Option<(Format, PayloadRef<'a>)> {
     match raw {
         Raw::Str(s) => {
-            let prefix = T::__PREFIXES.json();
+            let prefix = T::__META.prefixes.json();
             let b = s.as_bytes();
             if prefix.is_empty() || !b.starts_with(prefix) {
                 return None;
@@ -1233,7 +1231,7 @@ pub(crate) fn exact<'a, T: crate::Message>(raw: Raw<'a>) -> Option<(Format, Payl
             ))
         }
         Raw::Bytes(b) => {
-            let prefix = T::__PREFIXES.msgpack();
+            let prefix = T::__META.prefixes.msgpack();
             let payload = b.strip_prefix(prefix)?;
             if prefix.is_empty() || payload.is_empty() {
                 return None;

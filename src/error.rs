@@ -29,6 +29,23 @@ impl Error {
         }))
     }
 
+    /// What a consumer does with this message: requeue it, retry it, or dead-letter it.
+    ///
+    /// ```
+    /// use upcaster::{Disposition, Registry};
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize, upcaster::Message)]
+    /// # #[message(version = 1)]
+    /// # struct Ping {}
+    /// let registry = Registry::builder().register::<Ping>().build()?;
+    /// let newer = br#"{"type":"Ping","version":2,"payload":{}}"#;
+    /// let e = registry.decode::<Ping>(newer).unwrap_err();
+    /// assert_eq!(e.disposition(), Disposition::Requeue);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn disposition(&self) -> Disposition {
+        self.kind().disposition()
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> &ErrorKind {
         &self.0.kind
@@ -91,6 +108,7 @@ impl std::error::Error for Error {
 
 /// The envelope header as far as it was read when decoding failed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PartialHeader {
     /// The codec the envelope was recognised as, if any.
     pub format: Option<Format>,
@@ -197,6 +215,32 @@ pub enum ErrorKind {
     },
 }
 
+/// What a consumer does with a message that did not decode, so that the worker and a
+/// consumer loop of your own treat every error alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Disposition {
+    /// Put it back, after a delay and without counting an attempt, for a consumer with
+    /// newer code: a newer producer wrote it ([`ErrorKind::FutureVersion`]).
+    Requeue,
+    /// Retry it like a failed attempt, then dead-letter it: newer code may yet know it (an
+    /// [`ErrorKind::UnknownType`] that a newer producer introduced).
+    Retry,
+    /// Keep it, with its bytes, in the failure store: no retry of this code reads it.
+    DeadLetter,
+}
+
+impl ErrorKind {
+    /// What a consumer does with a message that failed this way.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            ErrorKind::FutureVersion { .. } => Disposition::Requeue,
+            ErrorKind::UnknownType { .. } => Disposition::Retry,
+            _ => Disposition::DeadLetter,
+        }
+    }
+}
+
 fn at_pointer(pointer: &str) -> String {
     if pointer.is_empty() {
         String::new()
@@ -243,9 +287,11 @@ pub enum Malformation {
     TrailingBytes,
 }
 
-/// A message that could not be encoded.
+/// A message that could not be encoded: which, why ([`EncodeErrorKind`]), and serde's (or
+/// the failing step's) error as its [`std::error::Error::source`].
 #[derive(Debug, thiserror::Error)]
-#[error("cannot encode `{type_name}` v{version} as {format}: {message}")]
+#[error("cannot encode `{type_name}` v{version} as {format}: {kind}{}", show_source(.source.as_deref()))]
+#[non_exhaustive]
 pub struct EncodeError {
     /// The message type.
     pub type_name: &'static str,
@@ -253,8 +299,58 @@ pub struct EncodeError {
     pub version: u32,
     /// The target codec.
     pub format: Format,
-    /// serde's message.
-    pub message: String,
+    /// Why.
+    pub kind: EncodeErrorKind,
+    /// serde's error, or the error of the step that could not take the message back.
+    #[source]
+    pub source: Option<StepError>,
+}
+
+/// Why a message could not be encoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeErrorKind {
+    /// serde could not serialize it (a map with non-string keys in JSON, a failing
+    /// `Serialize` impl, …).
+    #[error("serialization failed")]
+    Serialize,
+    /// The struct is an older version of a registered type, whose current version is
+    /// `current`: encode the current struct (with `write_version` to write an older one).
+    #[error("this struct is an older version: the registry's current version is v{current}; encode the current struct (with `write_version` to write an older one)")]
+    NotCurrent {
+        /// The registered type's current version.
+        current: u32,
+    },
+    /// Taking the message back to its write version failed at the step `from` → `to`.
+    #[error("downcasting v{from}→v{to} failed")]
+    Downcast {
+        /// The newer version of the step.
+        from: u32,
+        /// The older version.
+        to: u32,
+    },
+}
+
+fn show_source(source: Option<&(dyn std::error::Error + Send + Sync)>) -> String {
+    source.map_or_else(String::new, |e| format!(": {e}"))
+}
+
+impl EncodeError {
+    pub(crate) fn new(
+        type_name: &'static str,
+        version: u32,
+        format: Format,
+        kind: EncodeErrorKind,
+        source: Option<StepError>,
+    ) -> Self {
+        EncodeError {
+            type_name,
+            version,
+            format,
+            kind,
+            source,
+        }
+    }
 }
 
 /// Every problem found while building a [`crate::Registry`], reported together.

@@ -8,10 +8,13 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use rustc_hash::FxHashMap;
 
+use crate::chain::StepError;
 use crate::chain::{ChainFailure, Input};
 use crate::codec::{self, Format, PayloadRef};
 use crate::envelope::{self, Decoded, Header, Malformed, Raw, RawEnvelope, Split};
-use crate::error::{EncodeError, Error, ErrorKind, Malformation, RegistryError, RegistryProblem};
+use crate::error::{
+    EncodeError, EncodeErrorKind, Error, ErrorKind, Malformation, RegistryError, RegistryProblem,
+};
 use crate::headers::Headers;
 use crate::message::TypedVersion;
 use crate::migration::{Migration, Migrations, Plan};
@@ -158,7 +161,7 @@ impl RegistryBuilder {
     /// `previous` links declare.
     pub fn register<T: Message>(mut self) -> Self {
         let mut typed = Vec::new();
-        T::__typed_versions(&mut typed);
+        crate::message::typed_versions::<T>(&mut typed);
         self.types.push(TypeInfo {
             name: T::NAME,
             current: T::VERSION,
@@ -542,7 +545,7 @@ fn plan_write(
 /// True when `name` is a name of `T` or of a struct its `previous` links reach.
 fn own_name<T: Message>(name: &str) -> bool {
     let mut typed = Vec::new();
-    T::__typed_versions(&mut typed);
+    crate::message::typed_versions::<T>(&mut typed);
     typed
         .iter()
         .any(|(n, _, aliases)| *n == name || aliases.contains(&name))
@@ -753,7 +756,7 @@ impl Registry {
                 // Renames only: read through them, and take the tree only if that fails.
                 if let Some(Some(plan)) = e.plans.get(first).filter(|_| !locate) {
                     let input = Input::renamed(payload, plan);
-                    if let Some(Ok(message)) = T::__upcast_from(e.typed_floor, input) {
+                    if let Some(Ok(message)) = (T::__META.upcast_from)(e.typed_floor, input) {
                         return Ok(message);
                     }
                 }
@@ -761,9 +764,9 @@ impl Registry {
                 for step in e.steps.get(first..).unwrap_or_default() {
                     step.apply(&mut tree, locate)?;
                 }
-                T::__upcast_from(e.typed_floor, Input::tree(tree, locate))
+                (T::__META.upcast_from)(e.typed_floor, Input::tree(tree, locate))
             }
-            _ => T::__upcast_from(version, Input::payload(payload, locate)),
+            _ => (T::__META.upcast_from)(version, Input::payload(payload, locate)),
         };
         found.unwrap_or_else(|| Err(missing()))
     }
@@ -839,23 +842,28 @@ impl Registry {
             e.size_hint.load(std::sync::atomic::Ordering::Relaxed)
         });
         let mut out = Vec::with_capacity(hint.max(128));
-        let written = match self.downcast(message, format)? {
+        let failed = envelope::encode_error(T::NAME, T::VERSION, format);
+        let written: Result<(), StepError> = match self.downcast(message, format)? {
             Some((name, version, tree)) => match format {
-                Format::Json => envelope::write_json(&mut out, &name, version, headers, &tree),
+                Format::Json => envelope::write_json(&mut out, &name, version, headers, &tree)
+                    .map_err(Into::into),
                 Format::MessagePack => {
                     envelope::write_msgpack(&mut out, &name, version, headers, &tree)
+                        .map_err(Into::into)
                 }
             },
             None => match format {
                 Format::Json => {
                     envelope::write_json(&mut out, T::NAME, T::VERSION, headers, message)
+                        .map_err(Into::into)
                 }
                 Format::MessagePack => {
                     envelope::write_msgpack(&mut out, T::NAME, T::VERSION, headers, message)
+                        .map_err(Into::into)
                 }
             },
         };
-        written.map_err(envelope::encode_error(T::NAME, T::VERSION, format))?;
+        written.map_err(failed)?;
         if let Some(e) = entry {
             e.size_hint.store(
                 out.len() + out.len() / 8,
@@ -907,17 +915,15 @@ impl Registry {
                 Ok(entry.write.as_ref().map(|w| (entry, w)))
             }
             None => match self.by_name.get(T::NAME) {
-                Some(&i) => Err(EncodeError {
-                    type_name: T::NAME,
-                    version: T::VERSION,
+                Some(&i) => Err(EncodeError::new(
+                    T::NAME,
+                    T::VERSION,
                     format,
-                    message: format!(
-                        "this struct is v{} but the registry's current version is v{}; encode \
-                         the current struct (with `write_version` to write an older one)",
-                        T::VERSION,
-                        self.entries[i].current
-                    ),
-                }),
+                    EncodeErrorKind::NotCurrent {
+                        current: self.entries[i].current,
+                    },
+                    None,
+                )),
                 None => Ok(None),
             },
         }
@@ -933,19 +939,18 @@ impl Registry {
         let Some((entry, write)) = self.writes::<T>(format)? else {
             return Ok(None);
         };
-        let failed = |message: String| EncodeError {
-            type_name: T::NAME,
-            version: write.version,
-            format,
-            message,
-        };
-        let mut tree = serde_json::to_value(message).map_err(|e| failed(e.to_string()))?;
+        let failed = |kind, source| EncodeError::new(T::NAME, write.version, format, kind, source);
+        let mut tree = serde_json::to_value(message)
+            .map_err(|e| failed(EncodeErrorKind::Serialize, Some(e.into())))?;
         for from in (write.version..entry.current).rev() {
-            let step = entry
-                .step(from)
-                .ok_or_else(|| failed(format!("no step v{from}→v{}", from + 1)))?;
+            let kind = EncodeErrorKind::Downcast {
+                from: from + 1,
+                to: from,
+            };
+            // `build` checked every step on the way: none is missing.
+            let step = entry.step(from).ok_or_else(|| failed(kind.clone(), None))?;
             step.downcast(&mut tree)
-                .map_err(|e| failed(format!("downcasting v{}→v{from}: {e}", from + 1)))?;
+                .map_err(|e| failed(kind, Some(e)))?;
         }
         Ok(Some((write.name.clone(), write.version, tree)))
     }
@@ -1049,7 +1054,7 @@ pub(crate) fn split_envelope<'a>(
         );
     }
     partial.type_name = Some(type_name.to_owned());
-    let version = match envelope::split_version(version) {
+    let version = match crate::version::parse_version(version) {
         Ok(v) => v,
         Err(problem) => return fail(partial, 0, problem),
     };

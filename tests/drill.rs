@@ -245,11 +245,11 @@ fn worker(args: &[String]) -> ExitCode {
         .transport("drill", &cli.queue)
         .restart_signal(&cli.restart)
         .poll_interval(Duration::from_millis(100))
-        .retry_policy(RetryPolicy {
-            future_version_delay: Duration::from_millis(300),
-            delay: Duration::from_millis(50),
-            ..RetryPolicy::default()
-        })
+        .retry_policy(
+            RetryPolicy::default()
+                .future_version_delay(Duration::from_millis(300))
+                .delay(Duration::from_millis(50)),
+        )
         .run(cli.command)
 }
 

@@ -392,7 +392,7 @@ fn reader_rejects_trailing_bytes() {
     let e = registry
         .decode::<DeleteImagePost>(text.as_bytes())
         .unwrap_err();
-    assert!(matches!(malformation(&e), Malformation::Syntax(_)), "{e}");
+    assert_eq!(malformation(&e), &Malformation::TrailingBytes, "{e}");
 }
 
 /// Input that starts exactly like the writer's current version but goes on differently

@@ -403,8 +403,10 @@ fn encoding_an_older_struct_is_refused() {
         .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "cannot encode `AddPonkaToImage` v1 as JSON: this struct is v1 but the registry's current version is v2; encode the current struct (with `write_version` to write an older one)"
+        "cannot encode `AddPonkaToImage` v1 as JSON: this struct is an older version: the registry's current version is v2; encode the current struct (with `write_version` to write an older one)"
     );
+    assert_eq!(e.kind, upcaster::EncodeErrorKind::NotCurrent { current: 2 });
+    assert!(std::error::Error::source(&e).is_none());
 }
 
 #[test]

@@ -673,8 +673,14 @@ fn a_downcast_that_fails_at_send_time_is_an_encode_error() {
         .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "cannot encode `Ponka` v2 as JSON: downcasting v3→v2: undoing op 2 (map /mood): /mood is \"angry\", which the map does not list"
+        "cannot encode `Ponka` v2 as JSON: downcasting v3→v2 failed: undoing op 2 (map /mood): /mood is \"angry\", which the map does not list"
     );
+    assert_eq!(
+        e.kind,
+        upcaster::EncodeErrorKind::Downcast { from: 3, to: 2 }
+    );
+    let source = std::error::Error::source(&e).expect("the step's error is the source");
+    assert!(source.to_string().starts_with("undoing op 2"), "{source}");
 }
 
 #[test]

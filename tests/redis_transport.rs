@@ -160,14 +160,10 @@ fn consumers(conn: &mut redis::Connection, stream: &str) -> BTreeSet<String> {
 
 /// A failure record for tests that only need one.
 fn a_record() -> FailureRecord {
-    FailureRecord {
-        type_name: Some("Ping".to_owned()),
-        version: Some(1),
-        class: "handler".to_owned(),
-        error: "boom".to_owned(),
-        attempts: 1,
-        failed_at_ms: 1_700_000_000_000,
-    }
+    FailureRecord::new("handler", "boom")
+        .message("Ping", 1)
+        .attempts(1)
+        .failed_at_ms(1_700_000_000_000)
 }
 
 #[test]
@@ -379,12 +375,7 @@ fn counts_and_timeouts_past_what_redis_takes_are_clamped() {
 fn stats_past_i64_saturate_instead_of_failing() {
     let stream = Stream::new("stats-huge");
     let mut t = stream.open();
-    let row = |count| StatRow {
-        type_name: "Order".to_owned(),
-        version: 1,
-        count,
-        last_seen_ms: 1_000,
-    };
+    let row = |count| StatRow::new("Order", 1, count, 1_000);
     t.record_stats(&[row(u64::MAX)]).expect("a count past i64");
     assert_eq!(t.stats().unwrap()[0].count, i64::MAX as u64);
     t.record_stats(&[row(5)]).expect("a sum past i64");
@@ -619,24 +610,18 @@ fn failed_messages_keep_their_bytes_and_record_and_can_be_requeued_or_removed() 
     t.send(b"not an envelope").unwrap();
 
     let first = t.receive(Duration::from_secs(2)).unwrap().expect("first");
-    let record = FailureRecord {
-        type_name: Some("ResizeImage".to_owned()),
-        version: Some(3),
-        class: "handler".to_owned(),
-        error: "handler of ResizeImage (arrived as v3) failed: disk full".to_owned(),
-        attempts: 4,
-        failed_at_ms: 1_700_000_000_123,
-    };
+    let record = FailureRecord::new(
+        "handler".to_owned(),
+        "handler of ResizeImage (arrived as v3) failed: disk full".to_owned(),
+    )
+    .message("ResizeImage".to_owned(), 3)
+    .attempts(4)
+    .failed_at_ms(1_700_000_000_123);
     t.fail(&first, &record).unwrap();
     let second = t.receive(Duration::from_secs(2)).unwrap().expect("second");
-    let malformed = FailureRecord {
-        type_name: None,
-        version: None,
-        class: "malformed".to_owned(),
-        error: "not JSON".to_owned(),
-        attempts: 1,
-        failed_at_ms: 1_700_000_000_456,
-    };
+    let malformed = FailureRecord::new("malformed".to_owned(), "not JSON".to_owned())
+        .attempts(1)
+        .failed_at_ms(1_700_000_000_456);
     t.fail(&second, &malformed).unwrap();
     assert_eq!(t.pending().unwrap(), 0, "failed messages leave the queue");
 
@@ -734,11 +719,8 @@ fn two_consumers_never_receive_the_same_message() {
 fn stats_add_up_and_keep_the_latest_last_seen() {
     let stream = Stream::new("stats");
     let mut t = stream.open();
-    let row = |type_name: &str, version, count, last_seen_ms| StatRow {
-        type_name: type_name.to_owned(),
-        version,
-        count,
-        last_seen_ms,
+    let row = |type_name: &str, version, count, last_seen_ms| {
+        StatRow::new(type_name, version, count, last_seen_ms)
     };
     t.record_stats(&[row("Order", 1, 2, 1_000), row("Invoice", 2, 1, 5_000)])
         .unwrap();
@@ -790,17 +772,17 @@ fn a_worker_drains_the_stream_retries_then_fails_and_stops_when_empty() {
         .unwrap();
     let report = Worker::new(handlers)
         .transport(Box::new(t))
-        .retry(RetryPolicy {
-            max_retries: 1,
-            delay: Duration::from_millis(50),
-            ..RetryPolicy::default()
-        })
+        .retry(
+            RetryPolicy::default()
+                .max_retries(1)
+                .delay(Duration::from_millis(50)),
+        )
         .poll_interval(Duration::from_millis(100))
-        .limits(Limits {
-            stop_when_empty: true,
-            time: Some(Duration::from_secs(30)),
-            ..Limits::default()
-        })
+        .limits(
+            Limits::default()
+                .stop_when_empty()
+                .time(Duration::from_secs(30)),
+        )
         .run();
     assert_eq!(report.reason, StopReason::Empty, "{report}");
     assert_eq!(
@@ -938,13 +920,8 @@ fn every_key_of_one_queue_hashes_to_the_stream_s_own_slot() {
     t.send(b"x").unwrap();
     let d = receive_one(&mut t, Duration::from_secs(2)).expect("a message");
     t.retry_later(&d, Duration::from_secs(60), 1).unwrap();
-    t.record_stats(&[StatRow {
-        type_name: "T".to_owned(),
-        version: 1,
-        count: 1,
-        last_seen_ms: 1,
-    }])
-    .unwrap();
+    t.record_stats(&[StatRow::new("T".to_owned(), 1, 1, 1)])
+        .unwrap();
     // Redis Cluster's rule, from its specification: CRC16 (XMODEM) of the key's hash tag
     // (the text between the first `{` and the next `}`, if not empty) or of the whole key.
     fn crc16(bytes: &[u8]) -> u16 {

@@ -160,10 +160,7 @@ fn a_future_restart_time_is_refused_when_written_and_ignored_with_a_warning_when
     let report = Worker::new(handlers)
         .transport(Box::new(q))
         .restart_signal(Box::new(FileSignal::new(&path)))
-        .limits(Limits {
-            stop_when_empty: true,
-            ..Limits::default()
-        })
+        .limits(Limits::default().stop_when_empty())
         .on_event(|e| {
             if let upcaster_worker::Event::Warning { problem } = e {
                 warnings.borrow_mut().push(problem.to_string());
@@ -375,10 +372,7 @@ mod redis_signal {
                     warnings.borrow_mut().push(problem.to_string());
                 }
             })
-            .limits(Limits {
-                stop_when_empty: true,
-                ..Limits::default()
-            })
+            .limits(Limits::default().stop_when_empty())
             .run();
         (report, warnings.into_inner())
     }

@@ -55,13 +55,11 @@ fn today() -> Registry {
 }
 
 fn quick_retries() -> RetryPolicy {
-    RetryPolicy {
-        max_retries: 2,
-        delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(5),
-        future_version_delay: Duration::from_millis(1),
-        ..RetryPolicy::default()
-    }
+    RetryPolicy::default()
+        .max_retries(2)
+        .delay(Duration::from_millis(1))
+        .max_delay(Duration::from_millis(5))
+        .future_version_delay(Duration::from_millis(1))
 }
 
 fn send(q: &mut SqliteTransport, registry: &Registry, id: u64) -> Vec<u8> {
@@ -73,10 +71,7 @@ fn send(q: &mut SqliteTransport, registry: &Registry, id: u64) -> Vec<u8> {
 }
 
 fn until_empty() -> Limits {
-    Limits {
-        stop_when_empty: true,
-        ..Limits::default()
-    }
+    Limits::default().stop_when_empty()
 }
 
 #[test]
@@ -96,10 +91,7 @@ fn the_message_limit_ends_the_worker_between_messages() {
         .unwrap();
     let report = Worker::new(handlers)
         .transport(Box::new(q))
-        .limits(Limits {
-            messages: Some(3),
-            ..Limits::default()
-        })
+        .limits(Limits::default().messages(3))
         .run();
     assert_eq!(report.reason, StopReason::MessageLimit(3));
     assert_eq!((report.received, report.handled, handled.get()), (3, 3, 3));
@@ -113,10 +105,7 @@ fn the_time_limit_ends_a_worker_waiting_on_an_empty_queue() {
     let handlers = Handlers::new(&registry);
     let report = Worker::new(handlers)
         .transport(Box::new(s.queue()))
-        .limits(Limits {
-            time: Some(Duration::from_millis(200)),
-            ..Limits::default()
-        })
+        .limits(Limits::default().time(Duration::from_millis(200)))
         .poll_interval(Duration::from_secs(3600))
         .run();
     // The receive waits at most the time left, not the hour-long poll interval.
@@ -139,10 +128,7 @@ fn the_memory_limit_is_checked_before_taking_a_message() {
     send(&mut q, &registry, 1);
     let report = Worker::new(Handlers::new(&registry))
         .transport(Box::new(q))
-        .limits(Limits {
-            memory: Some(1024),
-            ..Limits::default()
-        })
+        .limits(Limits::default().memory(1024))
         .run();
     assert!(
         matches!(report.reason, StopReason::MemoryLimit { rss, limit: 1024 } if rss > 1024),
@@ -166,14 +152,8 @@ fn consecutive_failures_end_the_worker() {
         .unwrap();
     let report = Worker::new(handlers)
         .transport(Box::new(q))
-        .retry(RetryPolicy {
-            delay: Duration::from_secs(60),
-            ..quick_retries()
-        })
-        .limits(Limits {
-            failures: Some(4),
-            ..Limits::default()
-        })
+        .retry(quick_retries().delay(Duration::from_secs(60)))
+        .limits(Limits::default().failures(4))
         .run();
     assert_eq!(report.reason, StopReason::FailureLimit(4));
     assert_eq!((report.received, report.retried), (4, 4));
@@ -318,10 +298,7 @@ fn a_panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
         .unwrap();
     let report = Worker::new(handlers)
         .transport(Box::new(q))
-        .retry(RetryPolicy {
-            max_retries: 0,
-            ..quick_retries()
-        })
+        .retry(quick_retries().max_retries(0))
         .limits(until_empty())
         .run();
     assert_eq!(report.failed, 1);
@@ -385,10 +362,7 @@ fn a_newer_version_is_requeued_without_spending_attempts_and_todays_worker_takes
     let report = Worker::new(handlers)
         .transport(Box::new(q))
         .retry(quick_retries())
-        .limits(Limits {
-            messages: Some(5),
-            ..Limits::default()
-        })
+        .limits(Limits::default().messages(5))
         .run();
     assert_eq!((report.requeued, report.failed, report.handled), (5, 0, 0));
     let mut q = s.queue();
@@ -496,10 +470,7 @@ fn failed_retry_sends_back_what_the_fixed_code_decodes_and_keeps_the_rest() {
         .unwrap();
     Worker::new(handlers)
         .transport(Box::new(q))
-        .retry(RetryPolicy {
-            max_retries: 0,
-            ..quick_retries()
-        })
+        .retry(quick_retries().max_retries(0))
         .limits(until_empty())
         .run();
     assert_eq!(s.queue().failed(10).unwrap().len(), 2);
@@ -689,14 +660,9 @@ fn only_the_consumer_holding_a_message_settles_it() {
     let mut other = s.queue().reclaim_after(Duration::ZERO);
     let taken = other.receive(Duration::from_secs(5)).unwrap().unwrap();
     assert_eq!(taken.deliveries, 2);
-    let record = upcaster_worker::FailureRecord {
-        type_name: None,
-        version: None,
-        class: "handler".into(),
-        error: "too late".into(),
-        attempts: 1,
-        failed_at_ms: 0,
-    };
+    let record = upcaster_worker::FailureRecord::new("handler", "too late")
+        .attempts(1)
+        .failed_at_ms(0);
     slow.ack(&late).unwrap();
     slow.fail(&late, &record).unwrap();
     slow.retry_later(&late, Duration::ZERO, 1).unwrap();
@@ -808,4 +774,34 @@ fn dsn_mistakes_are_refused_not_guessed() {
     assert!(signal("var/restart").is_some_and(|e| e.contains("absolute path")));
     assert!(signal("sqlite:///tmp/restart").is_some_and(|e| e.contains("expected")));
     assert!(signal(s.0.join("restart").to_str().unwrap()).is_none());
+}
+
+#[test]
+fn transport_errors_say_what_kind_of_failure_and_keep_their_cause() {
+    use std::error::Error as _;
+    use upcaster_worker::TransportErrorKind;
+    let s = Scratch::new("error-kinds");
+    let e = upcaster_worker::open("sqlite:queue.db", "async")
+        .err()
+        .unwrap();
+    assert_eq!(e.kind, TransportErrorKind::Configuration);
+    assert!(e.source().is_none());
+    // A directory where the queue file should be: SQLite itself refuses, and says why.
+    std::fs::create_dir_all(s.0.join("q.db")).unwrap();
+    let dsn = format!("sqlite://{}/q.db", s.0.display());
+    let e = upcaster_worker::open(&dsn, "async").err().unwrap();
+    assert_eq!(e.kind, TransportErrorKind::Storage, "{e}");
+    let cause = e.source().expect("rusqlite's error is the source");
+    assert!(e.to_string().contains(&cause.to_string()), "{e}");
+    // Nothing listens on this port: a connection failure, with redis's error as cause.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let e = upcaster_worker::open(&format!("redis://127.0.0.1:{port}"), "q")
+        .err()
+        .unwrap();
+    assert_eq!(e.kind, TransportErrorKind::Connection, "{e}");
+    assert!(e.source().is_some());
 }

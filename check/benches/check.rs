@@ -68,12 +68,11 @@ fn main() {
     let root = std::env::temp_dir().join(format!("upcaster-bench-check-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     generate(&root);
-    let config = Config {
-        schemas: root.join("schemas"),
-        migrations: root.join("migrations"),
-        samples: root.join("tests/samples"),
-        against: None,
-    };
+    let config = Config::new(
+        root.join("schemas"),
+        root.join("migrations"),
+        root.join("tests/samples"),
+    );
     let mut times = Vec::new();
     for _ in 0..5 {
         let start = Instant::now();

@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 
 /// Which documents must stay readable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Mode {
     /// Every document valid under the old schema is valid under the new one: a new reader
     /// reads what old writers wrote (what a queue holds during a deploy).
@@ -48,6 +49,7 @@ impl std::str::FromStr for Mode {
 
 /// One difference between two schemas.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Change {
     /// Stable id of the kind of change.
     pub rule: &'static str,

@@ -2,6 +2,7 @@
 //! `schemas/`, `migrations/` and samples without compiling its code, and the compatibility
 //! engine they use. Install the `schema-check` binary; services never depend on this crate.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod compat;
 pub mod output;
@@ -22,6 +23,7 @@ pub use rules::{Rule, Severity};
 
 /// Where the repository's files are.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
     /// `schemas/`.
     pub schemas: PathBuf,
@@ -31,6 +33,28 @@ pub struct Config {
     pub samples: PathBuf,
     /// A git ref to compare with, like `buf breaking --against`.
     pub against: Option<String>,
+}
+
+impl Config {
+    /// The repository's directories; no `--against`.
+    pub fn new(
+        schemas: impl Into<PathBuf>,
+        migrations: impl Into<PathBuf>,
+        samples: impl Into<PathBuf>,
+    ) -> Self {
+        Config {
+            schemas: schemas.into(),
+            migrations: migrations.into(),
+            samples: samples.into(),
+            against: None,
+        }
+    }
+
+    /// Compares with the schemas at git ref `against` too.
+    pub fn against(mut self, against: Option<String>) -> Self {
+        self.against = against;
+        self
+    }
 }
 
 impl Default for Config {
@@ -46,6 +70,7 @@ impl Default for Config {
 
 /// One thing found wrong.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Finding {
     /// The rule's id.
     pub rule: &'static str,
@@ -83,7 +108,7 @@ pub fn check(config: &Config) -> Result<Vec<Finding>, ConfigError> {
 }
 
 /// True when some finding is an error.
-pub fn failed(findings: &[Finding]) -> bool {
+pub fn has_errors(findings: &[Finding]) -> bool {
     findings.iter().any(|f| f.severity == Severity::Error)
 }
 
@@ -139,15 +164,6 @@ fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// `v12` → 12.
-fn version_of(stem: &str) -> Option<u32> {
-    let digits = stem.strip_prefix('v')?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok().filter(|v| *v > 0)
-}
-
 impl Repo {
     fn load(config: &Config) -> Result<Repo, ConfigError> {
         let mut found = Found::default();
@@ -179,7 +195,11 @@ impl Repo {
                 let path = display(&file);
                 let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned());
                 let is_json = file.extension().is_some_and(|e| e == "json");
-                let Some(version) = stem.as_deref().filter(|_| is_json).and_then(version_of) else {
+                let Some(version) = stem
+                    .as_deref()
+                    .filter(|_| is_json)
+                    .and_then(upcaster::envelope::version_of_dir)
+                else {
                     found.add(
                         &rules::SCHEMA_INVALID,
                         path,
@@ -213,15 +233,7 @@ impl Repo {
                         None
                     }
                 };
-                if let Some(first) = versions.get(&version) {
-                    found.add(
-                        &rules::VERSION_DUPLICATE,
-                        path,
-                        "",
-                        format!("`{type_name}` v{version} is also {}", first.path),
-                    );
-                    continue;
-                }
+                // One name per version (`v2`, never `v02`): no two files can name the same.
                 versions.insert(version, SchemaFile { path, schema });
             }
         }
@@ -277,7 +289,7 @@ impl Repo {
             for version_dir in read_dir_sorted(&type_dir) {
                 let Some(version) = version_dir
                     .file_name()
-                    .and_then(|n| version_of(&n.to_string_lossy()))
+                    .and_then(|n| upcaster::envelope::version_of_dir(&n.to_string_lossy()))
                 else {
                     continue;
                 };
@@ -761,7 +773,10 @@ impl Repo {
             else {
                 continue;
             };
-            let Some(version) = file.strip_suffix(".json").and_then(version_of) else {
+            let Some(version) = file
+                .strip_suffix(".json")
+                .and_then(upcaster::envelope::version_of_dir)
+            else {
                 continue;
             };
             base_files.insert((type_name.to_owned(), version));

@@ -10,7 +10,8 @@ use super::Finding;
 
 /// How findings are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+#[non_exhaustive]
+pub enum OutputFormat {
     /// One block per finding, for people.
     Text,
     /// A JSON array of findings.
@@ -21,14 +22,14 @@ pub enum Format {
     Sarif,
 }
 
-impl std::str::FromStr for Format {
+impl std::str::FromStr for OutputFormat {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
-            "text" => Ok(Format::Text),
-            "json" => Ok(Format::Json),
-            "github" => Ok(Format::Github),
-            "sarif" => Ok(Format::Sarif),
+            "text" => Ok(OutputFormat::Text),
+            "json" => Ok(OutputFormat::Json),
+            "github" => Ok(OutputFormat::Github),
+            "sarif" => Ok(OutputFormat::Sarif),
             other => Err(format!(
                 "unknown format `{other}`; expected text, json, github or sarif"
             )),
@@ -162,10 +163,10 @@ fn line_in_file(f: &Finding) -> usize {
 }
 
 /// Renders `findings`.
-pub fn render(findings: &[Finding], format: Format) -> String {
+pub fn render(findings: &[Finding], format: OutputFormat) -> String {
     let mut out = String::new();
     match format {
-        Format::Text => {
+        OutputFormat::Text => {
             for f in findings {
                 let at = if f.pointer.is_empty() {
                     String::new()
@@ -183,7 +184,7 @@ pub fn render(findings: &[Finding], format: Format) -> String {
             let warnings = findings.len() - errors;
             let _ = writeln!(out, "{errors} error(s), {warnings} warning(s)");
         }
-        Format::Json => {
+        OutputFormat::Json => {
             let list: Vec<_> = findings
                 .iter()
                 .map(|f| {
@@ -197,7 +198,7 @@ pub fn render(findings: &[Finding], format: Format) -> String {
             out = serde_json::to_string_pretty(&list).unwrap_or_default();
             out.push('\n');
         }
-        Format::Github => {
+        OutputFormat::Github => {
             for f in findings {
                 let level = match f.severity {
                     Severity::Error => "error",
@@ -214,7 +215,7 @@ pub fn render(findings: &[Finding], format: Format) -> String {
                 );
             }
         }
-        Format::Sarif => {
+        OutputFormat::Sarif => {
             let rules: Vec<_> = rules::ALL
                 .iter()
                 .map(|r| {

@@ -6,6 +6,7 @@ use serde::Serialize;
 /// How serious a finding is: errors fail the check (exit 1), warnings do not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Severity {
     /// Fails the check.
     Error,
@@ -24,6 +25,7 @@ impl std::fmt::Display for Severity {
 
 /// One rule: a stable id, a severity, what it finds and what to do about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Rule {
     /// Stable id, used in output and in `rules`.
     pub id: &'static str,
@@ -76,9 +78,6 @@ rules! {
     VERSION_GAP = "version-gap", Error,
         "a version between the oldest kept and the current one has no schema",
         "restore the missing version's schema, or retire every version below it";
-    VERSION_DUPLICATE = "version-duplicate", Error,
-        "two schema files name the same version",
-        "keep one file per version, named v<N>.json";
     VERSION_IDENTICAL = "version-identical", Warning,
         "a version's schema is identical to the one before it",
         "drop the bump if nothing changed on the wire, or say what changed in a migration";

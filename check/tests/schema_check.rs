@@ -192,12 +192,18 @@ fn version_gap() {
 }
 
 #[test]
-fn version_duplicate() {
+fn a_second_name_for_a_version_is_refused_by_the_envelope_s_version_rule() {
+    // `v02` would be a second file for v2: the one version rule (no leading zero) refuses it.
     let f = fixture("duplicate");
     write(&f.dir.join("schemas/Order/v02.json"), &order_v2());
     let run = check(&f);
     assert_eq!(run.code, 1);
-    assert!(run.has("version-duplicate"), "{}", run.stdout);
+    assert!(run.has("schema-invalid"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("schemas/Order/v02.json"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

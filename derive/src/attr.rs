@@ -31,6 +31,8 @@ pub struct Attrs {
     pub aliases: Vec<Str>,
     /// `previous = Path`.
     pub previous: Option<Previous>,
+    /// `crate = "path"`: where upcaster is, for facades and renamed dependencies.
+    pub krate: Option<syn::Path>,
 }
 
 /// The keys that `#[message(...)]` accepts.
@@ -40,10 +42,17 @@ pub enum Key {
     Version,
     Aliases,
     Previous,
+    Crate,
 }
 
 impl Key {
-    const ALL: [Key; 4] = [Key::Name, Key::Version, Key::Aliases, Key::Previous];
+    const ALL: [Key; 5] = [
+        Key::Name,
+        Key::Version,
+        Key::Aliases,
+        Key::Previous,
+        Key::Crate,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
@@ -51,6 +60,7 @@ impl Key {
             Key::Version => "version",
             Key::Aliases => "aliases",
             Key::Previous => "previous",
+            Key::Crate => "crate",
         }
     }
 
@@ -61,11 +71,12 @@ impl Key {
             Key::Version => "`version = 2`",
             Key::Aliases => "`aliases = [\"AddPonka\"]`",
             Key::Previous => "`previous = AddPonkaToImageV1`",
+            Key::Crate => "`crate = \"my_facade::upcaster\"`",
         }
     }
 }
 
-const KEYS: &str = "`name`, `version`, `aliases`, `previous`";
+const KEYS: &str = "`name`, `version`, `aliases`, `previous`, `crate`";
 
 /// A string literal's value, the span of the literal and its place in the source.
 pub struct Str {
@@ -235,6 +246,12 @@ impl Reader<'_> {
                     self.attrs.previous = previous;
                 }
             }
+            Key::Crate => {
+                let krate = self.krate(order, value);
+                if !duplicate {
+                    self.attrs.krate = krate;
+                }
+            }
         }
     }
 
@@ -348,6 +365,28 @@ impl Reader<'_> {
             }
         }
         aliases
+    }
+
+    fn krate(&mut self, order: Order, value: TokenStream) -> Option<syn::Path> {
+        let message = format!(
+            "crate must be a string literal holding a path, like {}",
+            Key::Crate.example()
+        );
+        match syn::parse2::<Expr>(value.clone()).as_ref().map(ungroup) {
+            Ok(Expr::Lit(ExprLit {
+                lit: Lit::Str(lit), ..
+            })) => match lit.parse::<syn::Path>() {
+                Ok(path) => return Some(path),
+                Err(_) => self.errors.at(
+                    order,
+                    lit.span(),
+                    format!("`{}` is not a path; {message}", lit.value().escape_debug()),
+                ),
+            },
+            Ok(expr) => self.errors.spanned(order, expr, message),
+            Err(_) => self.errors.spanned(order, value, message),
+        }
+        None
     }
 
     fn previous(&mut self, order: Order, value: TokenStream) -> Option<Previous> {

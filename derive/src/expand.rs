@@ -1,6 +1,6 @@
 //! Writing the `impl ::upcaster::Message`. The only phase that knows `quote!`.
 
-use proc_macro2::{Ident, Literal, Span, TokenStream};
+use proc_macro2::{Literal, Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::DeriveInput;
@@ -23,12 +23,13 @@ pub fn derive(node: &DeriveInput) -> syn::Result<TokenStream> {
     }
 }
 
-fn expand(message: &valid::Message, facts: &str) -> TokenStream {
+fn expand(message: &valid::Message, facts: &serde_facts::Facts) -> TokenStream {
     let ident = message.ident;
+    let krate = &message.krate;
     // Without a `name`, a linked version keeps the name of the one before it.
     let name = match (&message.name, message.previous) {
         (Some(name), _) => quote!(#name),
-        (None, Some(previous)) => quote!(<#previous as ::upcaster::Message>::NAME),
+        (None, Some(previous)) => quote!(<#previous as #krate::Message>::NAME),
         (None, None) => {
             let ident = message.ident.to_string();
             quote!(#ident)
@@ -36,62 +37,93 @@ fn expand(message: &valid::Message, facts: &str) -> TokenStream {
     };
     let version = Literal::u32_unsuffixed(message.version);
     let aliases = &message.aliases;
-    let typed = message
-        .previous
-        .map(|previous| typed_link(previous, message.version));
-    let (methods, assertion) = typed.unzip();
+    let serde = serde_facts(krate, facts);
+    let (previous, upcast_from, assertion) = match message.previous {
+        Some(previous) => {
+            let (previous, upcast_from, assertion) =
+                typed_link(krate, ident, previous, message.version);
+            (
+                quote!(::core::option::Option::Some(#previous)),
+                upcast_from,
+                assertion,
+            )
+        }
+        None => (
+            quote!(::core::option::Option::None),
+            quote!(#krate::__private::read_own::<Self>),
+            TokenStream::new(),
+        ),
+    };
 
     quote! {
         #[automatically_derived]
-        impl ::upcaster::Message for #ident {
+        impl #krate::Message for #ident {
             const NAME: &'static str = #name;
             const VERSION: u32 = #version;
             const ALIASES: &'static [&'static str] = &[#(#aliases),*];
-            fn __serde_facts() -> &'static str {
-                #facts
-            }
-            #methods
+            const __META: #krate::__private::Meta<Self> = #krate::__private::Meta {
+                prefixes: &#krate::__private::Prefixes::of(
+                    <Self as #krate::Message>::NAME,
+                    <Self as #krate::Message>::VERSION,
+                ),
+                previous: #previous,
+                upcast_from: #upcast_from,
+                serde: #serde,
+            };
         }
         #assertion
     }
 }
 
-/// The methods that follow a `previous` link, and the assertion that `previous` is the
-/// version just below. Both carry the span of the `previous` path, so that a wrong version
-/// or a missing `From`/`TryFrom` is reported at the attribute.
-fn typed_link(previous: &syn::Path, message_version: u32) -> (TokenStream, TokenStream) {
+fn serde_facts(krate: &syn::Path, facts: &serde_facts::Facts) -> TokenStream {
+    let aliases = facts
+        .aliases
+        .iter()
+        .map(|(wire, names)| quote!((#wire, &[#(#names),*])));
+    let other = match &facts.other {
+        Some(other) => quote!(::core::option::Option::Some(#other)),
+        None => quote!(::core::option::Option::None),
+    };
+    let required = &facts.required;
+    quote! {
+        #krate::__private::SerdeFacts {
+            aliases: &[#(#aliases),*],
+            other: #other,
+            required: &[#(#required),*],
+        }
+    }
+}
+
+/// The link to `previous`'s versions, the reader through it, and the assertion that
+/// `previous` is the version just below. Each carries the span of the `previous` path, so
+/// that a wrong version or a missing `From`/`TryFrom` is reported at the attribute.
+fn typed_link(
+    krate: &syn::Path,
+    ident: &syn::Ident,
+    previous: &syn::Path,
+    message_version: u32,
+) -> (TokenStream, TokenStream, TokenStream) {
     let span = Span::call_site().located_at(previous.span());
-    // A parameter whose name is a constant in scope would be read as a constant pattern, and
-    // hygiene does not prevent that: use names that no user writes.
-    let out = Ident::new("__upcaster_out", Span::call_site());
-    let written = Ident::new("__upcaster_version", Span::call_site());
-    let input = Ident::new("__upcaster_input", Span::call_site());
-
-    let typed_versions = quote_spanned! {span=>
-        <#previous as ::upcaster::Message>::__typed_versions(#out);
+    let versions = quote_spanned! {span=>
+        #krate::__private::typed_versions::<#previous>
     };
-    let upcast = quote_spanned! {span=>
-        ::upcaster::__private::upcast_via::<#previous, Self>(#written, #input)
+    // A call in a function body, so that a missing `From`/`TryFrom` is reported at the path.
+    let out = quote!(::core::option::Option<::core::result::Result<#ident, #krate::__private::ChainFailure>>);
+    // Every token of the call at the path: a span joined from the derive's would cover the
+    // whole item.
+    let (krate_at, ident_at) = (respan(quote!(#krate), span), respan(quote!(#ident), span));
+    let call = quote_spanned! {span=>
+        #krate_at::__private::upcast_via::<#previous, #ident_at>(__upcaster_version, __upcaster_input)
     };
-    let methods = quote! {
-        fn __typed_versions(#out: &mut ::std::vec::Vec<::upcaster::__private::TypedVersion>) {
-            #typed_versions
-            #out.push((
-                <Self as ::upcaster::Message>::NAME,
-                <Self as ::upcaster::Message>::VERSION,
-                <Self as ::upcaster::Message>::ALIASES,
-            ));
+    let upcast = quote! {{
+        fn __upcaster_upcast(
+            __upcaster_version: u32,
+            __upcaster_input: #krate::__private::Input<'_>,
+        ) -> #out {
+            #call
         }
-
-        fn __upcast_from(
-            #written: u32,
-            #input: ::upcaster::__private::Input<'_>,
-        ) -> ::std::option::Option<
-            ::std::result::Result<Self, ::upcaster::__private::ChainFailure>,
-        > {
-            #upcast
-        }
-    };
+        __upcaster_upcast
+    }};
     let below = Literal::u32_unsuffixed(message_version.saturating_sub(1));
     let text = format!(
         "`previous` must name version {} of this message, the version just below {}",
@@ -100,9 +132,26 @@ fn typed_link(previous: &syn::Path, message_version: u32) -> (TokenStream, Token
     );
     let assertion = quote_spanned! {span=>
         const _: () = ::core::assert!(
-            <#previous as ::upcaster::Message>::VERSION == #below,
+            <#previous as #krate::Message>::VERSION == #below,
             #text
         );
     };
-    (methods, assertion)
+    (versions, upcast, assertion)
+}
+
+/// `tokens` with every span set to `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let proc_macro2::TokenTree::Group(group) = &token {
+                let mut inner =
+                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                token = proc_macro2::TokenTree::Group(inner);
+            }
+            token.set_span(span);
+            token
+        })
+        .collect()
 }

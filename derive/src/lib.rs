@@ -7,6 +7,7 @@
 //! - `attr` reads the `#[message(...)]` attributes into that model;
 //! - `valid` checks the model and reports every mistake with the span of its token;
 //! - `expand` writes the `impl ::upcaster::Message` (the only phase that uses `quote!`).
+#![forbid(unsafe_code)]
 
 mod ast;
 mod attr;

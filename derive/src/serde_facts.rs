@@ -8,8 +8,19 @@
 use syn::ext::IdentExt;
 use syn::{Attribute, Data, DeriveInput, Expr, ExprLit, Lit};
 
-/// The facts as JSON text: `{"aliases":{"wire":["old",…]},"other":"Variant"}`.
-pub fn facts(node: &DeriveInput) -> String {
+/// What serde reads beyond the schema: plain data, turned into code by `expand`.
+#[derive(Default)]
+pub struct Facts {
+    /// Wire names with the other names serde also reads for them.
+    pub aliases: Vec<(String, Vec<String>)>,
+    /// The `#[serde(other)]` variant.
+    pub other: Option<String>,
+    /// Fields a writer may omit but a reader cannot do without.
+    pub required: Vec<String>,
+}
+
+/// The facts of `node`.
+pub fn facts(node: &DeriveInput) -> Facts {
     let container = read(&node.attrs);
     let mut aliases: Vec<(String, Vec<String>)> = Vec::new();
     let mut other = None;
@@ -51,34 +62,11 @@ pub fn facts(node: &DeriveInput) -> String {
         }
         Data::Union(_) => {}
     }
-    let mut out = String::from("{");
-    if !aliases.is_empty() {
-        out.push_str("\"aliases\":{");
-        let entries: Vec<String> = aliases
-            .iter()
-            .map(|(wire, names)| {
-                let names: Vec<String> = names.iter().map(|n| json_string(n)).collect();
-                format!("{}:[{}]", json_string(wire), names.join(","))
-            })
-            .collect();
-        out.push_str(&entries.join(","));
-        out.push('}');
+    Facts {
+        aliases,
+        other,
+        required,
     }
-    if let Some(other) = other {
-        if out.len() > 1 {
-            out.push(',');
-        }
-        out.push_str(&format!("\"other\":{}", json_string(&other)));
-    }
-    if !required.is_empty() {
-        if out.len() > 1 {
-            out.push(',');
-        }
-        let names: Vec<String> = required.iter().map(|n| json_string(n)).collect();
-        out.push_str(&format!("\"required\":[{}]", names.join(",")));
-    }
-    out.push('}');
-    out
 }
 
 #[derive(Default)]
@@ -154,20 +142,6 @@ fn is_option(ty: &syn::Type) -> bool {
         syn::Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "Option"),
         _ => false,
     }
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// serde's `rename_all` applied to a field name (snake_case in Rust).

@@ -15,6 +15,8 @@ pub struct Message<'a> {
     pub version: u32,
     pub aliases: Vec<String>,
     pub previous: Option<&'a syn::Path>,
+    /// The path of the upcaster crate in generated code: `::upcaster` unless `crate = "..."`.
+    pub krate: syn::Path,
 }
 
 /// Checks `input`, recording every mistake in `errors`.
@@ -138,6 +140,10 @@ pub fn check<'a>(input: &'a Input<'a>, errors: &mut Errors) -> Option<Message<'a
         version,
         aliases,
         previous: attrs.previous.as_ref().map(|previous| &previous.path),
+        krate: attrs
+            .krate
+            .clone()
+            .unwrap_or_else(|| syn::parse_quote!(::upcaster)),
     })
 }
 

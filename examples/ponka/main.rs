@@ -218,10 +218,7 @@ fn tell(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let handlers = handlers(Code::V2, &today)?;
     let report = Worker::new(handlers)
         .transport(Box::new(queue))
-        .limits(Limits {
-            messages: Some(stored.len() as u64),
-            ..Limits::default()
-        })
+        .limits(Limits::default().messages(stored.len() as u64))
         .poll_interval(Duration::from_millis(100))
         .on_event(|event| println!("{event}"))
         .run();

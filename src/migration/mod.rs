@@ -206,6 +206,7 @@ impl Migration {
 
 /// The downcast of a [`Migration`]: its inverse operations, last first.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Inverse {
     step: Migration,
     /// `(index of the original operation, its inverse)`.
@@ -228,6 +229,7 @@ impl Inverse {
 /// Shown as `op 0 (move /imagePostId → /imagePost): /imagePostId not found`; the registry
 /// adds the type and the step in front.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OpFailure {
     /// The step file, below the migrations directory.
     pub file: String,
@@ -253,6 +255,7 @@ impl std::error::Error for OpFailure {}
 /// Why a step cannot be undone for a downcast.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{file}: op {index} ({op}) cannot be undone: {reason}")]
+#[non_exhaustive]
 pub struct Irreversible {
     /// The step file.
     pub file: String,
@@ -430,6 +433,7 @@ fn parse_file_name(file: &str) -> Result<(String, u32, u32), MigrationProblem> {
 /// into the file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{file}{}: {problem}", location(*.op, .pointer))]
+#[non_exhaustive]
 pub struct MigrationError {
     /// The file, below the migrations directory.
     pub file: String,

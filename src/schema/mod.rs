@@ -33,6 +33,7 @@ pub const WRITE_VAR: &str = "UPCASTER_SCHEMAS";
 /// `schemas/manifest.json`: what `schema-check` knows of the code without compiling it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Manifest {
     /// Every message type, by name.
     pub types: BTreeMap<String, TypeEntry>,
@@ -41,6 +42,7 @@ pub struct Manifest {
 /// One message type in the manifest.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct TypeEntry {
     /// The current version.
     pub current: u32,
@@ -62,6 +64,7 @@ pub struct TypeEntry {
 /// One step vN → vN+1 and what serves it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct StepEntry {
     /// The version read.
     pub from: u32,
@@ -78,6 +81,7 @@ pub struct StepEntry {
 /// What serves a step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum StepKind {
     /// A declarative migration file.
     Migration,
@@ -175,14 +179,22 @@ pub fn schema_path(dir: &Path, type_name: &str, version: u32) -> PathBuf {
 pub fn schema_of<T: Message + JsonSchema>() -> Value {
     let mut schema = serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Value::Null);
     if let Value::Object(o) = &mut schema {
-        let mut marker = serde_json::json!({ "type": T::NAME, "version": T::VERSION });
-        if let (Ok(Value::Object(facts)), Value::Object(m)) = (
-            serde_json::from_str::<Value>(T::__serde_facts()),
-            &mut marker,
-        ) {
-            m.extend(facts);
+        let mut marker = serde_json::Map::new();
+        marker.insert("type".into(), T::NAME.into());
+        marker.insert("version".into(), T::VERSION.into());
+        let facts = T::__META.serde;
+        if !facts.aliases.is_empty() {
+            let aliases = facts.aliases.iter();
+            let aliases = aliases.map(|(wire, names)| ((*wire).to_owned(), (*names).into()));
+            marker.insert("aliases".into(), Value::Object(aliases.collect()));
         }
-        o.insert("x-upcaster".into(), marker);
+        if let Some(other) = facts.other {
+            marker.insert("other".into(), other.into());
+        }
+        if !facts.required.is_empty() {
+            marker.insert("required".into(), facts.required.into());
+        }
+        o.insert("x-upcaster".into(), Value::Object(marker));
     }
     schema
 }

@@ -20,11 +20,12 @@ use upcaster::{Error, Message, Registry};
 
 pub mod generate;
 
-type Reader = fn(&Registry, &[u8]) -> Result<Read, Error>;
+type Reader = fn(&Registry, &[u8]) -> Result<Replayed, Error>;
 
 /// What a sample came out as.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Read {
+#[non_exhaustive]
+pub struct Replayed {
     /// The version it arrived in.
     pub arrived: u32,
     /// The current message it became, as JSON.
@@ -35,6 +36,7 @@ pub struct Read {
 
 /// How a sample of the current version re-encodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RoundTrip {
     /// To the same bytes: the sample is in the writer's own layout.
     Bytes,
@@ -44,6 +46,7 @@ pub enum RoundTrip {
 
 /// One stored sample and what became of it.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct SampleResult {
     /// The sample file.
     pub path: PathBuf,
@@ -59,7 +62,7 @@ pub struct Samples<'r> {
     readers: BTreeMap<&'static str, Reader>,
 }
 
-fn read<T: Message>(registry: &Registry, bytes: &[u8]) -> Result<Read, Error> {
+fn read<T: Message>(registry: &Registry, bytes: &[u8]) -> Result<Replayed, Error> {
     let decoded = registry.decode::<T>(bytes)?;
     let arrived = decoded.header.version;
     let message = serde_json::to_value(&decoded.message).unwrap_or(Value::Null);
@@ -94,7 +97,7 @@ fn read<T: Message>(registry: &Registry, bytes: &[u8]) -> Result<Read, Error> {
         Some(Ok(r)) => Some(r),
         None => None,
     };
-    Ok(Read {
+    Ok(Replayed {
         arrived,
         message,
         round_trip,
@@ -238,7 +241,7 @@ fn sample_files(dir: &Path) -> Vec<(String, u32, PathBuf)> {
         for version_dir in list(&type_dir) {
             let version = version_dir
                 .file_name()
-                .and_then(|n| n.to_string_lossy().strip_prefix('v')?.parse::<u32>().ok());
+                .and_then(|n| upcaster::envelope::version_of_dir(&n.to_string_lossy()));
             let Some(version) = version else { continue };
             for file in list(&version_dir) {
                 let ext = file.extension().and_then(|e| e.to_str());

@@ -72,7 +72,7 @@ fn scheme_of(dsn: &str, for_signal: bool) -> Result<&'static Scheme, TransportEr
             feature: None,
             opens,
             ..
-        }) => Err(TransportError::new(
+        }) => Err(TransportError::configuration(
             shown,
             format!(
                 "{opens} is not supported yet; use one of: {}",
@@ -84,11 +84,11 @@ fn scheme_of(dsn: &str, for_signal: bool) -> Result<&'static Scheme, TransportEr
             opens,
             available: false,
             ..
-        }) => Err(TransportError::new(
+        }) => Err(TransportError::configuration(
             shown,
             format!("{opens} needs upcaster-worker's `{feature}` feature"),
         )),
-        _ => Err(TransportError::new(
+        _ => Err(TransportError::configuration(
             shown,
             format!("unknown DSN scheme; expected one of: {}", known.join(", ")),
         )),
@@ -130,7 +130,7 @@ pub fn open(dsn: &str, queue: &str) -> Result<Box<dyn Transport>, TransportError
         )?)),
         _ => {
             let _ = queue;
-            Err(TransportError::new(
+            Err(TransportError::configuration(
                 redact(dsn),
                 "no transport for this scheme",
             ))
@@ -144,7 +144,7 @@ pub fn open_restart_signal(dsn: &str) -> Result<Box<dyn RestartSignal>, Transpor
     if !dsn.contains("://") || dsn.starts_with("file://") {
         let path = dsn.strip_prefix("file://").unwrap_or(dsn);
         if path.is_empty() {
-            return Err(TransportError::new(
+            return Err(TransportError::configuration(
                 format!("restart signal {dsn}"),
                 "expected an absolute file path (or file://<path>) or redis://<host>?key=<key>",
             ));
@@ -152,7 +152,7 @@ pub fn open_restart_signal(dsn: &str) -> Result<Box<dyn RestartSignal>, Transpor
         // A relative path moves with the working directory, as a release directory does on
         // deploy, and the old workers would never see the request.
         if !Path::new(path).is_absolute() {
-            return Err(TransportError::new(
+            return Err(TransportError::configuration(
                 format!("restart signal {dsn}"),
                 "give an absolute path, the same for every release",
             ));
@@ -162,6 +162,7 @@ pub fn open_restart_signal(dsn: &str) -> Result<Box<dyn RestartSignal>, Transpor
     let scheme = scheme_of(dsn, true).map_err(|e| {
         TransportError::new(
             format!("restart signal {}", e.transport),
+            e.kind,
             format!(
                 "{} (a restart signal is a file path, file://<path> or redis://<host>?key=<key>)",
                 e.problem
@@ -171,7 +172,7 @@ pub fn open_restart_signal(dsn: &str) -> Result<Box<dyn RestartSignal>, Transpor
     match scheme.name {
         #[cfg(feature = "redis")]
         "redis" => Ok(Box::new(crate::redis::RedisSignal::open_dsn(dsn)?)),
-        _ => Err(TransportError::new(
+        _ => Err(TransportError::configuration(
             format!("restart signal {}", redact(dsn)),
             "expected an absolute file path (or file://<path>) or redis://<host>?key=<key>",
         )),

@@ -57,13 +57,15 @@
 //! })?;
 //! let report = Worker::new(handlers)
 //!     .transport(Box::new(queue))
-//!     .limits(Limits { stop_when_empty: true, ..Limits::default() })
+//!     .limits(Limits::default().stop_when_empty())
 //!     .run();
 //! assert_eq!(report.reason, StopReason::Empty);
 //! assert_eq!(report.handled, 1);
 //! # std::fs::remove_dir_all(dir).ok();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -90,9 +92,13 @@ pub use dsn::{open, open_restart_signal, Scheme, SCHEMES};
 pub use restart::{FileSignal, RestartSignal, CLOCK_TOLERANCE, DEFAULT_OUTAGE_LIMIT};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteTransport;
-pub use transport::{Delivery, FailedMessage, FailureRecord, StatRow, Transport, TransportError};
+pub use transport::{
+    Delivery, FailedMessage, FailureRecord, StatRow, Transport, TransportError, TransportErrorKind,
+};
 
-use upcaster::{Decoded, Dispatcher, Error, ErrorKind, Message, Registry, RegistryError};
+use upcaster::{
+    Decoded, Dispatcher, Disposition, Error, ErrorKind, Message, Registry, RegistryError,
+};
 
 /// What a handler may return as its error.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -167,6 +173,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
 
 /// When a worker stops. Each is checked between messages only.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct Limits {
     /// Stop after this many messages taken (handled, retried or failed alike).
     pub messages: Option<u64>,
@@ -183,6 +190,7 @@ pub struct Limits {
 
 /// Retries of failed attempts: exponential backoff with jitter, then the failure transport.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Retries after the first attempt; then the message goes to the failure transport.
     pub max_retries: u32,
@@ -199,6 +207,38 @@ pub struct RetryPolicy {
     pub future_version_delay: Duration,
 }
 
+impl Limits {
+    /// Stop after `n` messages taken (handled, retried or failed alike).
+    pub fn messages(mut self, n: u64) -> Self {
+        self.messages = Some(n);
+        self
+    }
+
+    /// Stop once `limit` has passed.
+    pub fn time(mut self, limit: Duration) -> Self {
+        self.time = Some(limit);
+        self
+    }
+
+    /// Stop once the resident set size exceeds `bytes` (Linux).
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.memory = Some(bytes);
+        self
+    }
+
+    /// Stop after `n` failed attempts in a row.
+    pub fn failures(mut self, n: u32) -> Self {
+        self.failures = Some(n);
+        self
+    }
+
+    /// Stop when every transport is empty.
+    pub fn stop_when_empty(mut self) -> Self {
+        self.stop_when_empty = true;
+        self
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
@@ -213,6 +253,42 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Retries after the first attempt, before the failure transport.
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// The delay before the first retry.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// How many times longer each retry waits than the one before.
+    pub fn multiplier(mut self, multiplier: f64) -> Self {
+        self.multiplier = multiplier;
+        self
+    }
+
+    /// The longest wait before a retry.
+    pub fn max_delay(mut self, max_delay: Duration) -> Self {
+        self.max_delay = max_delay;
+        self
+    }
+
+    /// The spread of each delay, from 0 (none) to 1.
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// How long a message of a newer version waits before it is offered again.
+    pub fn future_version_delay(mut self, delay: Duration) -> Self {
+        self.future_version_delay = delay;
+        self
+    }
+
     /// The delay before retry number `attempt + 1` (0-based `attempt`), before jitter.
     pub fn backoff(&self, attempt: u32) -> Duration {
         let exp = self.multiplier.max(1.0).powi(attempt.min(64) as i32);
@@ -233,6 +309,7 @@ impl RetryPolicy {
 
 /// Why a worker stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StopReason {
     /// It took its `--limit` of messages.
     MessageLimit(u64),
@@ -302,6 +379,7 @@ impl fmt::Display for StopReason {
 
 /// What a worker did, and why it stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Report {
     /// Why it stopped.
     pub reason: StopReason,
@@ -343,6 +421,7 @@ impl fmt::Display for Report {
 
 /// One thing a worker did, for logs.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Event<'a> {
     /// A handler succeeded.
     Handled {
@@ -805,7 +884,7 @@ impl<'r> Worker<'r> {
                     }
                 }
             }
-            Err(e) if e.is_future_version() => {
+            Err(e) if e.disposition() == Disposition::Requeue => {
                 let attempt = delivery.attempt;
                 self.transports[i].retry_later(
                     delivery,
@@ -830,7 +909,7 @@ impl<'r> Worker<'r> {
                     version: e.header().version,
                     class: class_of(e.kind()),
                     error: e.to_string(),
-                    retryable: matches!(e.kind(), ErrorKind::UnknownType { .. }),
+                    retryable: e.disposition() == Disposition::Retry,
                 };
                 self.failure(run, i, delivery, failure)
             }

@@ -38,7 +38,7 @@ use redis::{Connection, Value};
 use crate::restart::RestartSignal;
 use crate::transport::{
     dsn_parts, unknown_parameter, Delivery, FailedMessage, FailureRecord, StatRow, Transport,
-    TransportError,
+    TransportError, TransportErrorKind,
 };
 
 /// How long connecting may take before the transport gives up.
@@ -304,7 +304,7 @@ impl RedisTransport {
     pub fn open_dsn(dsn: &str, queue: &str) -> Result<Self, TransportError> {
         let name = without_password(dsn);
         if let Some(unknown) = unknown_parameter(dsn, &["stream", "group", "reclaim_after"]) {
-            return Err(TransportError::new(
+            return Err(TransportError::configuration(
                 &name,
                 format!("unknown parameter `{unknown}`; expected stream, group, reclaim_after"),
             ));
@@ -312,7 +312,7 @@ impl RedisTransport {
         let stream = dsn_parts(dsn, "stream").1.unwrap_or(queue).to_owned();
         let group = dsn_parts(dsn, "group").1.unwrap_or("upcaster").to_owned();
         if stream.is_empty() || group.is_empty() {
-            return Err(TransportError::new(
+            return Err(TransportError::configuration(
                 &name,
                 "the stream and group names must not be empty",
             ));
@@ -322,13 +322,15 @@ impl RedisTransport {
                 .parse::<f64>()
                 .ok()
                 .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                .ok_or_else(|| TransportError::new(&name, "reclaim_after is not seconds"))?,
+                .ok_or_else(|| {
+                    TransportError::configuration(&name, "reclaim_after is not seconds")
+                })?,
             None => Duration::from_secs(300),
         };
         // Braces would change the stream's hash slot, and its derived keys (below) start with
         // one: no stream name can then coincide with another queue's derived key.
         if stream.contains(['{', '}']) {
-            return Err(TransportError::new(
+            return Err(TransportError::configuration(
                 &name,
                 format!("the stream name `{stream}` must not contain `{{` or `}}`"),
             ));
@@ -398,6 +400,7 @@ impl RedisTransport {
     fn bad_reply(&self, command: &str, what: impl fmt::Display) -> TransportError {
         TransportError::new(
             &self.name,
+            TransportErrorKind::Broker,
             format!("{command} gave an unexpected reply: {what}"),
         )
     }
@@ -660,7 +663,7 @@ impl RedisTransport {
         if valid {
             Ok(id)
         } else {
-            Err(TransportError::new(
+            Err(TransportError::configuration(
                 &self.name,
                 format!("`{id}` is not a stream entry id (<ms>-<seq>)"),
             ))
@@ -1054,7 +1057,7 @@ impl RedisSignal {
     pub fn open_dsn(dsn: &str) -> Result<Self, TransportError> {
         let name = format!("restart signal {}", without_password(dsn));
         let Some(key) = dsn_parts(dsn, "key").1 else {
-            return Err(TransportError::new(
+            return Err(TransportError::configuration(
                 name,
                 "the DSN names no key: add `?key=<app>:restart-requested-at` (or \
                  `&key=…` after other parameters), one key per application, since \
@@ -1062,13 +1065,13 @@ impl RedisSignal {
             ));
         };
         if key.is_empty() {
-            return Err(TransportError::new(
+            return Err(TransportError::configuration(
                 name,
                 "the restart key must not be empty",
             ));
         }
         if let Some(unknown) = unknown_parameter(dsn, &["key"]) {
-            return Err(TransportError::new(
+            return Err(TransportError::configuration(
                 name,
                 format!("unknown parameter `{unknown}`; a restart signal takes only `key`"),
             ));
@@ -1115,6 +1118,7 @@ impl RestartSignal for RedisSignal {
         parts.ok_or_else(|| {
             TransportError::new(
                 &self.link.name,
+                TransportErrorKind::Broker,
                 format!("TIME gave an unexpected reply: {}", describe(&reply)),
             )
         })
@@ -1134,6 +1138,7 @@ impl RestartSignal for RedisSignal {
                 Some(at) => Ok(Some(at)),
                 None => Err(TransportError::new(
                     &self.link.name,
+                    TransportErrorKind::Broker,
                     format!(
                         "key {} holds no time in milliseconds: {}",
                         self.key,
@@ -1232,14 +1237,26 @@ impl Link {
     }
 
     fn failed(&self, command: &str, failure: Failure) -> TransportError {
-        let problem = match failure {
-            Failure::Redis(e) => format!("{command} failed: {e}"),
-            Failure::Lost(e, c) => {
-                format!("{command} failed: {e}; reconnecting failed: {}", c.problem)
+        let doing = format!("{command} failed");
+        match failure {
+            Failure::Redis(e) => {
+                let kind = if e.is_io_error() || e.is_connection_dropped() {
+                    TransportErrorKind::Connection
+                } else {
+                    TransportErrorKind::Broker
+                };
+                TransportError::new(&self.name, kind, doing).caused_by(e)
             }
-            Failure::Unconnected(c) => format!("{command} failed: {}", c.problem),
-        };
-        TransportError::new(&self.name, problem)
+            Failure::Lost(e, c) => TransportError::new(
+                &self.name,
+                TransportErrorKind::Connection,
+                format!("{doing}: {e}; reconnecting failed"),
+            )
+            .caused_by(c),
+            Failure::Unconnected(c) => {
+                TransportError::new(&self.name, TransportErrorKind::Connection, doing).caused_by(c)
+            }
+        }
     }
 
     /// Raises the socket's read timeout when a `BLOCK` would outlast it.
@@ -1278,6 +1295,7 @@ fn eval(
                 let sha = text(&reply).ok_or_else(|| {
                     TransportError::new(
                         &link.name,
+                        TransportErrorKind::Broker,
                         format!(
                             "SCRIPT LOAD of {what} gave an unexpected reply {}",
                             describe(&reply)
@@ -1301,6 +1319,7 @@ fn eval(
     }
     Err(TransportError::new(
         &link.name,
+        TransportErrorKind::Broker,
         format!("EVALSHA of {what} failed: the server forgot the script right after loading it"),
     ))
 }
@@ -1331,13 +1350,23 @@ fn later(at: Instant, wait: Duration) -> Instant {
 /// Connects with a bounded wait, and bounds every reply too.
 fn connect(dsn: &str, name: &str, reply_timeout: Duration) -> Result<Connection, TransportError> {
     let client = redis::Client::open(dsn)
-        .map_err(|e| TransportError::new(name, format!("not a Redis DSN: {e}")))?;
+        .map_err(|e| TransportError::configuration(name, "not a Redis DSN").caused_by(e))?;
     let conn = client
         .get_connection_with_timeout(CONNECT_TIMEOUT)
-        .map_err(|e| TransportError::new(name, format!("connecting failed: {e}")))?;
+        .map_err(|e| {
+            TransportError::new(name, TransportErrorKind::Connection, "connecting failed")
+                .caused_by(e)
+        })?;
     conn.set_read_timeout(Some(reply_timeout))
         .and_then(|()| conn.set_write_timeout(Some(reply_timeout)))
-        .map_err(|e| TransportError::new(name, format!("setting socket timeouts failed: {e}")))?;
+        .map_err(|e| {
+            TransportError::new(
+                name,
+                TransportErrorKind::Connection,
+                "setting socket timeouts failed",
+            )
+            .caused_by(e)
+        })?;
     Ok(conn)
 }
 

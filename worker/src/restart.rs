@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::clock::now_ms;
-use crate::transport::TransportError;
+use crate::transport::{TransportError, TransportErrorKind};
 
 /// How far a stored restart time may be ahead of the store's clock and still be taken as a
 /// request: the clock's granularity, not a tolerance for skew (one clock judges both sides).
@@ -70,7 +70,7 @@ pub trait RestartSignal: Send {
     fn request_at(&mut self, at_ms: u64) -> Result<(), TransportError> {
         let now = self.now()?;
         if is_future(at_ms, now) {
-            return Err(TransportError::new(
+            return Err(TransportError::configuration(
                 format!("restart signal {}", self.name()),
                 format!(
                     "refusing to record a restart at {at_ms} ms, {} ms ahead of the store's clock",
@@ -218,7 +218,11 @@ impl FileSignal {
     }
 
     fn error(&self, problem: impl std::fmt::Display) -> TransportError {
-        TransportError::new(format!("restart file {}", self.path.display()), problem)
+        TransportError::new(
+            format!("restart file {}", self.path.display()),
+            TransportErrorKind::Storage,
+            problem,
+        )
     }
 }
 

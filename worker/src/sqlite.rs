@@ -99,19 +99,20 @@ impl SqliteTransport {
     pub fn open(path: impl AsRef<Path>, queue: &str) -> Result<Self, TransportError> {
         let path = path.as_ref();
         let name = format!("sqlite://{}?queue={queue}", path.display());
-        let err = |e: &dyn std::fmt::Display| TransportError::new(&name, e);
+        let err = |e: rusqlite::Error| TransportError::storage(&name, "opening the queue", e);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| TransportError::storage(&name, "creating its directory", e))?;
         }
-        let conn = Connection::open(path).map_err(|e| err(&e))?;
+        let conn = Connection::open(path).map_err(err)?;
         // Several worker processes share the file: wait for the writer rather than fail.
-        conn.busy_timeout(SETTLE_BUSY).map_err(|e| err(&e))?;
+        conn.busy_timeout(SETTLE_BUSY).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| err(&e))?;
+            .map_err(err)?;
         // With WAL, NORMAL loses nothing when a process crashes (only on power loss).
         conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(|e| err(&e))?;
-        conn.execute_batch(SCHEMA).map_err(|e| err(&e))?;
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
         // Files made before delivery counting lack the column.
         let counted: bool = conn
             .query_row(
@@ -119,12 +120,12 @@ impl SqliteTransport {
                 [],
                 |r| r.get(0),
             )
-            .map_err(|e| err(&e))?;
+            .map_err(err)?;
         if !counted {
             conn.execute_batch(
                 "ALTER TABLE upcaster_messages ADD COLUMN deliveries INTEGER NOT NULL DEFAULT 0",
             )
-            .map_err(|e| err(&e))?;
+            .map_err(err)?;
         }
         Ok(SqliteTransport {
             conn,
@@ -140,14 +141,14 @@ impl SqliteTransport {
     pub fn open_dsn(dsn: &str, queue: &str) -> Result<Self, TransportError> {
         if let Some(unknown) = crate::transport::unknown_parameter(dsn, &["queue", "reclaim_after"])
         {
-            return Err(TransportError::new(
+            return Err(TransportError::configuration(
                 dsn,
                 format!("unknown parameter `{unknown}`; known: queue, reclaim_after"),
             ));
         }
         let (path, named) = dsn_parts(dsn, "queue");
         if path.is_empty() {
-            return Err(TransportError::new(dsn, "the DSN names no file"));
+            return Err(TransportError::configuration(dsn, "the DSN names no file"));
         }
         let mut transport = SqliteTransport::open(path, named.unwrap_or(queue))?;
         if let (_, Some(secs)) = dsn_parts(dsn, "reclaim_after") {
@@ -155,7 +156,9 @@ impl SqliteTransport {
                 .parse()
                 .ok()
                 .and_then(|s: f64| Duration::try_from_secs_f64(s).ok())
-                .ok_or_else(|| TransportError::new(dsn, "reclaim_after is not seconds"))?;
+                .ok_or_else(|| {
+                    TransportError::configuration(dsn, "reclaim_after is not seconds")
+                })?;
         }
         Ok(transport)
     }
@@ -166,8 +169,8 @@ impl SqliteTransport {
         self
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> TransportError {
-        TransportError::new(&self.name, e)
+    fn err(&self, e: rusqlite::Error) -> TransportError {
+        TransportError::storage(&self.name, "SQLite failed", e)
     }
 
     fn take(&mut self, wait: Duration) -> Result<Option<Delivery>, TransportError> {
@@ -181,7 +184,7 @@ impl SqliteTransport {
         {
             Ok(tx) => tx,
             Err(e) if is_busy(&e) => return Ok(None),
-            Err(e) => return Err(TransportError::new(&self.name, e)),
+            Err(e) => return Err(TransportError::storage(&self.name, "SQLite failed", e)),
         };
         // A body stored as text by another producer is read as its bytes, and an attempt
         // out of range is clamped: a row no worker can read would stall the queue.
@@ -206,7 +209,7 @@ impl SqliteTransport {
         let row = match row {
             Ok(row) => row,
             Err(e) if is_busy(&e) => return Ok(None),
-            Err(e) => return Err(TransportError::new(&self.name, e)),
+            Err(e) => return Err(TransportError::storage(&self.name, "SQLite failed", e)),
         };
         let Some((id, body, attempt, reclaimed, deliveries)) = row else {
             return Ok(None);
@@ -217,9 +220,9 @@ impl SqliteTransport {
              WHERE id = ?4",
             params![now, self.consumer, deliveries, id],
         )
-        .map_err(|e| TransportError::new(&self.name, e))?;
+        .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         tx.commit()
-            .map_err(|e| TransportError::new(&self.name, e))?;
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         self.busy(SETTLE_BUSY)?;
         Ok(Some(Delivery {
             id: id.to_string(),
@@ -234,15 +237,19 @@ impl SqliteTransport {
         if self.busy_timeout != wait {
             self.conn
                 .busy_timeout(wait)
-                .map_err(|e| TransportError::new(&self.name, e))?;
+                .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
             self.busy_timeout = wait;
         }
         Ok(())
     }
 
     fn row_id(&self, id: &str) -> Result<i64, TransportError> {
-        id.parse()
-            .map_err(|_| self.err(format!("`{id}` is not an id of this transport")))
+        id.parse().map_err(|_| {
+            TransportError::configuration(
+                &self.name,
+                format!("`{id}` is not an id of this transport"),
+            )
+        })
     }
 }
 
@@ -321,13 +328,13 @@ impl Transport for SqliteTransport {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| TransportError::new(&self.name, e))?;
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         let ours = tx
             .execute(
                 "DELETE FROM upcaster_messages WHERE id = ?1 AND taken_by = ?2",
                 params![id, self.consumer],
             )
-            .map_err(|e| TransportError::new(&self.name, e))?;
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         if ours == 0 {
             // Reclaimed by another consumer meanwhile: theirs to settle, not ours to fail.
             return Ok(());
@@ -347,8 +354,9 @@ impl Transport for SqliteTransport {
                 i64::try_from(record.failed_at_ms).unwrap_or(i64::MAX)
             ],
         )
-        .map_err(|e| TransportError::new(&self.name, e))?;
-        tx.commit().map_err(|e| TransportError::new(&self.name, e))
+        .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+        tx.commit()
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))
     }
 
     fn failed(&mut self, limit: usize) -> Result<Vec<FailedMessage>, TransportError> {
@@ -358,7 +366,7 @@ impl Transport for SqliteTransport {
                 "SELECT id, body, type_name, version, class, error, attempts, failed_at
                  FROM upcaster_failed WHERE queue = ?1 ORDER BY id LIMIT ?2",
             )
-            .map_err(|e| TransportError::new(&self.name, e))?;
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         let rows = stmt
             .query_map(
                 params![self.queue, i64::try_from(limit).unwrap_or(i64::MAX)],
@@ -377,9 +385,9 @@ impl Transport for SqliteTransport {
                     })
                 },
             )
-            .map_err(|e| TransportError::new(&self.name, e))?;
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         rows.collect::<Result<_, _>>()
-            .map_err(|e| TransportError::new(&self.name, e))
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))
     }
 
     fn requeue_failed(&mut self, id: &str) -> Result<bool, TransportError> {
@@ -387,21 +395,21 @@ impl Transport for SqliteTransport {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| TransportError::new(&self.name, e))?;
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         let moved = tx
             .execute(
                 "INSERT INTO upcaster_messages (queue, body, attempt, available_at)
                  SELECT queue, body, 0, ?1 FROM upcaster_failed WHERE id = ?2 AND queue = ?3",
                 params![now_ms_i64(), id, self.queue],
             )
-            .map_err(|e| TransportError::new(&self.name, e))?;
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         tx.execute(
             "DELETE FROM upcaster_failed WHERE id = ?1 AND queue = ?2",
             params![id, self.queue],
         )
-        .map_err(|e| TransportError::new(&self.name, e))?;
+        .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         tx.commit()
-            .map_err(|e| TransportError::new(&self.name, e))?;
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         Ok(moved == 1)
     }
 
@@ -421,7 +429,7 @@ impl Transport for SqliteTransport {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| TransportError::new(&self.name, e))?;
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         for row in rows {
             tx.execute(
                 "INSERT INTO upcaster_stats (queue, type_name, version, count, last_seen)
@@ -437,9 +445,10 @@ impl Transport for SqliteTransport {
                     i64::try_from(row.last_seen_ms).unwrap_or(i64::MAX)
                 ],
             )
-            .map_err(|e| TransportError::new(&self.name, e))?;
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         }
-        tx.commit().map_err(|e| TransportError::new(&self.name, e))
+        tx.commit()
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))
     }
 
     fn stats(&mut self) -> Result<Vec<StatRow>, TransportError> {
@@ -449,7 +458,7 @@ impl Transport for SqliteTransport {
                 "SELECT type_name, version, count, last_seen FROM upcaster_stats
                  WHERE queue = ?1 ORDER BY type_name, version",
             )
-            .map_err(|e| TransportError::new(&self.name, e))?;
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         let rows = stmt
             .query_map(params![self.queue], |r| {
                 Ok(StatRow {
@@ -459,9 +468,9 @@ impl Transport for SqliteTransport {
                     last_seen_ms: r.get::<_, i64>(3)?.max(0) as u64,
                 })
             })
-            .map_err(|e| TransportError::new(&self.name, e))?;
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         rows.collect::<Result<_, _>>()
-            .map_err(|e| TransportError::new(&self.name, e))
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))
     }
 
     fn pending(&mut self) -> Result<u64, TransportError> {

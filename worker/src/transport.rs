@@ -7,6 +7,7 @@ use std::time::Duration;
 ///
 /// `body` is the envelope exactly as it was sent; nothing a worker does changes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Delivery {
     /// The transport's id of this delivery (a Redis stream entry id, an SQLite row id).
     pub id: String,
@@ -24,6 +25,7 @@ pub struct Delivery {
 
 /// Why a message went to the failure transport, stored beside its original bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FailureRecord {
     /// The message type, where the envelope could be read that far.
     pub type_name: Option<String>,
@@ -40,8 +42,43 @@ pub struct FailureRecord {
     pub failed_at_ms: u64,
 }
 
+impl FailureRecord {
+    /// A record of class `class` (`handler`, `malformed`, …) with the full `error`, no known
+    /// type or version, no attempts, failed now.
+    pub fn new(class: impl Into<String>, error: impl Into<String>) -> Self {
+        FailureRecord {
+            type_name: None,
+            version: None,
+            class: class.into(),
+            error: error.into(),
+            attempts: 0,
+            failed_at_ms: crate::clock::now_ms(),
+        }
+    }
+
+    /// The message type and the version it arrived in.
+    pub fn message(mut self, type_name: impl Into<String>, version: u32) -> Self {
+        self.type_name = Some(type_name.into());
+        self.version = Some(version);
+        self
+    }
+
+    /// Deliveries made, the last one included.
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
+        self
+    }
+
+    /// When it failed, in milliseconds since the Unix epoch.
+    pub fn failed_at_ms(mut self, at: u64) -> Self {
+        self.failed_at_ms = at;
+        self
+    }
+}
+
 /// A message in the failure transport.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FailedMessage {
     /// Its id in the failure transport, for `failed retry` and `failed remove`.
     pub id: String,
@@ -54,6 +91,7 @@ pub struct FailedMessage {
 /// How many messages of one type arrived in one version: the drain tracking that tells
 /// when an upcaster has nothing left to read.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub struct StatRow {
     /// The message type (its current name).
     pub type_name: String,
@@ -65,24 +103,94 @@ pub struct StatRow {
     pub last_seen_ms: u64,
 }
 
+impl StatRow {
+    /// `count` messages of `type_name` that arrived in `version`, the last at `last_seen_ms`.
+    pub fn new(type_name: impl Into<String>, version: u32, count: u64, last_seen_ms: u64) -> Self {
+        StatRow {
+            type_name: type_name.into(),
+            version,
+            count,
+            last_seen_ms,
+        }
+    }
+}
+
 /// A transport that could not do what was asked. The worker stops on it (a supervisor
 /// restarts it) rather than guess; a message it held is delivered again.
+///
+/// It has a [`TransportErrorKind`] to act on, what was being done, and the underlying error
+/// (rusqlite's, redis's, the file system's) as its [`std::error::Error::source`].
 #[derive(Debug, thiserror::Error)]
 #[error("{transport}: {problem}")]
+#[non_exhaustive]
 pub struct TransportError {
-    /// The transport, as named in its DSN.
+    /// The transport, as named in its DSN (never with a password).
     pub transport: String,
-    /// What went wrong.
+    /// What kind of failure: what to fix, or whether waiting helps.
+    pub kind: TransportErrorKind,
+    /// What went wrong, in words, with the underlying error's message.
     pub problem: String,
+    /// The underlying error, if any.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// What kind of failure a [`TransportError`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportErrorKind {
+    /// The DSN, an option or an argument is wrong (an unknown scheme or parameter, a missing
+    /// key, an id of no message): fix the
+    /// configuration; retrying cannot help.
+    Configuration,
+    /// The broker could not be reached, or the connection was lost: it may come back.
+    Connection,
+    /// The broker answered with an error or a reply it should not give (a wrong key type,
+    /// a script error, an unexpected shape).
+    Broker,
+    /// The local store failed: the SQLite file, or the restart signal's file.
+    Storage,
 }
 
 impl TransportError {
-    /// A transport error of `transport`.
-    pub fn new(transport: impl fmt::Display, problem: impl fmt::Display) -> Self {
+    /// A transport error of `transport`, of `kind`, described by `problem`.
+    pub fn new(
+        transport: impl fmt::Display,
+        kind: TransportErrorKind,
+        problem: impl fmt::Display,
+    ) -> Self {
         TransportError {
             transport: transport.to_string(),
+            kind,
             problem: problem.to_string(),
+            source: None,
         }
+    }
+
+    /// The same error with `source` as its cause; its message joins the problem.
+    pub fn caused_by(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        let source = source.into();
+        self.problem = format!("{}: {source}", self.problem);
+        self.source = Some(source);
+        self
+    }
+
+    /// A configuration mistake of `transport`.
+    pub(crate) fn configuration(transport: impl fmt::Display, problem: impl fmt::Display) -> Self {
+        TransportError::new(transport, TransportErrorKind::Configuration, problem)
+    }
+
+    /// A failure of `transport`'s local store, caused by `source`.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn storage(
+        transport: impl fmt::Display,
+        doing: impl fmt::Display,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        TransportError::new(transport, TransportErrorKind::Storage, doing).caused_by(source)
     }
 }
 

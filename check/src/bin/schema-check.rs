@@ -35,7 +35,7 @@ struct RepoArgs {
     against: Option<String>,
     /// Output: text, json, github (Actions annotations) or sarif.
     #[arg(long, default_value = "text", global = true)]
-    format: output::Format,
+    format: output::OutputFormat,
 }
 
 #[derive(Subcommand)]
@@ -76,16 +76,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Cmd::Check) {
         Cmd::Check => {
-            let config = Config {
-                schemas: cli.repo.schemas,
-                migrations: cli.repo.migrations,
-                samples: cli.repo.samples,
-                against: cli.repo.against,
-            };
+            let config = Config::new(cli.repo.schemas, cli.repo.migrations, cli.repo.samples)
+                .against(cli.repo.against);
             match check::check(&config) {
                 Ok(findings) => {
                     print!("{}", output::render(&findings, cli.repo.format));
-                    if check::failed(&findings) {
+                    if check::has_errors(&findings) {
                         ExitCode::from(1)
                     } else {
                         ExitCode::SUCCESS
@@ -108,7 +104,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn diff(old: &PathBuf, new: &PathBuf, mode: &str, format: output::Format) -> ExitCode {
+fn diff(old: &PathBuf, new: &PathBuf, mode: &str, format: output::OutputFormat) -> ExitCode {
     let mode: compat::Mode = match mode.parse() {
         Ok(m) => m,
         Err(e) => {
@@ -139,14 +135,14 @@ fn diff(old: &PathBuf, new: &PathBuf, mode: &str, format: output::Format) -> Exi
     let changes = compat::diff(&old_schema, &new_schema, mode);
     let compatible = compat::compatible(&changes);
     match format {
-        output::Format::Json | output::Format::Sarif => {
+        output::OutputFormat::Json | output::OutputFormat::Sarif => {
             let report = serde_json::json!({"compatible": compatible, "changes": changes});
             println!(
                 "{}",
                 serde_json::to_string_pretty(&report).unwrap_or_default()
             );
         }
-        output::Format::Text | output::Format::Github => {
+        _ => {
             for c in &changes {
                 let kind = if c.breaking { "breaking" } else { "info" };
                 println!("{kind}[{}] {} ({})", c.rule, c, c.direction);

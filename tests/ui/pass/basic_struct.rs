@@ -14,7 +14,7 @@ fn main() {
     assert_eq!(AddPonkaToImage::ALIASES, &["AddPonka"]);
 
     let mut versions = Vec::new();
-    AddPonkaToImage::__typed_versions(&mut versions);
+    upcaster::__private::typed_versions::<AddPonkaToImage>(&mut versions);
     let aliases: &[&str] = &["AddPonka"];
     assert_eq!(versions, [("AddPonkaToImage", 2, aliases)]);
 }

@@ -52,7 +52,7 @@ const out: u8 = 0;
 
 fn main() {
     let mut versions = Vec::new();
-    AddPonkaToImage::__typed_versions(&mut versions);
+    upcaster::__private::typed_versions::<AddPonkaToImage>(&mut versions);
     let found: Vec<(&str, u32)> = versions.iter().map(|(n, v, _)| (*n, *v)).collect();
     assert_eq!(
         found,
