@@ -768,3 +768,46 @@ fn sample_add_files_a_message_by_its_envelope() {
     );
     assert_eq!(check(&f).code, 0, "the stored sample passes the rules");
 }
+
+#[test]
+fn a_sample_is_read_by_the_envelope_s_own_rules() {
+    // Two `version` keys: every upcaster reader refuses it, so schema-check must too, rather
+    // than take the last one (and report a version mismatch, or nothing).
+    let f = fixture("envelope-rules");
+    let dir = f.dir.join("tests/samples/Order/v1");
+    std::fs::write(
+        dir.join("twice.json"),
+        r#"{"type":"Order","version":1,"version":2,"payload":{"id":1}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("trailing.json"),
+        r#"{"type":"Order","version":1,"payload":{"id":1}} {}"#,
+    )
+    .unwrap();
+    let run = check(&f);
+    assert_eq!(run.code, 1);
+    let messages: Vec<String> = run
+        .findings
+        .iter()
+        .filter(|f| f["rule"] == "sample-invalid")
+        .map(|f| format!("{} {}", f["file"], f["message"]))
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("twice.json") && m.contains("duplicate key `version`")),
+        "{messages:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("trailing.json") && m.contains("trailing bytes")),
+        "{messages:#?}"
+    );
+    assert!(
+        !run.stdout.contains("its envelope has version 2"),
+        "the last `version` was taken: {}",
+        run.stdout
+    );
+}
