@@ -969,3 +969,24 @@ fn every_key_of_one_queue_hashes_to_the_stream_s_own_slot() {
         assert_eq!(slot(&key), own, "{key}");
     }
 }
+
+#[test]
+fn commands_that_only_look_refuse_a_stream_that_does_not_exist() {
+    use upcaster_worker::{Access, TransportErrorKind};
+    let stream = Stream::new("mistyped");
+    let e = RedisTransport::open_dsn_with(&stream.dsn(), "unused", Access::Existing).unwrap_err();
+    assert_eq!(e.kind, TransportErrorKind::Configuration, "{e}");
+    assert!(e.to_string().contains("creates none"), "{e}");
+    let mut conn = raw(&stream.url);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&stream.name)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(exists, 0, "the stream was created");
+    // Once a worker made it, it opens, and reads what is there.
+    let mut t = stream.open();
+    t.send(b"x").unwrap();
+    let mut look =
+        RedisTransport::open_dsn_with(&stream.dsn(), "unused", Access::Existing).unwrap();
+    assert_eq!(look.pending().unwrap(), 1);
+}

@@ -805,3 +805,56 @@ fn transport_errors_say_what_kind_of_failure_and_keep_their_cause() {
     assert_eq!(e.kind, TransportErrorKind::Connection, "{e}");
     assert!(e.source().is_some());
 }
+
+#[test]
+fn commands_that_only_look_refuse_a_queue_that_does_not_exist() {
+    let s = Scratch::new("mistyped");
+    let registry = today();
+    // A typo in the path: `stats` and `failed show` must not create an empty queue there and
+    // report "0 messages".
+    let mistyped = s.0.join("qeueu.db");
+    let dsn = format!("sqlite://{}", mistyped.display());
+    let console = || Console::new(Handlers::new(&registry)).transport("async", &dsn);
+    let stats = Command::Stats(upcaster_worker::cli::StatsArgs {
+        transports: Vec::new(),
+    });
+    assert_eq!(console().run(stats), ExitCode::FAILURE);
+    let show = Command::Failed(FailedCommand::Show {
+        id: None,
+        transport: None,
+        max: 10,
+    });
+    assert_eq!(console().run(show), ExitCode::FAILURE);
+    assert!(
+        !mistyped.exists(),
+        "a command that only looks created {mistyped:?}"
+    );
+    let e = upcaster_worker::open_with(&dsn, "async", upcaster_worker::Access::Existing)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("creates none"), "{e}");
+    // Another SQLite file is not a queue either, and is left as it was.
+    let other = s.0.join("other.db");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x)")
+        .unwrap();
+    let e = upcaster_worker::open_with(
+        &format!("sqlite://{}", other.display()),
+        "async",
+        upcaster_worker::Access::Existing,
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("holds no upcaster queue"), "{e}");
+    // Once a worker made the queue, the same commands work.
+    drop(s.queue());
+    let dsn = format!("sqlite://{}/queue.db", s.0.display());
+    let stats = Command::Stats(upcaster_worker::cli::StatsArgs {
+        transports: Vec::new(),
+    });
+    let code = Console::new(Handlers::new(&registry))
+        .transport("async", &dsn)
+        .run(stats);
+    assert_eq!(code, ExitCode::SUCCESS);
+}

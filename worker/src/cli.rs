@@ -40,15 +40,18 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::clock::{now_ms, process_started, show_time};
-use crate::dsn::{open, open_restart_signal};
+use crate::dsn::{open_restart_signal, open_with};
 use crate::{
-    parse_bytes, resident_set_size, Event, FailedMessage, Handlers, Limits, RetryPolicy,
+    parse_bytes, resident_set_size, Access, Event, FailedMessage, Handlers, Limits, RetryPolicy,
     StopReason, Transport, TransportError, Worker,
 };
 
 /// The worker commands, to mount in a program's own `clap` parser (as a subcommand, or
 /// flattened into its own subcommands).
+// These docs are the library's: clap must not make them the `about` of a program that
+// mounts the commands.
 #[derive(Debug, clap::Subcommand)]
+#[command(about = None, long_about = None)]
 pub enum Command {
     /// Consume messages until a limit, a signal or `stop-workers` ends the worker.
     Consume(ConsumeArgs),
@@ -221,8 +224,9 @@ impl<'r> Console<'r> {
         }
     }
 
-    /// The named transports (all when `names` is empty), opened.
-    fn open(&self, names: &[String]) -> Result<Vec<Named>, String> {
+    /// The named transports (all when `names` is empty), opened; with [`Access::Existing`]
+    /// (the commands that only look) a queue that is not there is an error, not created.
+    fn open(&self, names: &[String], access: Access) -> Result<Vec<Named>, String> {
         if self.transports.is_empty() {
             return Err("no transport is configured".to_owned());
         }
@@ -245,7 +249,10 @@ impl<'r> Console<'r> {
         };
         chosen
             .into_iter()
-            .map(|(name, dsn)| Ok((name.clone(), open(dsn, name).map_err(|e| e.to_string())?)))
+            .map(|(name, dsn)| {
+                let transport = open_with(dsn, name, access).map_err(|e| e.to_string())?;
+                Ok((name.clone(), transport))
+            })
             .collect()
     }
 
@@ -272,7 +279,7 @@ impl<'r> Console<'r> {
         // Before anything that can wait: a restart requested while the transports open (an
         // SQLite lock, a Redis connect) is later than this, and stops the worker.
         let started = process_started().map_or(self.created, |p| p.min(self.created));
-        let transports = self.open(&args.transports)?;
+        let transports = self.open(&args.transports, Access::Create)?;
         let names: Vec<String> = transports.iter().map(|(n, _)| n.clone()).collect();
         let limits = Limits {
             messages: args.limit,
@@ -344,7 +351,7 @@ impl<'r> Console<'r> {
     ) -> Result<ExitCode, String> {
         let mut out = std::io::stdout().lock();
         let mut found = false;
-        for (name, mut t) in self.open(&self.only(transport))? {
+        for (name, mut t) in self.open(&self.only(transport), Access::Existing)? {
             let failed = list(&mut *t, id.map_or(max, |_| usize::MAX))?;
             if let Some(id) = id {
                 for m in failed.iter().filter(|m| m.id == id) {
@@ -418,7 +425,7 @@ impl<'r> Console<'r> {
         } else {
             self.one_for_ids(transport)?
         };
-        for (name, mut t) in self.open(&chosen)? {
+        for (name, mut t) in self.open(&chosen, Access::Existing)? {
             for m in list(&mut *t, usize::MAX)? {
                 if !all && !ids.contains(&m.id) {
                     continue;
@@ -451,7 +458,7 @@ impl<'r> Console<'r> {
 
     fn failed_remove(self, ids: &[String], transport: Option<&str>) -> Result<ExitCode, String> {
         let mut missing: Vec<&String> = ids.iter().collect();
-        for (name, mut t) in self.open(&self.one_for_ids(transport)?)? {
+        for (name, mut t) in self.open(&self.one_for_ids(transport)?, Access::Existing)? {
             for id in ids {
                 if t.remove_failed(id).map_err(|e| e.to_string())? {
                     missing.retain(|m| *m != id);
@@ -468,7 +475,7 @@ impl<'r> Console<'r> {
     fn stats(self, names: &[String]) -> Result<ExitCode, String> {
         let registry = self.handlers.registry();
         let now = now_ms();
-        for (name, mut t) in self.open(names)? {
+        for (name, mut t) in self.open(names, Access::Existing)? {
             let rows = t.stats().map_err(|e| e.to_string())?;
             let pending = t.pending().map_err(|e| e.to_string())?;
             println!("{name}: {pending} message(s) waiting");
@@ -545,5 +552,44 @@ fn show_age(ms: u64) -> String {
         60..3600 => format!("{} min ago", s / 60),
         3600..86_400 => format!("{} h ago", s / 3600),
         _ => format!("{} days ago", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    // A program's parser as the README shows it: no doc comment of its own.
+    #[derive(Parser)]
+    #[command(name = "app")]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[test]
+    fn the_library_s_docs_do_not_become_the_program_s_help() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(!help.contains("to mount in a program"), "{help}");
+        assert!(help.starts_with("Usage: app"), "{help}");
+        // The subcommands keep their own help, not the docs of the types behind them.
+        assert!(help.contains("Consume messages until a limit"), "{help}");
+        for path in [
+            &["consume"][..],
+            &["failed"],
+            &["stats"],
+            &["failed", "show"],
+        ] {
+            let mut command = Cli::command();
+            let mut sub = &mut command;
+            for name in path {
+                sub = sub.find_subcommand_mut(name).expect("a subcommand");
+            }
+            let help = sub.render_long_help().to_string();
+            for library in ["'s options", "'s subcommands", "to mount"] {
+                assert!(!help.contains(library), "{path:?}: {help}");
+            }
+        }
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::restart::{FileSignal, RestartSignal};
-use crate::transport::{Transport, TransportError};
+use crate::transport::{Access, Transport, TransportError};
 
 /// What a DSN scheme opens, and whether this build can.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,18 +118,28 @@ fn redact(dsn: &str) -> String {
 ///
 /// `queue` names the queue when the DSN does not.
 pub fn open(dsn: &str, queue: &str) -> Result<Box<dyn Transport>, TransportError> {
+    open_with(dsn, queue, Access::Create)
+}
+
+/// Opens a transport as [`open`] does; with [`Access::Existing`] its queue must exist, and
+/// nothing is created (for commands that only look).
+pub fn open_with(
+    dsn: &str,
+    queue: &str,
+    access: Access,
+) -> Result<Box<dyn Transport>, TransportError> {
     let scheme = scheme_of(dsn, false)?;
     match scheme.name {
         #[cfg(feature = "sqlite")]
-        "sqlite" => Ok(Box::new(crate::sqlite::SqliteTransport::open_dsn(
-            dsn, queue,
+        "sqlite" => Ok(Box::new(crate::sqlite::SqliteTransport::open_dsn_with(
+            dsn, queue, access,
         )?)),
         #[cfg(feature = "redis")]
-        "redis" => Ok(Box::new(crate::redis::RedisTransport::open_dsn(
-            dsn, queue,
+        "redis" => Ok(Box::new(crate::redis::RedisTransport::open_dsn_with(
+            dsn, queue, access,
         )?)),
         _ => {
-            let _ = queue;
+            let _ = (queue, access);
             Err(TransportError::configuration(
                 redact(dsn),
                 "no transport for this scheme",

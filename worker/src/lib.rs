@@ -70,6 +70,7 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 mod clock;
+pub mod decision;
 mod dsn;
 #[cfg(feature = "redis")]
 mod redis;
@@ -88,17 +89,17 @@ use std::time::{Duration, Instant};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisSignal, RedisTransport};
 pub use clock::process_started;
-pub use dsn::{open, open_restart_signal, Scheme, SCHEMES};
+pub use dsn::{open, open_restart_signal, open_with, Scheme, SCHEMES};
 pub use restart::{FileSignal, RestartSignal, CLOCK_TOLERANCE, DEFAULT_OUTAGE_LIMIT};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteTransport;
 pub use transport::{
-    Delivery, FailedMessage, FailureRecord, StatRow, Transport, TransportError, TransportErrorKind,
+    Access, Delivery, FailedMessage, FailureRecord, StatRow, Transport, TransportError,
+    TransportErrorKind,
 };
 
-use upcaster::{
-    Decoded, Dispatcher, Disposition, Error, ErrorKind, Message, Registry, RegistryError,
-};
+use decision::{Action, Outcome};
+use upcaster::{Decoded, Dispatcher, Error, Message, Registry, RegistryError};
 
 /// What a handler may return as its error.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -296,11 +297,17 @@ impl RetryPolicy {
         Duration::try_from_secs_f64(secs).unwrap_or(self.max_delay)
     }
 
-    /// [`RetryPolicy::backoff`] with jitter applied.
+    /// [`RetryPolicy::backoff`] with random jitter applied.
     pub fn delay_for(&self, attempt: u32) -> Duration {
+        self.jittered(attempt, fastrand::f64())
+    }
+
+    /// [`RetryPolicy::backoff`] with jitter `u` (from 0 to 1, uniform) applied: the delay is
+    /// spread over `backoff × (1 ± jitter)`, and never above `max_delay`.
+    pub fn jittered(&self, attempt: u32, u: f64) -> Duration {
         let base = self.backoff(attempt).as_secs_f64();
         let spread = self.jitter.clamp(0.0, 1.0);
-        let factor = 1.0 + spread * (fastrand::f64() * 2.0 - 1.0);
+        let factor = 1.0 + spread * (u.clamp(0.0, 1.0) * 2.0 - 1.0);
         Duration::try_from_secs_f64(base * factor)
             .unwrap_or(self.max_delay)
             .min(self.max_delay)
@@ -812,151 +819,126 @@ impl<'r> Worker<'r> {
         delivery: &Delivery,
     ) -> Result<(), TransportError> {
         run.report.received += 1;
-        // Taken before, and never settled: each time a worker died with it. Handing it out
-        // again would only kill the next one.
-        if delivery.deliveries > self.retry.max_retries.saturating_add(1) {
-            let header = upcaster::peek(&delivery.body).ok();
-            let failure = Failure {
-                type_name: header.as_ref().map(|h| h.type_name.to_string()),
-                version: header.as_ref().map(|h| h.version),
-                class: "abandoned",
-                error: format!(
-                    "delivered {} times without being settled: each worker that took it stopped while handling it",
-                    delivery.deliveries
-                ),
-                retryable: false,
-            };
-            return self.failure(run, i, delivery, failure);
-        }
-        // A panic in an upcaster or a `Deserialize` impl is a failed message, not a dead
-        // worker (handler panics are caught closer, as retryable attempts).
-        let dispatched = catch_unwind(AssertUnwindSafe(|| {
-            self.handlers.dispatcher.dispatch(&delivery.body)
-        }));
-        let dispatched = match dispatched {
-            Ok(dispatched) => dispatched,
-            Err(panic) => {
-                let header = upcaster::peek(&delivery.body).ok();
-                let failure = Failure {
-                    type_name: header.as_ref().map(|h| h.type_name.to_string()),
-                    version: header.as_ref().map(|h| h.version),
-                    class: "decode-panicked",
-                    error: format!("decoding panicked: {}", panic_message(&*panic)),
-                    retryable: false,
+        let header = || {
+            upcaster::peek(&delivery.body)
+                .ok()
+                .map(|h| (h.type_name.into_owned(), h.version))
+        };
+        let action = match decision::abandoned(delivery, &self.retry, header, clock::now_ms()) {
+            Some(action) => action,
+            None => {
+                // A panic in an upcaster or a `Deserialize` impl is a failed message, not a
+                // dead worker (handler panics are caught closer, as failed attempts).
+                let dispatched = catch_unwind(AssertUnwindSafe(|| {
+                    self.handlers.dispatcher.dispatch(&delivery.body)
+                }));
+                let outcome = match &dispatched {
+                    Ok(Ok(handled)) => {
+                        if decision::counts(delivery) {
+                            run.count(i, handled.type_name, handled.version);
+                        }
+                        Outcome::Handled {
+                            type_name: handled.type_name,
+                            version: handled.version,
+                            error: handled.result.as_ref().err().map(ToString::to_string),
+                        }
+                    }
+                    Ok(Err(e)) => Outcome::Undecodable(e),
+                    Err(panic) => Outcome::DecodePanicked {
+                        message: panic_message(&**panic).to_owned(),
+                        header: header(),
+                    },
                 };
-                return self.failure(run, i, delivery, failure);
+                let handled = match &outcome {
+                    Outcome::Handled {
+                        type_name, version, ..
+                    } => Some((*type_name, *version)),
+                    _ => None,
+                };
+                let action = decision::decide(
+                    delivery,
+                    outcome,
+                    &self.retry,
+                    fastrand::f64(),
+                    clock::now_ms(),
+                );
+                if let (Action::Ack, Some((type_name, version))) = (&action, handled) {
+                    self.transports[i].ack(delivery)?;
+                    run.report.handled += 1;
+                    run.consecutive_failures = 0;
+                    emit(
+                        &mut self.log,
+                        &Event::Handled {
+                            transport: self.transports[i].name(),
+                            delivery,
+                            type_name,
+                            version,
+                        },
+                    );
+                    return Ok(());
+                }
+                action
             }
         };
-        match dispatched {
-            Ok(handled) => {
-                // Once per message: its first delivery, not its retries or redeliveries.
-                if delivery.attempt == 0 && delivery.deliveries <= 1 {
-                    run.count(i, handled.type_name, handled.version);
-                }
-                match handled.result {
-                    Ok(()) => {
-                        self.transports[i].ack(delivery)?;
-                        run.report.handled += 1;
-                        run.consecutive_failures = 0;
-                        emit(
-                            &mut self.log,
-                            &Event::Handled {
-                                transport: self.transports[i].name(),
-                                delivery,
-                                type_name: handled.type_name,
-                                version: handled.version,
-                            },
-                        );
-                        Ok(())
-                    }
-                    Err(e) => {
-                        let failure = Failure {
-                            type_name: Some(handled.type_name.to_owned()),
-                            version: Some(handled.version),
-                            class: "handler",
-                            error: format!(
-                                "handler of {} (arrived as v{}) failed: {e}",
-                                handled.type_name, handled.version
-                            ),
-                            retryable: true,
-                        };
-                        self.failure(run, i, delivery, failure)
-                    }
-                }
-            }
-            Err(e) if e.disposition() == Disposition::Requeue => {
-                let attempt = delivery.attempt;
-                self.transports[i].retry_later(
-                    delivery,
-                    self.retry.future_version_delay,
-                    attempt,
-                )?;
-                run.report.requeued += 1;
-                let error = e.to_string();
-                emit(
-                    &mut self.log,
-                    &Event::Requeued {
-                        transport: self.transports[i].name(),
-                        delivery,
-                        error: &error,
-                    },
-                );
-                Ok(())
-            }
-            Err(e) => {
-                let failure = Failure {
-                    type_name: e.header().type_name.clone(),
-                    version: e.header().version,
-                    class: class_of(e.kind()),
-                    error: e.to_string(),
-                    retryable: e.disposition() == Disposition::Retry,
-                };
-                self.failure(run, i, delivery, failure)
-            }
-        }
+        self.perform(run, i, delivery, action)
     }
 
-    fn failure(
+    /// Does what the decision core asked for a delivery that was not handled.
+    fn perform(
         &mut self,
         run: &mut Run,
         i: usize,
         delivery: &Delivery,
-        failure: Failure,
+        action: Action,
     ) -> Result<(), TransportError> {
-        run.consecutive_failures = run.consecutive_failures.saturating_add(1);
-        if failure.retryable && delivery.attempt < self.retry.max_retries {
-            let delay = self.retry.delay_for(delivery.attempt);
-            self.transports[i].retry_later(delivery, delay, delivery.attempt.saturating_add(1))?;
-            run.report.retried += 1;
-            emit(
-                &mut self.log,
-                &Event::Retrying {
-                    transport: self.transports[i].name(),
-                    delivery,
-                    error: &failure.error,
-                    delay,
-                },
-            );
-            return Ok(());
+        if action.is_failure() {
+            run.consecutive_failures = run.consecutive_failures.saturating_add(1);
         }
-        let record = FailureRecord {
-            type_name: failure.type_name,
-            version: failure.version,
-            class: failure.class.to_owned(),
-            error: failure.error,
-            attempts: delivery.attempt.saturating_add(1),
-            failed_at_ms: clock::now_ms(),
-        };
-        self.transports[i].fail(delivery, &record)?;
-        run.report.failed += 1;
-        emit(
-            &mut self.log,
-            &Event::Failed {
-                transport: self.transports[i].name(),
-                delivery,
-                record: &record,
-            },
-        );
+        let transport = &mut self.transports[i];
+        match action {
+            Action::Ack => transport.ack(delivery)?,
+            Action::Retry {
+                delay,
+                attempt,
+                error,
+            } => {
+                transport.retry_later(delivery, delay, attempt)?;
+                run.report.retried += 1;
+                emit(
+                    &mut self.log,
+                    &Event::Retrying {
+                        transport: transport.name(),
+                        delivery,
+                        error: &error,
+                        delay,
+                    },
+                );
+            }
+            Action::Requeue { delay, error } => {
+                transport.retry_later(delivery, delay, delivery.attempt)?;
+                run.report.requeued += 1;
+                emit(
+                    &mut self.log,
+                    &Event::Requeued {
+                        transport: transport.name(),
+                        delivery,
+                        error: &error,
+                    },
+                );
+            }
+            Action::Fail(record) => {
+                transport.fail(delivery, &record)?;
+                run.report.failed += 1;
+                emit(
+                    &mut self.log,
+                    &Event::Failed {
+                        transport: transport.name(),
+                        delivery,
+                        record: &record,
+                    },
+                );
+            }
+        }
         Ok(())
     }
 
@@ -988,14 +970,6 @@ fn emit(log: &mut Option<Logger<'_>>, event: &Event<'_>) {
     if let Some(log) = log {
         log(event);
     }
-}
-
-struct Failure {
-    type_name: Option<String>,
-    version: Option<u32>,
-    class: &'static str,
-    error: String,
-    retryable: bool,
 }
 
 struct Run {
@@ -1036,22 +1010,6 @@ impl Run {
         entry.0 += 1;
         entry.1 = now;
         *self.decoded.entry((type_name, version)).or_insert(0) += 1;
-    }
-}
-
-/// The failure class stored with a message that could not be decoded.
-fn class_of(kind: &ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Malformed { .. } => "malformed",
-        ErrorKind::UnknownType { .. } => "unknown-type",
-        ErrorKind::UnexpectedType { .. } => "unexpected-type",
-        ErrorKind::NotCurrent { .. } => "not-current",
-        ErrorKind::FutureVersion { .. } => "future-version",
-        ErrorKind::MissingUpcaster { .. } => "missing-upcaster",
-        ErrorKind::UpcastFailed { .. } => "upcast-failed",
-        ErrorKind::PayloadInvalid { .. } => "payload-invalid",
-        ErrorKind::Unhandled { .. } => "unhandled",
-        _ => "undecodable",
     }
 }
 

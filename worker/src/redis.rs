@@ -37,8 +37,8 @@ use redis::{Connection, Value};
 
 use crate::restart::RestartSignal;
 use crate::transport::{
-    dsn_parts, unknown_parameter, Delivery, FailedMessage, FailureRecord, StatRow, Transport,
-    TransportError, TransportErrorKind,
+    dsn_parts, unknown_parameter, Access, Delivery, FailedMessage, FailureRecord, StatRow,
+    Transport, TransportError, TransportErrorKind,
 };
 
 /// How long connecting may take before the transport gives up.
@@ -302,6 +302,12 @@ impl RedisTransport {
     /// creating the stream and its consumer group if needed. The stream defaults to `queue`,
     /// the group to `upcaster`, the reclaim timeout to 300 s.
     pub fn open_dsn(dsn: &str, queue: &str) -> Result<Self, TransportError> {
+        RedisTransport::open_dsn_with(dsn, queue, Access::Create)
+    }
+
+    /// Opens a DSN as [`RedisTransport::open_dsn`]; with [`Access::Existing`] the stream must
+    /// exist, and neither it nor the group is created.
+    pub fn open_dsn_with(dsn: &str, queue: &str, access: Access) -> Result<Self, TransportError> {
         let name = without_password(dsn);
         if let Some(unknown) = unknown_parameter(dsn, &["stream", "group", "reclaim_after"]) {
             return Err(TransportError::configuration(
@@ -357,6 +363,21 @@ impl RedisTransport {
             delayed_due: None,
             shas: Default::default(),
         };
+        if access == Access::Existing {
+            let kind = transport
+                .link
+                .query("TYPE", redis::cmd("TYPE").arg(&transport.stream))?;
+            if text(&kind).as_deref() != Some("stream") {
+                return Err(TransportError::configuration(
+                    &transport.name,
+                    format!(
+                        "no stream `{}` here; this command creates none: check the DSN",
+                        transport.stream
+                    ),
+                ));
+            }
+            return Ok(transport);
+        }
         // From 0: a new group also takes what was sent before any worker ran.
         let mut create = redis::cmd("XGROUP");
         create

@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::clock::now_ms;
 use crate::transport::{
-    dsn_parts, Delivery, FailedMessage, FailureRecord, StatRow, Transport, TransportError,
+    dsn_parts, Access, Delivery, FailedMessage, FailureRecord, StatRow, Transport, TransportError,
 };
 
 const SCHEMA: &str = "
@@ -97,14 +97,52 @@ pub struct SqliteTransport {
 impl SqliteTransport {
     /// Opens (creating if needed) the queue `queue` in the SQLite file at `path`.
     pub fn open(path: impl AsRef<Path>, queue: &str) -> Result<Self, TransportError> {
-        let path = path.as_ref();
+        SqliteTransport::open_with(path.as_ref(), queue, Access::Create)
+    }
+
+    /// Opens the queue `queue` in the SQLite file at `path`, which must already hold a queue
+    /// made by this transport: nothing is created.
+    pub fn open_existing(path: impl AsRef<Path>, queue: &str) -> Result<Self, TransportError> {
+        SqliteTransport::open_with(path.as_ref(), queue, Access::Existing)
+    }
+
+    fn open_with(path: &Path, queue: &str, access: Access) -> Result<Self, TransportError> {
         let name = format!("sqlite://{}?queue={queue}", path.display());
         let err = |e: rusqlite::Error| TransportError::storage(&name, "opening the queue", e);
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| TransportError::storage(&name, "creating its directory", e))?;
-        }
-        let conn = Connection::open(path).map_err(err)?;
+        let conn = match access {
+            Access::Create => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| TransportError::storage(&name, "creating its directory", e))?;
+                }
+                Connection::open(path).map_err(err)?
+            }
+            Access::Existing => {
+                let missing = || {
+                    TransportError::configuration(
+                        &name,
+                        "no queue file here; this command creates none: check the DSN",
+                    )
+                };
+                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let conn = Connection::open_with_flags(path, flags).map_err(|_| missing())?;
+                let ours: bool = conn
+                    .query_row(
+                        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'upcaster_messages'",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .map_err(|_| missing())?;
+                if !ours {
+                    return Err(TransportError::configuration(
+                        &name,
+                        "this file holds no upcaster queue; this command creates none: check the DSN",
+                    ));
+                }
+                conn
+            }
+        };
         // Several worker processes share the file: wait for the writer rather than fail.
         conn.busy_timeout(SETTLE_BUSY).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -139,6 +177,12 @@ impl SqliteTransport {
 
     /// Opens `sqlite://<path>[?queue=<name>][&reclaim_after=<seconds>]`.
     pub fn open_dsn(dsn: &str, queue: &str) -> Result<Self, TransportError> {
+        SqliteTransport::open_dsn_with(dsn, queue, Access::Create)
+    }
+
+    /// Opens a DSN as [`SqliteTransport::open_dsn`], creating nothing with
+    /// [`Access::Existing`].
+    pub fn open_dsn_with(dsn: &str, queue: &str, access: Access) -> Result<Self, TransportError> {
         if let Some(unknown) = crate::transport::unknown_parameter(dsn, &["queue", "reclaim_after"])
         {
             return Err(TransportError::configuration(
@@ -150,7 +194,8 @@ impl SqliteTransport {
         if path.is_empty() {
             return Err(TransportError::configuration(dsn, "the DSN names no file"));
         }
-        let mut transport = SqliteTransport::open(path, named.unwrap_or(queue))?;
+        let mut transport =
+            SqliteTransport::open_with(Path::new(path), named.unwrap_or(queue), access)?;
         if let (_, Some(secs)) = dsn_parts(dsn, "reclaim_after") {
             transport.reclaim_after = secs
                 .parse()

@@ -194,6 +194,17 @@ impl TransportError {
     }
 }
 
+/// Whether opening a transport may create its queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Access {
+    /// Create the queue if it is not there (consuming, producing).
+    Create,
+    /// The queue must exist: commands that only look (`stats`, `failed`) refuse a mistyped
+    /// DSN rather than create an empty queue and report it empty.
+    Existing,
+}
+
 /// A queue of envelopes with a failure transport beside it.
 ///
 /// Every method may block for I/O but never longer than asked: [`Transport::receive`] returns
