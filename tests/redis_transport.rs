@@ -3,6 +3,8 @@
 //! They need one at `UPCASTER_REDIS_URL` (default `redis://127.0.0.1:6379`): `.ci/redis` starts
 //! one. Without it they fail, never skip. Each test works on its own stream and deletes its keys.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -989,4 +991,10 @@ fn commands_that_only_look_refuse_a_stream_that_does_not_exist() {
     let mut look =
         RedisTransport::open_dsn_with(&stream.dsn(), "unused", Access::Existing).unwrap();
     assert_eq!(look.pending().unwrap(), 1);
+}
+
+#[test]
+fn each_message_is_counted_once_through_retries_and_failed_retry() {
+    let stream = Stream::new("counted-once");
+    common::contract::each_message_is_counted_once(&|| Box::new(stream.open()));
 }

@@ -858,3 +858,12 @@ fn commands_that_only_look_refuse_a_queue_that_does_not_exist() {
         .run(stats);
     assert_eq!(code, ExitCode::SUCCESS);
 }
+
+#[test]
+fn each_message_is_counted_once_through_retries_and_failed_retry() {
+    let s = Scratch::new("counted-once");
+    let path = s.0.join("queue.db");
+    common::contract::each_message_is_counted_once(&|| {
+        Box::new(SqliteTransport::open(&path, "async").unwrap())
+    });
+}

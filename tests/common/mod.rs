@@ -1,6 +1,7 @@
 //! Setup shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod contract;
 #[path = "../../examples/ponka/messages.rs"]
 pub mod ponka;
 

@@ -149,10 +149,11 @@ pub fn decide(
     Action::Fail(record(class, error, header, delivery, now_ms))
 }
 
-/// Whether this delivery counts in the drain statistics: each message once, on its first
-/// delivery, never on a retry or a redelivery after a crash.
+/// Whether a delivery that decoded counts in the drain statistics: each message once, the
+/// first time it decodes, never again after a retry, the failure transport and `failed
+/// retry` (the transport keeps [`Delivery::counted`]), nor on a redelivery after a crash.
 pub fn counts(delivery: &Delivery) -> bool {
-    delivery.attempt == 0 && delivery.deliveries <= 1
+    !delivery.counted && delivery.deliveries <= 1
 }
 
 fn record(
@@ -216,6 +217,7 @@ mod tests {
             attempt,
             reclaimed: deliveries > 1,
             deliveries,
+            counted: false,
         }
     }
 
@@ -425,7 +427,18 @@ mod tests {
             counts(&delivery(0, 0)),
             "a transport that does not count deliveries"
         );
-        assert!(!counts(&delivery(1, 1)), "a retry");
+        assert!(
+            counts(&delivery(2, 1)),
+            "first decoded on a retry (an unknown type that newer code knows)"
+        );
         assert!(!counts(&delivery(0, 2)), "a redelivery after a crash");
+        let counted = Delivery {
+            counted: true,
+            ..delivery(0, 1)
+        };
+        assert!(
+            !counts(&counted),
+            "counted before: a retry, or after `failed retry`"
+        );
     }
 }

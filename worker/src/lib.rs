@@ -475,6 +475,8 @@ pub enum Event<'a> {
         delivery: &'a Delivery,
         /// What was stored with it.
         record: &'a FailureRecord,
+        /// Its id in the failure transport, for `failed show`, `retry` and `remove`.
+        failed_id: &'a str,
     },
 }
 
@@ -517,9 +519,10 @@ impl fmt::Display for Event<'_> {
                 transport,
                 delivery,
                 record,
+                failed_id,
             } => write!(
                 f,
-                "message {} on {transport} failed after {} attempt(s) and moved to the failure transport (see `failed show`): {}",
+                "message {} on {transport} failed after {} attempt(s) and moved to the failure transport as {failed_id} (see `failed show {failed_id}`): {}",
                 delivery.id, record.attempts, record.error
             ),
         }
@@ -824,6 +827,7 @@ impl<'r> Worker<'r> {
                 .ok()
                 .map(|h| (h.type_name.into_owned(), h.version))
         };
+        let mut counted_now = false;
         let action = match decision::abandoned(delivery, &self.retry, header, clock::now_ms()) {
             Some(action) => action,
             None => {
@@ -836,6 +840,7 @@ impl<'r> Worker<'r> {
                     Ok(Ok(handled)) => {
                         if decision::counts(delivery) {
                             run.count(i, handled.type_name, handled.version);
+                            counted_now = true;
                         }
                         Outcome::Handled {
                             type_name: handled.type_name,
@@ -880,6 +885,14 @@ impl<'r> Worker<'r> {
                 action
             }
         };
+        // The copy a retry or the failure transport keeps remembers that it was counted.
+        if counted_now {
+            let counted = Delivery {
+                counted: true,
+                ..delivery.clone()
+            };
+            return self.perform(run, i, &counted, action);
+        }
         self.perform(run, i, delivery, action)
     }
 
@@ -927,16 +940,19 @@ impl<'r> Worker<'r> {
                 );
             }
             Action::Fail(record) => {
-                transport.fail(delivery, &record)?;
-                run.report.failed += 1;
-                emit(
-                    &mut self.log,
-                    &Event::Failed {
-                        transport: transport.name(),
-                        delivery,
-                        record: &record,
-                    },
-                );
+                // `None`: another consumer took it over, and settles it.
+                if let Some(failed_id) = transport.fail(delivery, &record)? {
+                    run.report.failed += 1;
+                    emit(
+                        &mut self.log,
+                        &Event::Failed {
+                            transport: transport.name(),
+                            delivery,
+                            record: &record,
+                            failed_id: &failed_id,
+                        },
+                    );
+                }
             }
         }
         Ok(())

@@ -98,13 +98,20 @@ return 1
 const RETRY_LUA: &str = concat!(
     owned_check!(),
     r"local delay = math.min(tonumber(ARGV[4]), 1e15)
+local counted = ARGV[7] == '1'
 if delay <= 0 then
-  redis.call('XADD', KEYS[1], '*', 'body', ARGV[6], 'attempt', ARGV[5])
+  if counted then
+    redis.call('XADD', KEYS[1], '*', 'body', ARGV[6], 'attempt', ARGV[5], 'counted', '1')
+  else
+    redis.call('XADD', KEYS[1], '*', 'body', ARGV[6], 'attempt', ARGV[5])
+  end
 else
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local head = ARGV[5]
+  if counted then head = head .. 'c' end
   redis.call('ZADD', KEYS[2], string.format('%d', now + delay),
-    ARGV[5] .. ':' .. ARGV[2] .. ':' .. ARGV[6])
+    head .. ':' .. ARGV[2] .. ':' .. ARGV[6])
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
@@ -122,11 +129,18 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumb
 for _, m in ipairs(due) do
   local a = string.find(m, ':', 1, true)
   local b = a and string.find(m, ':', a + 1, true)
-  if b and a > 1 and tonumber(string.sub(m, 1, a - 1)) then
-    redis.call('XADD', KEYS[2], '*', 'body', string.sub(m, b + 1), 'attempt', string.sub(m, 1, a - 1))
+  local head = a and string.sub(m, 1, a - 1) or ''
+  local counted = string.sub(head, -1) == 'c'
+  if counted then head = string.sub(head, 1, -2) end
+  if b and tonumber(head) then
+    if counted then
+      redis.call('XADD', KEYS[2], '*', 'body', string.sub(m, b + 1), 'attempt', head, 'counted', '1')
+    else
+      redis.call('XADD', KEYS[2], '*', 'body', string.sub(m, b + 1), 'attempt', head)
+    end
   else
     redis.call('XADD', KEYS[3], '*', 'body', m, 'class', 'transport',
-      'error', 'a delayed retry not in the form <attempt>:<id>:<body>',
+      'error', 'a delayed retry not in the form <attempt>[c]:<id>:<body>',
       'attempts', '0', 'failed_at', string.format('%d', now))
   end
   redis.call('ZREM', KEYS[1], m)
@@ -139,13 +153,14 @@ return {#due, wait}
 ";
 
 /// Appends a delivery's bytes and failure record to the failure stream, then settles the
-/// delivery. Does nothing (0) when the entry is no longer pending for this consumer.
+/// delivery; returns the failed entry's id. Does nothing (0) when the entry is no longer
+/// pending for this consumer.
 const FAIL_LUA: &str = concat!(
     owned_check!(),
-    r"redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
+    r"local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
-return 1
+return id
 "
 );
 
@@ -154,14 +169,21 @@ const REQUEUE_LUA: &str = r"
 local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #e == 0 then return 0 end
 local f = e[1][2]
+local body, counted = nil, false
 for i = 1, #f, 2 do
-  if f[i] == 'body' then
-    redis.call('XADD', KEYS[2], '*', 'body', f[i + 1], 'attempt', '0')
-    redis.call('XDEL', KEYS[1], ARGV[1])
-    return 1
-  end
+  if f[i] == 'body' then body = f[i + 1] end
+  if f[i] == 'counted' and f[i + 1] == '1' then counted = true end
 end
-return redis.error_reply('failed entry ' .. ARGV[1] .. ' has no body field')
+if not body then
+  return redis.error_reply('failed entry ' .. ARGV[1] .. ' has no body field')
+end
+if counted then
+  redis.call('XADD', KEYS[2], '*', 'body', body, 'attempt', '0', 'counted', '1')
+else
+  redis.call('XADD', KEYS[2], '*', 'body', body, 'attempt', '0')
+end
+redis.call('XDEL', KEYS[1], ARGV[1])
+return 1
 ";
 
 /// Adds counts and keeps the latest last-seen, for (field, count, last seen) triples. A count
@@ -658,10 +680,12 @@ impl RedisTransport {
         };
         let mut body = Vec::new();
         let mut attempt = 0;
+        let mut counted = false;
         for (field, value) in fields {
             match field.as_slice() {
                 b"body" => body = value,
                 b"attempt" => attempt = attempt_count(&value),
+                b"counted" => counted = value == b"1",
                 _ => {}
             }
         }
@@ -671,6 +695,7 @@ impl RedisTransport {
             attempt,
             reclaimed,
             deliveries: 1,
+            counted,
         }))
     }
 
@@ -849,6 +874,7 @@ impl Transport for RedisTransport {
                 ms_text.as_bytes(),
                 attempt_text.as_bytes(),
                 &delivery.body,
+                if delivery.counted { b"1" } else { b"0" },
             ],
         )?;
         // Not ours any more: the consumer that took it over settles it.
@@ -860,7 +886,11 @@ impl Transport for RedisTransport {
         Ok(())
     }
 
-    fn fail(&mut self, delivery: &Delivery, record: &FailureRecord) -> Result<(), TransportError> {
+    fn fail(
+        &mut self,
+        delivery: &Delivery,
+        record: &FailureRecord,
+    ) -> Result<Option<String>, TransportError> {
         let (attempts, failed_at) = (record.attempts.to_string(), record.failed_at_ms.to_string());
         let version = record.version.map(|v| v.to_string());
         let mut args: Vec<&[u8]> = vec![
@@ -878,6 +908,9 @@ impl Transport for RedisTransport {
             b"failed_at",
             failed_at.as_bytes(),
         ];
+        if delivery.counted {
+            args.extend([b"counted".as_slice(), b"1"]);
+        }
         // Unknown type or version: the field is left out.
         if let Some(type_name) = &record.type_name {
             args.extend([b"type".as_slice(), type_name.as_bytes()]);
@@ -893,7 +926,13 @@ impl Transport for RedisTransport {
             &args,
         )?;
         // Not ours any more: no failure record; the consumer that took it over settles it.
-        self.settled(Lua::Fail, &reply).map(|_| ())
+        match reply {
+            Value::Int(0) => Ok(None),
+            ref id => match text(id) {
+                Some(id) => Ok(Some(id)),
+                None => Err(self.bad_reply("EVALSHA of the fail script", describe(id))),
+            },
+        }
     }
 
     fn failed(&mut self, limit: usize) -> Result<Vec<FailedMessage>, TransportError> {

@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS upcaster_messages (
     available_at INTEGER NOT NULL,
     taken_at INTEGER,
     taken_by TEXT,
-    deliveries INTEGER NOT NULL DEFAULT 0
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    counted INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS upcaster_messages_next
     ON upcaster_messages (queue, available_at, id);
@@ -35,7 +36,8 @@ CREATE TABLE IF NOT EXISTS upcaster_failed (
     class TEXT NOT NULL,
     error TEXT NOT NULL,
     attempts INTEGER NOT NULL,
-    failed_at INTEGER NOT NULL
+    failed_at INTEGER NOT NULL,
+    counted INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS upcaster_stats (
     queue TEXT NOT NULL,
@@ -151,19 +153,25 @@ impl SqliteTransport {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        // Files made before delivery counting lack the column.
-        let counted: bool = conn
-            .query_row(
-                "SELECT count(*) FROM pragma_table_info('upcaster_messages') WHERE name = 'deliveries'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
-        if !counted {
-            conn.execute_batch(
-                "ALTER TABLE upcaster_messages ADD COLUMN deliveries INTEGER NOT NULL DEFAULT 0",
-            )
-            .map_err(err)?;
+        // Files made by earlier versions lack the newer columns.
+        for (table, column) in [
+            ("upcaster_messages", "deliveries"),
+            ("upcaster_messages", "counted"),
+            ("upcaster_failed", "counted"),
+        ] {
+            let present: bool = conn
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+                    params![table, column],
+                    |r| r.get(0),
+                )
+                .map_err(err)?;
+            if !present {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+                ))
+                .map_err(err)?;
+            }
         }
         Ok(SqliteTransport {
             conn,
@@ -235,7 +243,8 @@ impl SqliteTransport {
         // out of range is clamped: a row no worker can read would stall the queue.
         let row = tx
             .query_row(
-                "SELECT id, CAST(body AS BLOB), attempt, taken_at IS NOT NULL, deliveries
+                "SELECT id, CAST(body AS BLOB), attempt, taken_at IS NOT NULL, deliveries,
+                        counted != 0
                  FROM upcaster_messages
                  WHERE queue = ?1 AND available_at <= ?2 AND (taken_at IS NULL OR taken_at <= ?3)
                  ORDER BY available_at, id LIMIT 1",
@@ -247,6 +256,7 @@ impl SqliteTransport {
                         clamp_u32(r.get::<_, Option<i64>>(2)?.unwrap_or(0)),
                         r.get::<_, bool>(3)?,
                         clamp_u32(r.get::<_, Option<i64>>(4)?.unwrap_or(0)),
+                        r.get::<_, Option<bool>>(5)?.unwrap_or(false),
                     ))
                 },
             )
@@ -256,7 +266,7 @@ impl SqliteTransport {
             Err(e) if is_busy(&e) => return Ok(None),
             Err(e) => return Err(TransportError::storage(&self.name, "SQLite failed", e)),
         };
-        let Some((id, body, attempt, reclaimed, deliveries)) = row else {
+        let Some((id, body, attempt, reclaimed, deliveries, counted)) = row else {
             return Ok(None);
         };
         let deliveries = deliveries.saturating_add(1);
@@ -275,6 +285,7 @@ impl SqliteTransport {
             attempt,
             reclaimed,
             deliveries,
+            counted,
         }))
     }
 
@@ -360,15 +371,19 @@ impl Transport for SqliteTransport {
             .execute(
                 "UPDATE upcaster_messages
                  SET available_at = ?1, attempt = ?2, taken_at = NULL, taken_by = NULL,
-                     deliveries = 0
+                     deliveries = 0, counted = ?5
                  WHERE id = ?3 AND taken_by = ?4",
-                params![at, attempt, id, self.consumer],
+                params![at, attempt, id, self.consumer, delivery.counted],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    fn fail(&mut self, delivery: &Delivery, record: &FailureRecord) -> Result<(), TransportError> {
+    fn fail(
+        &mut self,
+        delivery: &Delivery,
+        record: &FailureRecord,
+    ) -> Result<Option<String>, TransportError> {
         let id = self.row_id(&delivery.id)?;
         let tx = self
             .conn
@@ -382,12 +397,12 @@ impl Transport for SqliteTransport {
             .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         if ours == 0 {
             // Reclaimed by another consumer meanwhile: theirs to settle, not ours to fail.
-            return Ok(());
+            return Ok(None);
         }
         tx.execute(
             "INSERT INTO upcaster_failed
-             (queue, body, type_name, version, class, error, attempts, failed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             (queue, body, type_name, version, class, error, attempts, failed_at, counted)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 self.queue,
                 delivery.body,
@@ -396,12 +411,15 @@ impl Transport for SqliteTransport {
                 record.class,
                 record.error,
                 record.attempts,
-                i64::try_from(record.failed_at_ms).unwrap_or(i64::MAX)
+                i64::try_from(record.failed_at_ms).unwrap_or(i64::MAX),
+                delivery.counted
             ],
         )
         .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+        let failed_id = tx.last_insert_rowid();
         tx.commit()
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+        Ok(Some(failed_id.to_string()))
     }
 
     fn failed(&mut self, limit: usize) -> Result<Vec<FailedMessage>, TransportError> {
@@ -443,8 +461,9 @@ impl Transport for SqliteTransport {
             .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         let moved = tx
             .execute(
-                "INSERT INTO upcaster_messages (queue, body, attempt, available_at)
-                 SELECT queue, body, 0, ?1 FROM upcaster_failed WHERE id = ?2 AND queue = ?3",
+                "INSERT INTO upcaster_messages (queue, body, attempt, available_at, counted)
+                 SELECT queue, body, 0, ?1, counted FROM upcaster_failed
+                 WHERE id = ?2 AND queue = ?3",
                 params![now_ms_i64(), id, self.queue],
             )
             .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;

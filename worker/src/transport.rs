@@ -21,6 +21,10 @@ pub struct Delivery {
     /// consumers took it and stopped without settling it (a crash, a kill): a message that
     /// keeps doing that is failed rather than handed out forever.
     pub deliveries: u32,
+    /// Whether the drain statistics already counted this message, on an earlier delivery.
+    /// Transports keep it through retries, the failure transport and `failed retry`, so
+    /// each message is counted once.
+    pub counted: bool,
 }
 
 /// Why a message went to the failure transport, stored beside its original bytes.
@@ -233,8 +237,13 @@ pub trait Transport: Send {
     ) -> Result<(), TransportError>;
 
     /// Moves the message, with its original bytes and `record`, to the failure transport, and
-    /// settles this delivery.
-    fn fail(&mut self, delivery: &Delivery, record: &FailureRecord) -> Result<(), TransportError>;
+    /// settles this delivery. Returns its id in the failure transport (what `failed show`
+    /// lists), or `None` when the delivery was no longer this consumer's to settle.
+    fn fail(
+        &mut self,
+        delivery: &Delivery,
+        record: &FailureRecord,
+    ) -> Result<Option<String>, TransportError>;
 
     /// Messages in the failure transport, oldest first, at most `limit`.
     fn failed(&mut self, limit: usize) -> Result<Vec<FailedMessage>, TransportError>;
