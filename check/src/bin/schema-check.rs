@@ -4,6 +4,22 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// Writes to stdout; a reader that went away (`schema-check check | head`) is no error.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `out!` without the final newline.
+macro_rules! out_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 use upcaster_check::{self as check, compat, output, Config};
 
 /// Checks that message schemas, migrations and samples keep every queued message readable.
@@ -80,7 +96,7 @@ fn main() -> ExitCode {
                 .against(cli.repo.against);
             match check::check(&config) {
                 Ok(findings) => {
-                    print!("{}", output::render(&findings, cli.repo.format));
+                    out_raw!("{}", output::render(&findings, cli.repo.format));
                     if check::has_errors(&findings) {
                         ExitCode::from(1)
                     } else {
@@ -97,7 +113,7 @@ fn main() -> ExitCode {
         Cmd::Sample(SampleCmd::Add { file, name }) => add_sample(&cli.repo, &file, &name),
         Cmd::Rules => {
             for rule in check::rules::ALL {
-                println!("{:<28} {:<8} {}", rule.id, rule.severity, rule.summary);
+                out!("{:<28} {:<8} {}", rule.id, rule.severity, rule.summary);
             }
             ExitCode::SUCCESS
         }
@@ -137,7 +153,7 @@ fn diff(old: &PathBuf, new: &PathBuf, mode: &str, format: output::OutputFormat) 
     match format {
         output::OutputFormat::Json | output::OutputFormat::Sarif => {
             let report = serde_json::json!({"compatible": compatible, "changes": changes});
-            println!(
+            out!(
                 "{}",
                 serde_json::to_string_pretty(&report).unwrap_or_default()
             );
@@ -145,9 +161,9 @@ fn diff(old: &PathBuf, new: &PathBuf, mode: &str, format: output::OutputFormat) 
         _ => {
             for c in &changes {
                 let kind = if c.breaking { "breaking" } else { "info" };
-                println!("{kind}[{}] {} ({})", c.rule, c, c.direction);
+                out!("{kind}[{}] {} ({})", c.rule, c, c.direction);
             }
-            println!(
+            out!(
                 "{}",
                 if compatible {
                     "compatible"
@@ -203,7 +219,7 @@ fn add_sample(repo: &RepoArgs, file: &PathBuf, name: &str) -> ExitCode {
         &bytes,
     ) {
         Ok(path) => {
-            println!("stored {}", path.display());
+            out!("stored {}", path.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
