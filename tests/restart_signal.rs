@@ -262,22 +262,35 @@ mod redis_signal {
     struct PrivateRedis {
         port: u16,
         child: Option<Child>,
+        password: Option<String>,
     }
 
     impl PrivateRedis {
         fn start() -> Self {
+            PrivateRedis::start_with(None)
+        }
+
+        fn start_with(password: Option<&str>) -> Self {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
                 .unwrap()
                 .port();
-            let mut r = PrivateRedis { port, child: None };
+            let mut r = PrivateRedis {
+                port,
+                child: None,
+                password: password.map(str::to_owned),
+            };
             r.run();
             r
         }
 
         fn run(&mut self) {
-            let child = std::process::Command::new("redis-server")
+            let mut command = std::process::Command::new("redis-server");
+            if let Some(password) = &self.password {
+                command.args(["--requirepass", password]);
+            }
+            let child = command
                 .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
                 .stdout(Stdio::null())
@@ -300,6 +313,9 @@ mod redis_signal {
         fn ping(&self) -> redis::RedisResult<String> {
             let client = redis::Client::open(self.url())?;
             let mut conn = client.get_connection_with_timeout(Duration::from_secs(1))?;
+            if let Some(password) = &self.password {
+                redis::cmd("AUTH").arg(password).exec(&mut conn)?;
+            }
             redis::cmd("PING").query(&mut conn)
         }
 
@@ -467,5 +483,52 @@ mod redis_signal {
         assert_eq!(signal.requested_at().unwrap(), None);
         signal.request_at(now).unwrap();
         assert_eq!(signal.requested_at().unwrap(), Some(now));
+    }
+
+    #[test]
+    fn a_password_with_reserved_characters_works_percent_encoded_and_is_never_shown() {
+        let password = "p#ss/w@rd";
+        let redis = PrivateRedis::start_with(Some(password));
+        let encoded = "p%23ss%2Fw%40rd";
+        let dsn = format!("redis://:{encoded}@127.0.0.1:{}?stream=orders", redis.port);
+        let mut queue = upcaster_worker::open(&dsn, "unused").unwrap();
+        assert!(!queue.name().contains("ss"), "{}", queue.name());
+        queue.send(b"x").unwrap();
+        let d = queue
+            .receive(Duration::from_secs(2))
+            .unwrap()
+            .expect("a message");
+        queue.ack(&d).unwrap();
+        let signal = format!(
+            "redis://:{encoded}@127.0.0.1:{}?key=app:restart",
+            redis.port
+        );
+        let mut signal = upcaster_worker::open_restart_signal(&signal).unwrap();
+        let at = signal.request().unwrap();
+        assert_eq!(signal.requested_at().unwrap(), Some(at));
+        // Wrong, unparseable or misspelt: the error never repeats the password.
+        for bad in [
+            format!("redis://:wr%23ong@127.0.0.1:{}?stream=orders", redis.port),
+            format!("redis://:{password}@127.0.0.1:{}?stream=orders", redis.port),
+            format!("redis://:{encoded}@127.0.0.1:{}?strem=orders", redis.port),
+        ] {
+            let e = upcaster_worker::open(&bad, "unused")
+                .err()
+                .expect("refused");
+            let text = format!(
+                "{e} {:?}",
+                std::error::Error::source(&e).map(|s| s.to_string())
+            );
+            for secret in ["p#ss", "p%23ss", "wr%23ong", "wr#ong", "rd@"] {
+                assert!(!text.contains(secret), "{bad}: {text}");
+            }
+        }
+        let e = upcaster_worker::open(
+            &format!("redis://127.0.0.1:{}?strem=orders", redis.port),
+            "unused",
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("unknown parameter `strem`"), "{e}");
     }
 }

@@ -760,6 +760,17 @@ fn dsn_mistakes_are_refused_not_guessed() {
             .map(|e| e.to_string())
     };
     assert!(open("sqlite:queue.db").is_some_and(|e| e.contains("unknown DSN scheme")));
+    // Percent-encoded paths are decoded; parameters are refused as the Redis transport
+    // refuses them.
+    let spaced = format!("sqlite://{}/with%20space/q.db", s.0.display());
+    assert!(open(&spaced).is_none());
+    assert!(s.0.join("with space/q.db").exists());
+    let twice = format!("sqlite://{}/q2.db?queue=a&queue=b", s.0.display());
+    assert!(open(&twice).is_some_and(|e| e.contains("given twice")));
+    let typo = format!("sqlite://{}/q3.db?qeue=a", s.0.display());
+    assert!(open(&typo).is_some_and(
+        |e| e.contains("unknown parameter `qeue`; expected one of: queue, reclaim_after")
+    ));
     let misspelt = format!("sqlite://{}/q.db?reclaim-after=5", s.0.display());
     assert!(open(&misspelt).is_some_and(|e| e.contains("`reclaim-after`")));
     assert!(

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::restart::{FileSignal, RestartSignal};
-use crate::transport::{Access, Transport, TransportError};
+use crate::transport::{redact, Access, Transport, TransportError};
 
 /// What a DSN scheme opens, and whether this build can.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,21 +92,6 @@ fn scheme_of(dsn: &str, for_signal: bool) -> Result<&'static Scheme, TransportEr
             shown,
             format!("unknown DSN scheme; expected one of: {}", known.join(", ")),
         )),
-    }
-}
-
-/// A DSN as errors show it: without a password.
-fn redact(dsn: &str) -> String {
-    let Some((scheme, rest)) = dsn.split_once("://") else {
-        return dsn.to_owned();
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rsplit_once('@') {
-        Some((user, host)) => {
-            let user = user.split_once(':').map_or(user, |(u, _)| u);
-            format!("{scheme}://{user}@{host}{}", &rest[end..])
-        }
-        None => dsn.to_owned(),
     }
 }
 

@@ -37,8 +37,8 @@ use redis::{Connection, Value};
 
 use crate::restart::RestartSignal;
 use crate::transport::{
-    dsn_parts, unknown_parameter, Access, Delivery, FailedMessage, FailureRecord, StatRow,
-    Transport, TransportError, TransportErrorKind,
+    seconds, Access, Delivery, Dsn, FailedMessage, FailureRecord, StatRow, Transport,
+    TransportError, TransportErrorKind,
 };
 
 /// How long connecting may take before the transport gives up.
@@ -330,29 +330,21 @@ impl RedisTransport {
     /// Opens a DSN as [`RedisTransport::open_dsn`]; with [`Access::Existing`] the stream must
     /// exist, and neither it nor the group is created.
     pub fn open_dsn_with(dsn: &str, queue: &str, access: Access) -> Result<Self, TransportError> {
-        let name = without_password(dsn);
-        if let Some(unknown) = unknown_parameter(dsn, &["stream", "group", "reclaim_after"]) {
-            return Err(TransportError::configuration(
-                &name,
-                format!("unknown parameter `{unknown}`; expected stream, group, reclaim_after"),
-            ));
-        }
-        let stream = dsn_parts(dsn, "stream").1.unwrap_or(queue).to_owned();
-        let group = dsn_parts(dsn, "group").1.unwrap_or("upcaster").to_owned();
+        let parsed = Dsn::parse(dsn)?;
+        parsed.only(&["stream", "group", "reclaim_after", "protocol"])?;
+        let name = parsed.shown();
+        let stream = parsed.param("stream").unwrap_or(queue).to_owned();
+        let group = parsed.param("group").unwrap_or("upcaster").to_owned();
         if stream.is_empty() || group.is_empty() {
             return Err(TransportError::configuration(
                 &name,
                 "the stream and group names must not be empty",
             ));
         }
-        let reclaim_after = match dsn_parts(dsn, "reclaim_after").1 {
-            Some(secs) => secs
-                .parse::<f64>()
-                .ok()
-                .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                .ok_or_else(|| {
-                    TransportError::configuration(&name, "reclaim_after is not seconds")
-                })?,
+        let reclaim_after = match parsed.param("reclaim_after") {
+            Some(secs) => seconds(secs).ok_or_else(|| {
+                TransportError::configuration(&name, "reclaim_after is not seconds")
+            })?,
             None => Duration::from_secs(300),
         };
         // Braces would change the stream's hash slot, and its derived keys (below) start with
@@ -1115,8 +1107,9 @@ impl RedisSignal {
     /// Opens `redis://[user:password@]host[:port][/db]?key=<key>`; the key is required, one
     /// per application (`<app>:restart-requested-at`, say).
     pub fn open_dsn(dsn: &str) -> Result<Self, TransportError> {
-        let name = format!("restart signal {}", without_password(dsn));
-        let Some(key) = dsn_parts(dsn, "key").1 else {
+        let parsed = Dsn::parse(dsn)?;
+        let name = format!("restart signal {}", parsed.shown());
+        let Some(key) = parsed.param("key") else {
             return Err(TransportError::configuration(
                 name,
                 "the DSN names no key: add `?key=<app>:restart-requested-at` (or \
@@ -1130,12 +1123,12 @@ impl RedisSignal {
                 "the restart key must not be empty",
             ));
         }
-        if let Some(unknown) = unknown_parameter(dsn, &["key"]) {
-            return Err(TransportError::configuration(
-                name,
-                format!("unknown parameter `{unknown}`; a restart signal takes only `key`"),
-            ));
-        }
+        parsed.only(&["key", "protocol"]).map_err(|e| {
+            TransportError::configuration(
+                &name,
+                format!("{} (a restart signal takes `key`)", e.problem),
+            )
+        })?;
         Ok(RedisSignal {
             link: Link::open(dsn, &name, SIGNAL_REPLY_TIMEOUT)?,
             key: key.to_owned(),
@@ -1430,23 +1423,6 @@ fn connect(dsn: &str, name: &str, reply_timeout: Duration) -> Result<Connection,
     Ok(conn)
 }
 
-/// The DSN with its password left out: `redis://user:secret@host` → `redis://user@host`.
-fn without_password(dsn: &str) -> String {
-    let Some((scheme, rest)) = dsn.split_once("://") else {
-        return dsn.to_owned();
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return dsn.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some(("", _)) => format!("{scheme}://{host}{tail}"),
-        Some((user, _)) => format!("{scheme}://{user}@{host}{tail}"),
-        None => dsn.to_owned(),
-    }
-}
-
 /// A reply's text, for ids and hashes.
 fn text(v: &Value) -> Option<String> {
     match v {
@@ -1553,24 +1529,6 @@ fn describe(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_password_is_left_out_of_the_name() {
-        assert_eq!(
-            without_password("redis://user:secret@h:6379/2?stream=s"),
-            "redis://user@h:6379/2?stream=s"
-        );
-        assert_eq!(without_password("redis://:secret@h/0"), "redis://h/0");
-        assert_eq!(
-            without_password("redis://h:6379?group=g"),
-            "redis://h:6379?group=g"
-        );
-        assert_eq!(without_password("redis://user@h"), "redis://user@h");
-        assert_eq!(
-            without_password("redis://:p@ss@h?key=a@b"),
-            "redis://h?key=a@b"
-        );
-    }
 
     #[test]
     fn a_bad_attempt_is_zero_a_huge_one_saturates_and_counts_clamp() {

@@ -10,7 +10,8 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::clock::now_ms;
 use crate::transport::{
-    dsn_parts, Access, Delivery, FailedMessage, FailureRecord, StatRow, Transport, TransportError,
+    seconds, Access, Delivery, Dsn, FailedMessage, FailureRecord, StatRow, Transport,
+    TransportError,
 };
 
 const SCHEMA: &str = "
@@ -191,27 +192,15 @@ impl SqliteTransport {
     /// Opens a DSN as [`SqliteTransport::open_dsn`], creating nothing with
     /// [`Access::Existing`].
     pub fn open_dsn_with(dsn: &str, queue: &str, access: Access) -> Result<Self, TransportError> {
-        if let Some(unknown) = crate::transport::unknown_parameter(dsn, &["queue", "reclaim_after"])
-        {
-            return Err(TransportError::configuration(
-                dsn,
-                format!("unknown parameter `{unknown}`; known: queue, reclaim_after"),
-            ));
-        }
-        let (path, named) = dsn_parts(dsn, "queue");
-        if path.is_empty() {
-            return Err(TransportError::configuration(dsn, "the DSN names no file"));
-        }
+        let dsn = Dsn::parse(dsn)?;
+        dsn.only(&["queue", "reclaim_after"])?;
+        let path = dsn.file_path()?;
         let mut transport =
-            SqliteTransport::open_with(Path::new(path), named.unwrap_or(queue), access)?;
-        if let (_, Some(secs)) = dsn_parts(dsn, "reclaim_after") {
-            transport.reclaim_after = secs
-                .parse()
-                .ok()
-                .and_then(|s: f64| Duration::try_from_secs_f64(s).ok())
-                .ok_or_else(|| {
-                    TransportError::configuration(dsn, "reclaim_after is not seconds")
-                })?;
+            SqliteTransport::open_with(&path, dsn.param("queue").unwrap_or(queue), access)?;
+        if let Some(secs) = dsn.param("reclaim_after") {
+            transport.reclaim_after = seconds(secs).ok_or_else(|| {
+                TransportError::configuration(dsn.shown(), "reclaim_after is not seconds")
+            })?;
         }
         Ok(transport)
     }

@@ -265,29 +265,116 @@ pub trait Transport: Send {
     fn pending(&mut self) -> Result<u64, TransportError>;
 }
 
-/// Splits `scheme://rest?key=value&…` into `rest` and the value of `key`.
+/// A DSN, parsed once by the `url` crate: its parts and its query parameters, all
+/// percent-decoded (a password holding `#` or `/` is written `%23`, `%2F`). Shown anywhere
+/// (errors, logs) only without its password.
 #[cfg_attr(not(any(feature = "sqlite", feature = "redis")), allow(dead_code))]
-pub(crate) fn dsn_parts<'a>(dsn: &'a str, key: &str) -> (&'a str, Option<&'a str>) {
-    let rest = dsn.split_once("://").map_or(dsn, |(_, r)| r);
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let value = query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v);
-    (path, value)
+pub(crate) struct Dsn {
+    url: url::Url,
+    params: Vec<(String, String)>,
 }
 
-/// The first query parameter of `dsn` not in `known`, so a misspelt one is refused rather
-/// than ignored.
 #[cfg_attr(not(any(feature = "sqlite", feature = "redis")), allow(dead_code))]
-pub(crate) fn unknown_parameter<'a>(dsn: &'a str, known: &[&str]) -> Option<&'a str> {
-    let query = dsn.split_once('?').map_or("", |(_, q)| q);
-    query
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| kv.split_once('=').map_or(kv, |(k, _)| k))
-        .find(|k| !known.contains(k))
+impl Dsn {
+    /// Parses `text`; the error never repeats the password.
+    pub(crate) fn parse(text: &str) -> Result<Dsn, TransportError> {
+        let url = url::Url::parse(text)
+            .map_err(|e| TransportError::configuration(redact(text), format!("not a DSN: {e}")))?;
+        let params = url
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        Ok(Dsn { url, params })
+    }
+
+    /// The DSN as logs and errors show it: without its password.
+    pub(crate) fn shown(&self) -> String {
+        let mut url = self.url.clone();
+        if url.password().is_some() {
+            let _ = url.set_password(None);
+        }
+        url.to_string()
+    }
+
+    /// The value of query parameter `key`, decoded; the first if it is repeated.
+    pub(crate) fn param(&self, key: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Refuses a parameter that is not in `known`, or one given twice: a misspelt
+    /// parameter must not be silently ignored.
+    pub(crate) fn only(&self, known: &[&str]) -> Result<(), TransportError> {
+        for (i, (key, _)) in self.params.iter().enumerate() {
+            let problem = if !known.contains(&key.as_str()) {
+                format!(
+                    "unknown parameter `{key}`; expected one of: {}",
+                    known.join(", ")
+                )
+            } else if self.params[..i].iter().any(|(k, _)| k == key) {
+                format!("parameter `{key}` given twice")
+            } else {
+                continue;
+            };
+            return Err(TransportError::configuration(self.shown(), problem));
+        }
+        Ok(())
+    }
+
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    /// The file a `scheme://<path>` DSN names, decoded: `sqlite:///var/q.db` is absolute,
+    /// `sqlite://q.db` relative to the working directory.
+    pub(crate) fn file_path(&self) -> Result<std::path::PathBuf, TransportError> {
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|p| p.into_owned())
+                .map_err(|_| {
+                    TransportError::configuration(
+                        self.shown(),
+                        "the path is not UTF-8 once decoded",
+                    )
+                })
+        };
+        let path = match self.url.host_str() {
+            Some(host) if !host.is_empty() => {
+                format!("{}{}", decode(host)?, decode(self.url.path())?)
+            }
+            _ => decode(self.url.path())?,
+        };
+        if path.is_empty() || path == "/" {
+            return Err(TransportError::configuration(
+                self.shown(),
+                "the DSN names no file",
+            ));
+        }
+        Ok(path.into())
+    }
+}
+
+/// A number of seconds as a DSN gives it (`reclaim_after=2.5`).
+#[cfg_attr(not(any(feature = "sqlite", feature = "redis")), allow(dead_code))]
+pub(crate) fn seconds(text: &str) -> Option<Duration> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+}
+
+/// A DSN's text without its password, for a DSN that may not even parse: everything between
+/// `scheme://user` and the last `@` goes, whatever it holds (an unencoded `#`, `/` or `@`).
+pub(crate) fn redact(dsn: &str) -> String {
+    let Some((scheme, rest)) = dsn.split_once("://") else {
+        return dsn.to_owned();
+    };
+    match rest.rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}@{}", &rest[at + 1..])
+        }
+        None => dsn.to_owned(),
+    }
 }
 
 /// A name for this consumer, unique among the workers of a queue.
