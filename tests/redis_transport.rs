@@ -13,9 +13,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use upcaster::{Decoded, Format, Message, Registry};
+use upcaster_worker::prelude::*;
 use upcaster_worker::{
     Delivery, FailureRecord, Handlers, Limits, RedisSignal, RedisTransport, RestartSignal,
-    RetryPolicy, StatRow, StopReason, Transport, Worker,
+    RetryPolicy, StatRow, StopReason, Worker,
 };
 
 fn redis_url() -> String {

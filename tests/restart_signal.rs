@@ -16,8 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::ponka::{self, AddPonkaToImage};
 use upcaster::{Decoded, Format, Registry};
 use upcaster_worker::cli::{Command, Console, ConsumeArgs};
+use upcaster_worker::prelude::*;
 use upcaster_worker::{
-    FileSignal, Handlers, Limits, RestartSignal, SqliteTransport, StopReason, Transport, Worker,
+    FileSignal, Handlers, Limits, RestartSignal, SqliteTransport, StopReason, Worker,
 };
 
 /// A scratch directory, removed when dropped.

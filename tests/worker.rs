@@ -13,9 +13,9 @@ use std::time::Duration;
 use common::ponka::{self, v1, AddPonkaToImage, DeleteImagePost};
 use upcaster::{Decoded, Format, Registry};
 use upcaster_worker::cli::{Command, Console, FailedCommand};
+use upcaster_worker::prelude::*;
 use upcaster_worker::{
-    FileSignal, Handlers, Limits, RestartSignal, RetryPolicy, SqliteTransport, StopReason,
-    Transport, Worker,
+    FileSignal, Handlers, Limits, RestartSignal, RetryPolicy, SqliteTransport, StopReason, Worker,
 };
 
 /// A scratch directory, removed when dropped.

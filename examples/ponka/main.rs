@@ -23,7 +23,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use messages::{v1, AddPonkaToImage, DeleteImagePost, ImagePostDeletedEvent};
 use upcaster::{Decoded, Dispatcher, Format, Headers, Registry};
 use upcaster_worker::cli::{Command, Console};
-use upcaster_worker::{Handlers, Limits, SqliteTransport, Transport, Worker};
+use upcaster_worker::prelude::*;
+use upcaster_worker::{Handlers, Limits, SqliteTransport, Worker};
 
 #[derive(Parser)]
 #[command(

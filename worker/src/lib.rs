@@ -39,7 +39,8 @@
 //!
 //! ```
 //! use serde::{Deserialize, Serialize};
-//! use upcaster_worker::{Handlers, Limits, SqliteTransport, Transport, Worker, StopReason};
+//! use upcaster_worker::prelude::*;
+//! use upcaster_worker::{Handlers, Limits, SqliteTransport, StopReason, Worker};
 //! use upcaster::{Decoded, Format, Message, Registry};
 //!
 //! #[derive(Serialize, Deserialize, Message)]
@@ -94,9 +95,15 @@ pub use restart::{FileSignal, RestartSignal, CLOCK_TOLERANCE, DEFAULT_OUTAGE_LIM
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteTransport;
 pub use transport::{
-    Access, Delivery, FailedMessage, FailureRecord, StatRow, Transport, TransportError,
-    TransportErrorKind,
+    Access, Delivery, DrainStats, FailedMessage, FailureRecord, FailureStore, Queue, StatRow,
+    Transport, TransportError, TransportErrorKind,
 };
+
+/// The transport traits, for calling their methods on a concrete transport:
+/// `use upcaster_worker::prelude::*;`.
+pub mod prelude {
+    pub use crate::{DrainStats, FailureStore, Queue, Transport};
+}
 
 use decision::{Action, Outcome};
 use upcaster::{Decoded, Dispatcher, Error, Message, Registry, RegistryError};

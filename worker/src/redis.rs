@@ -37,8 +37,8 @@ use redis::{Connection, Value};
 
 use crate::restart::RestartSignal;
 use crate::transport::{
-    seconds, Access, Delivery, Dsn, FailedMessage, FailureRecord, StatRow, Transport,
-    TransportError, TransportErrorKind,
+    seconds, Access, Delivery, DrainStats, Dsn, FailedMessage, FailureRecord, FailureStore, Queue,
+    StatRow, TransportError, TransportErrorKind,
 };
 
 /// How long connecting may take before the transport gives up.
@@ -276,7 +276,8 @@ impl Lua {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use upcaster_worker::{RedisTransport, Transport};
+/// use upcaster_worker::prelude::*;
+/// use upcaster_worker::RedisTransport;
 ///
 /// let mut queue = RedisTransport::open_dsn("redis://127.0.0.1:6379/0?group=resizers", "images")?;
 /// queue.send(br#"{"type":"Ping","version":1,"payload":{}}"#)?;
@@ -786,7 +787,7 @@ impl RedisTransport {
     }
 }
 
-impl Transport for RedisTransport {
+impl Queue for RedisTransport {
     fn name(&self) -> &str {
         &self.name
     }
@@ -927,6 +928,30 @@ impl Transport for RedisTransport {
         }
     }
 
+    fn pending(&mut self) -> Result<u64, TransportError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("XLEN")
+            .arg(&self.stream)
+            .cmd("ZCARD")
+            .arg(&self.delayed);
+        let (waiting, delayed): (Value, Value) = self
+            .link
+            .run(|c| pipe.query(c))
+            .map_err(|e| self.link.failed("XLEN + ZCARD", e))?;
+        match (
+            int(&waiting).map(u64::try_from),
+            int(&delayed).map(u64::try_from),
+        ) {
+            (Some(Ok(w)), Some(Ok(d))) => Ok(w.saturating_add(d)),
+            _ => Err(self.bad_reply(
+                "XLEN + ZCARD",
+                format!("{} and {}", describe(&waiting), describe(&delayed)),
+            )),
+        }
+    }
+}
+
+impl FailureStore for RedisTransport {
     fn failed(&mut self, limit: usize) -> Result<Vec<FailedMessage>, TransportError> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -973,7 +998,9 @@ impl Transport for RedisTransport {
             None => Err(self.bad_reply("XDEL", describe(&reply))),
         }
     }
+}
 
+impl DrainStats for RedisTransport {
     fn record_stats(&mut self, rows: &[StatRow]) -> Result<(), TransportError> {
         if rows.is_empty() {
             return Ok(());
@@ -1020,28 +1047,6 @@ impl Transport for RedisTransport {
             .collect();
         rows.sort();
         Ok(rows)
-    }
-
-    fn pending(&mut self) -> Result<u64, TransportError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("XLEN")
-            .arg(&self.stream)
-            .cmd("ZCARD")
-            .arg(&self.delayed);
-        let (waiting, delayed): (Value, Value) = self
-            .link
-            .run(|c| pipe.query(c))
-            .map_err(|e| self.link.failed("XLEN + ZCARD", e))?;
-        match (
-            int(&waiting).map(u64::try_from),
-            int(&delayed).map(u64::try_from),
-        ) {
-            (Some(Ok(w)), Some(Ok(d))) => Ok(w.saturating_add(d)),
-            _ => Err(self.bad_reply(
-                "XLEN + ZCARD",
-                format!("{} and {}", describe(&waiting), describe(&delayed)),
-            )),
-        }
     }
 }
 

@@ -10,8 +10,8 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::clock::now_ms;
 use crate::transport::{
-    seconds, Access, Delivery, Dsn, FailedMessage, FailureRecord, StatRow, Transport,
-    TransportError,
+    seconds, Access, Delivery, DrainStats, Dsn, FailedMessage, FailureRecord, FailureStore, Queue,
+    StatRow, TransportError,
 };
 
 const SCHEMA: &str = "
@@ -77,7 +77,8 @@ fn clamp_u32(n: i64) -> u32 {
 ///
 /// ```
 /// use std::time::Duration;
-/// use upcaster_worker::{SqliteTransport, Transport};
+/// use upcaster_worker::prelude::*;
+/// use upcaster_worker::SqliteTransport;
 ///
 /// let dir = std::env::temp_dir().join(format!("upcaster-doc-{}", std::process::id()));
 /// let mut queue = SqliteTransport::open(dir.join("queue.db"), "async")?;
@@ -298,7 +299,7 @@ impl SqliteTransport {
     }
 }
 
-impl Transport for SqliteTransport {
+impl Queue for SqliteTransport {
     fn name(&self) -> &str {
         &self.name
     }
@@ -411,6 +412,19 @@ impl Transport for SqliteTransport {
         Ok(Some(failed_id.to_string()))
     }
 
+    fn pending(&mut self) -> Result<u64, TransportError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM upcaster_messages WHERE queue = ?1",
+                params![self.queue],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| self.err(e))
+    }
+}
+
+impl FailureStore for SqliteTransport {
     fn failed(&mut self, limit: usize) -> Result<Vec<FailedMessage>, TransportError> {
         let mut stmt = self
             .conn
@@ -477,7 +491,9 @@ impl Transport for SqliteTransport {
             .map_err(|e| self.err(e))?;
         Ok(n == 1)
     }
+}
 
+impl DrainStats for SqliteTransport {
     fn record_stats(&mut self, rows: &[StatRow]) -> Result<(), TransportError> {
         let tx = self
             .conn
@@ -524,16 +540,5 @@ impl Transport for SqliteTransport {
             .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         rows.collect::<Result<_, _>>()
             .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))
-    }
-
-    fn pending(&mut self) -> Result<u64, TransportError> {
-        self.conn
-            .query_row(
-                "SELECT count(*) FROM upcaster_messages WHERE queue = ?1",
-                params![self.queue],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n.max(0) as u64)
-            .map_err(|e| self.err(e))
     }
 }

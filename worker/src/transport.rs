@@ -209,11 +209,11 @@ pub enum Access {
     Existing,
 }
 
-/// A queue of envelopes with a failure transport beside it.
+/// A queue of envelopes: what a worker takes messages from and settles them in.
 ///
-/// Every method may block for I/O but never longer than asked: [`Transport::receive`] returns
+/// Every method may block for I/O but never longer than asked: [`Queue::receive`] returns
 /// `Ok(None)` when `timeout` passes, so a worker's stop conditions always get their turn.
-pub trait Transport: Send {
+pub trait Queue: Send {
     /// The transport's DSN without secrets, for logs.
     fn name(&self) -> &str;
 
@@ -228,7 +228,8 @@ pub trait Transport: Send {
     fn ack(&mut self, delivery: &Delivery) -> Result<(), TransportError>;
 
     /// Puts the message back, to be delivered again after `delay` with `attempt` as its new
-    /// attempt count, and settles this delivery.
+    /// attempt count, and settles this delivery. The stored copy keeps
+    /// [`Delivery::counted`].
     fn retry_later(
         &mut self,
         delivery: &Delivery,
@@ -236,8 +237,8 @@ pub trait Transport: Send {
         attempt: u32,
     ) -> Result<(), TransportError>;
 
-    /// Moves the message, with its original bytes and `record`, to the failure transport, and
-    /// settles this delivery. Returns its id in the failure transport (what `failed show`
+    /// Moves the message, with its original bytes and `record`, to the failure store, and
+    /// settles this delivery. Returns its id in the failure store (what `failed show`
     /// lists), or `None` when the delivery was no longer this consumer's to settle.
     fn fail(
         &mut self,
@@ -245,25 +246,38 @@ pub trait Transport: Send {
         record: &FailureRecord,
     ) -> Result<Option<String>, TransportError>;
 
-    /// Messages in the failure transport, oldest first, at most `limit`.
+    /// Messages waiting or being handled (delayed retries included), not failed ones.
+    fn pending(&mut self) -> Result<u64, TransportError>;
+}
+
+/// Where failed messages wait, with their bytes, for `failed show`, `retry` and `remove`.
+pub trait FailureStore: Send {
+    /// Messages in the failure store, oldest first, at most `limit`.
     fn failed(&mut self, limit: usize) -> Result<Vec<FailedMessage>, TransportError>;
 
     /// Sends a failed message's original bytes back to the queue (attempt 0) and removes it
-    /// from the failure transport. `false` when no failed message has that id.
+    /// from the failure store. `false` when no failed message has that id.
     fn requeue_failed(&mut self, id: &str) -> Result<bool, TransportError>;
 
     /// Deletes a failed message. `false` when none has that id.
     fn remove_failed(&mut self, id: &str) -> Result<bool, TransportError>;
+}
 
-    /// Adds decode counts to the transport's drain statistics.
+/// How many messages of each type arrived in each version: the drain tracking that tells
+/// when an old version has nothing left to read.
+pub trait DrainStats: Send {
+    /// Adds decode counts.
     fn record_stats(&mut self, rows: &[StatRow]) -> Result<(), TransportError>;
 
-    /// The drain statistics, by type and version.
+    /// The counts, by type and version.
     fn stats(&mut self) -> Result<Vec<StatRow>, TransportError>;
-
-    /// Messages waiting or being handled (delayed retries included), not failed ones.
-    fn pending(&mut self) -> Result<u64, TransportError>;
 }
+
+/// A queue with its failure store and drain statistics: what a worker and its commands use.
+/// Implemented for every type that is all three; a transport implements each job's trait.
+pub trait Transport: Queue + FailureStore + DrainStats {}
+
+impl<T: Queue + FailureStore + DrainStats + ?Sized> Transport for T {}
 
 /// A DSN, parsed once by the `url` crate: its parts and its query parameters, all
 /// percent-decoded (a password holding `#` or `/` is written `%23`, `%2F`). Shown anywhere
