@@ -21,7 +21,6 @@
 //! the worker keeps at least 0.9 of the bare throughput. `UPCASTER_REDIS_URL` picks another
 //! server.
 
-use std::cell::Cell;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -156,10 +155,10 @@ fn first_entry(reply: Value) -> Option<(Vec<u8>, Vec<u8>)> {
 /// is left out).
 fn worker(url: &str, stream: &str, registry: &Registry, n: usize) -> Result<Duration, Failure> {
     let transport = RedisTransport::open_dsn(url, stream)?;
-    let count = Cell::new(0usize);
+    let count = std::sync::atomic::AtomicUsize::new(0);
     let handlers = Handlers::new(registry).on(|m: Decoded<Order>| {
         black_box(&m.message);
-        count.set(count.get() + 1);
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok::<(), std::io::Error>(())
     })?;
     let mut worker = Worker::new(handlers)
@@ -169,8 +168,14 @@ fn worker(url: &str, stream: &str, registry: &Registry, n: usize) -> Result<Dura
     let report = worker.run();
     let took = started.elapsed();
     drop(worker);
-    if report.reason != StopReason::MessageLimit(n as u64) || count.get() != n {
-        return Err(format!("the worker handled {} of {n}: {report}", count.get()).into());
+    if report.reason != StopReason::MessageLimit(n as u64)
+        || count.load(std::sync::atomic::Ordering::Relaxed) != n
+    {
+        return Err(format!(
+            "the worker handled {} of {n}: {report}",
+            count.load(std::sync::atomic::Ordering::Relaxed)
+        )
+        .into());
     }
     Ok(took)
 }

@@ -11,7 +11,7 @@ use crate::Message;
 
 /// One type's handler, reached either straight from the writer's own bytes or through a
 /// read envelope.
-trait Route<Out> {
+trait Route<Out>: Send + Sync {
     /// Runs the handler when `raw` is the writer's form of the current version and reads;
     /// `None` (handler not run) otherwise.
     fn exact(&self, registry: &Registry, raw: Raw<'_>) -> Option<Out>;
@@ -26,7 +26,7 @@ struct Typed<T, F>(F, PhantomData<fn() -> T>);
 impl<T, F, Out> Route<Out> for Typed<T, F>
 where
     T: Message,
-    F: for<'a> Fn(Decoded<'a, T>) -> Out,
+    F: for<'a> Fn(Decoded<'a, T>) -> Out + Send + Sync,
 {
     #[inline]
     fn exact(&self, registry: &Registry, raw: Raw<'_>) -> Option<Out> {
@@ -96,7 +96,7 @@ impl<'r, Out> Dispatcher<'r, Out> {
     pub fn on<T, F>(mut self, handler: F) -> Result<Self, RegistryError>
     where
         T: Message,
-        F: for<'a> Fn(Decoded<'a, T>) -> Out + 'r,
+        F: for<'a> Fn(Decoded<'a, T>) -> Out + Send + Sync + 'r,
     {
         let Some(i) = self
             .registry

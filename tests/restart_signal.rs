@@ -154,7 +154,7 @@ fn a_future_restart_time_is_refused_when_written_and_ignored_with_a_warning_when
     // Written by hand (or before the clock was stepped back): no restart loop.
     std::fs::write(&path, hour_ahead.to_string()).unwrap();
     let q = queue_with(&s.0, &registry, 3);
-    let warnings = std::cell::RefCell::new(Vec::new());
+    let warnings = std::sync::Mutex::new(Vec::new());
     let handlers = Handlers::new(&registry)
         .on(|_: Decoded<AddPonkaToImage>| Ok::<(), std::io::Error>(()))
         .unwrap();
@@ -164,12 +164,12 @@ fn a_future_restart_time_is_refused_when_written_and_ignored_with_a_warning_when
         .limits(Limits::default().stop_when_empty())
         .on_event(|e| {
             if let upcaster_worker::Event::Warning { problem } = e {
-                warnings.borrow_mut().push(problem.to_string());
+                warnings.lock().unwrap().push(problem.to_string());
             }
         })
         .run();
     assert_eq!((report.reason, report.handled), (StopReason::Empty, 3));
-    let warnings = warnings.into_inner();
+    let warnings = warnings.into_inner().unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0].contains("ahead of its clock"),
@@ -362,18 +362,18 @@ mod redis_signal {
         redis: &mut PrivateRedis,
         outage: Duration,
         per_message: Duration,
-        at_fifth: impl Fn(&mut PrivateRedis),
+        at_fifth: impl Fn(&mut PrivateRedis) + Send + Sync,
     ) -> (upcaster_worker::Report, Vec<String>) {
         let s = Scratch::new("redis-signal");
         let registry = ponka::registry().unwrap();
         let q = queue_with(&s.0, &registry, 50);
         let signal = RedisSignal::open_dsn(&redis.signal_dsn()).unwrap();
-        let redis = std::cell::RefCell::new(redis);
-        let warnings = std::cell::RefCell::new(Vec::new());
+        let redis = std::sync::Mutex::new(redis);
+        let warnings = std::sync::Mutex::new(Vec::new());
         let handlers = Handlers::new(&registry)
             .on(|m: Decoded<AddPonkaToImage>| {
                 if m.message.image_post == 5 {
-                    at_fifth(&mut redis.borrow_mut());
+                    at_fifth(&mut redis.lock().unwrap());
                     std::thread::sleep(Duration::from_millis(150));
                 }
                 std::thread::sleep(per_message);
@@ -386,12 +386,12 @@ mod redis_signal {
             .restart_signal_outage(outage)
             .on_event(|e| {
                 if let upcaster_worker::Event::Warning { problem } = e {
-                    warnings.borrow_mut().push(problem.to_string());
+                    warnings.lock().unwrap().push(problem.to_string());
                 }
             })
             .limits(Limits::default().stop_when_empty())
             .run();
-        (report, warnings.into_inner())
+        (report, warnings.into_inner().unwrap())
     }
 
     #[test]

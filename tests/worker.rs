@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::cell::Cell;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,7 +81,7 @@ fn the_message_limit_ends_the_worker_between_messages() {
     for id in 0..5 {
         send(&mut q, &registry, id);
     }
-    let handled = Cell::new(0);
+    let handled = common::Shared::new(0);
     let handlers = Handlers::new(&registry)
         .on(|_: Decoded<AddPonkaToImage>| {
             handled.set(handled.get() + 1);
@@ -227,7 +226,7 @@ fn a_failing_handler_is_retried_with_backoff_then_failed_with_its_record() {
     let registry = today();
     let mut q = s.queue();
     let bytes = send(&mut q, &registry, 7);
-    let calls = Cell::new(0);
+    let calls = common::Shared::new(0);
     let handlers = Handlers::new(&registry)
         .on(|_: Decoded<AddPonkaToImage>| {
             calls.set(calls.get() + 1);
@@ -263,7 +262,7 @@ fn a_handler_that_succeeds_on_retry_is_handled_once() {
     let registry = today();
     let mut q = s.queue();
     send(&mut q, &registry, 7);
-    let calls = Cell::new(0);
+    let calls = common::Shared::new(0);
     let handlers = Handlers::new(&registry)
         .on(|_: Decoded<AddPonkaToImage>| {
             calls.set(calls.get() + 1);
@@ -373,7 +372,7 @@ fn a_newer_version_is_requeued_without_spending_attempts_and_todays_worker_takes
     );
     q.retry_later(&d, Duration::ZERO, 0).unwrap();
 
-    let seen = Cell::new(0);
+    let seen = common::Shared::new(0);
     let handlers = Handlers::new(&registry)
         .on(|m: Decoded<AddPonkaToImage>| {
             seen.set(m.message.image_post);
@@ -555,10 +554,10 @@ fn several_transports_are_drained_first_first_and_count_their_own_statistics() {
     send(&mut low, &registry, 1);
     send(&mut high, &registry, 2);
     send(&mut high, &registry, 3);
-    let order = std::cell::RefCell::new(Vec::new());
+    let order = std::sync::Mutex::new(Vec::new());
     let handlers = Handlers::new(&registry)
         .on(|m: Decoded<AddPonkaToImage>| {
-            order.borrow_mut().push(m.message.image_post);
+            order.lock().unwrap().push(m.message.image_post);
             Ok::<(), std::io::Error>(())
         })
         .unwrap();
@@ -568,7 +567,7 @@ fn several_transports_are_drained_first_first_and_count_their_own_statistics() {
         .limits(until_empty())
         .run();
     assert_eq!(report.handled, 3);
-    assert_eq!(*order.borrow(), [2, 3, 1]);
+    assert_eq!(*order.lock().unwrap(), [2, 3, 1]);
     let count = |t: &mut SqliteTransport| t.stats().unwrap().iter().map(|r| r.count).sum::<u64>();
     let mut high = SqliteTransport::open(s.0.join("queue.db"), "high").unwrap();
     assert_eq!((count(&mut high), count(&mut s.queue())), (2, 1));
@@ -626,7 +625,7 @@ fn a_message_that_keeps_killing_its_workers_is_failed_without_running_the_handle
         let mut q = s.queue().reclaim_after(Duration::ZERO);
         assert!(q.receive(Duration::from_secs(5)).unwrap().is_some());
     }
-    let called = Cell::new(false);
+    let called = common::Shared::new(false);
     let handlers = Handlers::new(&registry)
         .on(|_: Decoded<AddPonkaToImage>| {
             called.set(true);
@@ -688,7 +687,7 @@ fn rows_written_by_other_producers_are_read_not_stuck() {
         [r#"{"type":"AddPonkaToImage","version":1,"payload":{"imagePostId":4}}"#],
     )
     .unwrap();
-    let seen = Cell::new(0);
+    let seen = common::Shared::new(0);
     let handlers = Handlers::new(&registry)
         .on(|m: Decoded<AddPonkaToImage>| {
             seen.set(m.message.image_post);
@@ -711,7 +710,7 @@ fn an_unreadable_restart_signal_is_a_warning_not_a_crash_loop() {
     let mut q = s.queue();
     send(&mut q, &registry, 1);
     send(&mut q, &registry, 2);
-    let warnings = std::cell::RefCell::new(Vec::new());
+    let warnings = std::sync::Mutex::new(Vec::new());
     let handlers = Handlers::new(&registry)
         .on(|_: Decoded<AddPonkaToImage>| Ok::<(), std::io::Error>(()))
         .unwrap();
@@ -721,12 +720,12 @@ fn an_unreadable_restart_signal_is_a_warning_not_a_crash_loop() {
         .limits(until_empty())
         .on_event(|e| {
             if let upcaster_worker::Event::Warning { problem } = e {
-                warnings.borrow_mut().push(problem.to_string());
+                warnings.lock().unwrap().push(problem.to_string());
             }
         })
         .run();
     assert_eq!((report.reason, report.handled), (StopReason::Empty, 2));
-    let warnings = warnings.borrow();
+    let warnings = warnings.lock().unwrap();
     assert_eq!(
         warnings.len(),
         1,
@@ -877,4 +876,32 @@ fn each_message_is_counted_once_through_retries_and_failed_retry() {
     common::contract::each_message_is_counted_once(&|| {
         Box::new(SqliteTransport::open(&path, "async").unwrap())
     });
+}
+
+#[test]
+fn registries_dispatchers_and_handlers_are_send_and_sync_and_workers_move_between_threads() {
+    fn send_and_sync<T: Send + Sync>() {}
+    fn only_send<T: Send>() {}
+    send_and_sync::<Registry>();
+    send_and_sync::<upcaster::Dispatcher<'static, ()>>();
+    send_and_sync::<Handlers<'static>>();
+    only_send::<Worker<'static>>();
+    // As a service holds them: the registry in an `Arc`, a worker run on another thread.
+    let s = Scratch::new("threads");
+    let registry = Arc::new(today());
+    let mut q = s.queue();
+    send(&mut q, &registry, 1);
+    let shared = Arc::clone(&registry);
+    let report = std::thread::spawn(move || {
+        let handlers = Handlers::new(&shared)
+            .on(|_: Decoded<AddPonkaToImage>| Ok::<(), std::io::Error>(()))
+            .unwrap();
+        Worker::new(handlers)
+            .transport(Box::new(q))
+            .limits(until_empty())
+            .run()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(report.handled, 1);
 }

@@ -45,3 +45,18 @@ impl Pack {
         self.0
     }
 }
+
+/// A value a handler and its test share. Handlers are `Send + Sync`, so not a `Cell`.
+pub struct Shared<T>(std::sync::Mutex<T>);
+
+impl<T: Copy> Shared<T> {
+    pub fn new(value: T) -> Self {
+        Shared(std::sync::Mutex::new(value))
+    }
+    pub fn get(&self) -> T {
+        *self.0.lock().unwrap()
+    }
+    pub fn set(&self, value: T) {
+        *self.0.lock().unwrap() = value;
+    }
+}

@@ -7,8 +7,8 @@
 //! supervisor (systemd, supervisord) then starts it again, with the new code after a deploy.
 //!
 //! The runtime is synchronous: one worker is one thread running one message at a time, as in
-//! Symfony Messenger; run more processes for more throughput. Handlers are plain functions,
-//! and no async runtime is required. Every wait is bounded (one second by default), so a stop
+//! Symfony Messenger; run more processes for more throughput. Handlers are plain `Send + Sync`
+//! functions, and no async runtime is required. Every wait is bounded (one second by default), so a stop
 //! condition takes effect while the worker waits for messages.
 //!
 //! Failures never lose a message:
@@ -138,7 +138,7 @@ impl<'r> Handlers<'r> {
     pub fn on<T, F, E>(self, handler: F) -> Result<Self, RegistryError>
     where
         T: Message,
-        F: for<'a> Fn(Decoded<'a, T>) -> Result<(), E> + 'r,
+        F: for<'a> Fn(Decoded<'a, T>) -> Result<(), E> + Send + Sync + 'r,
         E: Into<HandlerError>,
     {
         let dispatcher = self.dispatcher.on(move |m: Decoded<'_, T>| {
@@ -536,7 +536,7 @@ impl fmt::Display for Event<'_> {
     }
 }
 
-type Logger<'r> = Box<dyn FnMut(&Event<'_>) + 'r>;
+type Logger<'r> = Box<dyn FnMut(&Event<'_>) + Send + 'r>;
 
 /// Drains transports through handlers until a stop condition holds.
 pub struct Worker<'r> {
@@ -648,7 +648,7 @@ impl<'r> Worker<'r> {
 
     /// Calls `log` for every message settled (handled, retried, requeued, failed) and every
     /// warning.
-    pub fn on_event(mut self, log: impl FnMut(&Event<'_>) + 'r) -> Self {
+    pub fn on_event(mut self, log: impl FnMut(&Event<'_>) + Send + 'r) -> Self {
         self.log = Some(Box::new(log));
         self
     }
