@@ -11,12 +11,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-use upcaster::{Decoded, Format, Message, Registry};
 use upcaster_worker::prelude::*;
 use upcaster_worker::{
-    Delivery, FailureRecord, Handlers, Limits, RedisSignal, RedisTransport, RestartSignal,
-    RetryPolicy, StatRow, StopReason, Worker,
+    Delivery, FailureRecord, RedisSignal, RedisTransport, RestartSignal, StatRow,
 };
 
 fn redis_url() -> String {
@@ -92,13 +89,6 @@ impl Drop for Stream {
     }
 }
 
-/// Every byte value, CR LF and a NUL in the middle: what a RESP or UTF-8 mistake would mangle.
-fn binary_body() -> Vec<u8> {
-    let mut body: Vec<u8> = (0..=255u8).rev().collect();
-    body.extend_from_slice(b"\r\n\0body\r\nattempt\0");
-    body
-}
-
 /// Receives, failing rather than hanging if the transport blocks far past `timeout`.
 fn receive_within(
     mut t: RedisTransport,
@@ -170,34 +160,6 @@ fn a_record() -> FailureRecord {
 }
 
 #[test]
-fn a_message_round_trips_with_its_bytes_exactly() {
-    let stream = Stream::new("round-trip");
-    let mut t = stream.open();
-    let body = binary_body();
-    let id = t.send(&body).unwrap();
-    assert_eq!(t.pending().unwrap(), 1);
-
-    let d = t
-        .receive(Duration::from_secs(2))
-        .unwrap()
-        .expect("a message");
-    assert_eq!(d.id, id);
-    assert_eq!(d.body, body);
-    assert_eq!(d.attempt, 0);
-    assert!(!d.reclaimed);
-    assert_eq!(d.deliveries, 1, "a first read is the first delivery");
-    assert_eq!(
-        t.pending().unwrap(),
-        1,
-        "taken but not settled still counts"
-    );
-
-    t.ack(&d).unwrap();
-    assert_eq!(t.pending().unwrap(), 0);
-    assert_eq!(t.receive(Duration::ZERO).unwrap(), None);
-}
-
-#[test]
 fn the_dsn_names_stream_and_group_and_open_routes_redis_dsns_here() {
     let stream = Stream::new("dsn");
     let url = redis_url();
@@ -219,73 +181,6 @@ fn the_dsn_names_stream_and_group_and_open_routes_redis_dsns_here() {
     by_queue.ack(&d).unwrap();
 
     assert!(RedisTransport::open_dsn(&dsn(&url, "reclaim_after=soon"), "q").is_err());
-}
-
-#[test]
-fn receive_on_an_empty_stream_returns_none_after_its_timeout() {
-    let stream = Stream::new("timeout");
-    let (_, got, took) = receive_within(stream.open(), Duration::from_millis(200));
-    assert_eq!(got, None);
-    assert!(took < Duration::from_secs(5), "took {took:?}");
-}
-
-#[test]
-fn receive_with_a_zero_timeout_does_not_block() {
-    let stream = Stream::new("zero");
-    // BLOCK 0 would wait forever: receive_within fails the test if it does.
-    let (mut t, got, took) = receive_within(stream.open(), Duration::ZERO);
-    assert_eq!(got, None);
-    assert!(took < Duration::from_secs(5), "took {took:?}");
-
-    t.send(b"now").unwrap();
-    let d = t
-        .receive(Duration::ZERO)
-        .unwrap()
-        .expect("a waiting message");
-    assert_eq!(d.body, b"now");
-    t.ack(&d).unwrap();
-}
-
-#[test]
-fn a_delayed_retry_is_not_delivered_before_it_is_due_and_carries_its_attempt() {
-    let stream = Stream::new("delayed");
-    let mut t = stream.open();
-    let body = binary_body();
-    t.send(&body).unwrap();
-    let d = t
-        .receive(Duration::from_secs(2))
-        .unwrap()
-        .expect("a message");
-
-    let delay = Duration::from_millis(800);
-    let asked = Instant::now();
-    t.retry_later(&d, delay, 1).unwrap();
-    assert_eq!(
-        t.pending().unwrap(),
-        1,
-        "a delayed retry still counts as pending"
-    );
-    assert_eq!(t.receive(Duration::ZERO).unwrap(), None, "not due yet");
-
-    let again = receive_one(&mut t, Duration::from_secs(10)).expect("the retry, once due");
-    assert!(
-        asked.elapsed() >= delay,
-        "delivered after {:?}, before its delay of {delay:?}",
-        asked.elapsed()
-    );
-    assert_eq!(again.body, body);
-    assert_eq!(again.attempt, 1);
-    assert_ne!(again.id, d.id);
-
-    // Without a delay it is back at once.
-    t.retry_later(&again, Duration::ZERO, 2).unwrap();
-    let third = t
-        .receive(Duration::from_secs(2))
-        .unwrap()
-        .expect("an immediate retry");
-    assert_eq!((third.body.as_slice(), third.attempt), (body.as_slice(), 2));
-    t.ack(&third).unwrap();
-    assert_eq!(t.pending().unwrap(), 0);
 }
 
 #[test]
@@ -431,54 +326,6 @@ fn a_failing_write_leaves_the_message_pending_rather_than_losing_it() {
 }
 
 #[test]
-fn a_consumer_only_settles_messages_it_still_owns() {
-    let stream = Stream::new("ownership");
-    let mut slow = stream.open();
-    slow.send(b"slow handler").unwrap();
-    let mine = slow
-        .receive(Duration::from_secs(2))
-        .unwrap()
-        .expect("a message");
-
-    // The handler outlasts reclaim_after: another consumer takes the message over.
-    thread::sleep(Duration::from_millis(150));
-    let mut rescuer = stream.open().reclaim_after(Duration::from_millis(100));
-    let theirs = receive_one(&mut rescuer, Duration::from_secs(10)).expect("reclaimed");
-    assert_eq!(theirs.id, mine.id);
-    assert!(theirs.reclaimed);
-
-    // The first consumer finishes late: whatever it decides, the message is no longer its own
-    // to settle, and it is not an error (the new owner settles it).
-    let mut conn = raw(&stream.url);
-    slow.ack(&mine).unwrap();
-    assert_eq!(xlen(&mut conn, &stream.name), 1, "acked by a former owner");
-    slow.retry_later(&mine, Duration::ZERO, 1).unwrap();
-    assert_eq!(
-        xlen(&mut conn, &stream.name),
-        1,
-        "requeued by a former owner"
-    );
-    slow.retry_later(&mine, Duration::from_secs(60), 1).unwrap();
-    assert_eq!(t_pending(&mut rescuer), 1, "delayed by a former owner");
-    slow.fail(&mine, &a_record()).unwrap();
-    assert!(
-        rescuer.failed(10).unwrap().is_empty(),
-        "failed by a former owner"
-    );
-    assert_eq!(xlen(&mut conn, &stream.name), 1);
-
-    // The owner settles it.
-    rescuer.ack(&theirs).unwrap();
-    assert_eq!(rescuer.pending().unwrap(), 0);
-    assert_eq!(slow.receive(Duration::from_millis(100)).unwrap(), None);
-}
-
-/// Messages waiting, taken or delayed.
-fn t_pending(t: &mut RedisTransport) -> u64 {
-    t.pending().expect("pending")
-}
-
-#[test]
 fn deliveries_count_the_reads_since_the_message_was_queued() {
     let stream = Stream::new("deliveries");
     let mut first = stream.open();
@@ -605,83 +452,6 @@ fn a_dropped_transport_leaves_the_group_unless_messages_are_pending_for_it() {
 }
 
 #[test]
-fn failed_messages_keep_their_bytes_and_record_and_can_be_requeued_or_removed() {
-    let stream = Stream::new("failed");
-    let mut t = stream.open();
-    let body = binary_body();
-    t.send(&body).unwrap();
-    t.send(b"not an envelope").unwrap();
-
-    let first = t.receive(Duration::from_secs(2)).unwrap().expect("first");
-    let record = FailureRecord::new(
-        "handler".to_owned(),
-        "handler of ResizeImage (arrived as v3) failed: disk full".to_owned(),
-    )
-    .message("ResizeImage".to_owned(), 3)
-    .attempts(4)
-    .failed_at_ms(1_700_000_000_123);
-    t.fail(&first, &record).unwrap();
-    let second = t.receive(Duration::from_secs(2)).unwrap().expect("second");
-    let malformed = FailureRecord::new("malformed".to_owned(), "not JSON".to_owned())
-        .attempts(1)
-        .failed_at_ms(1_700_000_000_456);
-    t.fail(&second, &malformed).unwrap();
-    assert_eq!(t.pending().unwrap(), 0, "failed messages leave the queue");
-
-    let failed = t.failed(10).unwrap();
-    assert_eq!(failed.len(), 2);
-    assert_eq!(failed[0].body, body);
-    assert_eq!(failed[0].record, record);
-    assert_eq!(failed[1].body, b"not an envelope");
-    assert_eq!(failed[1].record, malformed);
-    assert_eq!(t.failed(1).unwrap().len(), 1);
-
-    assert!(t.requeue_failed(&failed[0].id).unwrap());
-    assert!(
-        !t.requeue_failed(&failed[0].id).unwrap(),
-        "already requeued"
-    );
-    let back = t
-        .receive(Duration::from_secs(2))
-        .unwrap()
-        .expect("requeued");
-    assert_eq!((back.body.as_slice(), back.attempt), (body.as_slice(), 0));
-    t.ack(&back).unwrap();
-
-    assert!(t.remove_failed(&failed[1].id).unwrap());
-    assert!(!t.remove_failed(&failed[1].id).unwrap(), "already removed");
-    assert!(t.failed(10).unwrap().is_empty());
-    assert!(!t.requeue_failed("1-0").unwrap());
-    assert!(!t.remove_failed("1-0").unwrap());
-    assert!(t.requeue_failed("not-an-id").is_err());
-}
-
-#[test]
-fn a_message_of_a_consumer_that_died_is_reclaimed_by_another() {
-    let stream = Stream::new("reclaim");
-    let mut dead = stream.open();
-    dead.send(b"orphan").unwrap();
-    let taken = dead
-        .receive(Duration::from_secs(2))
-        .unwrap()
-        .expect("a message");
-    drop(dead);
-
-    // With the default reclaim timeout (5 minutes) another consumer leaves it alone.
-    let mut patient = stream.open();
-    assert_eq!(patient.receive(Duration::from_millis(200)).unwrap(), None);
-
-    let mut rescuer = stream.open().reclaim_after(Duration::from_millis(100));
-    let d = receive_one(&mut rescuer, Duration::from_secs(10)).expect("the orphan, reclaimed");
-    assert!(d.reclaimed);
-    assert_eq!(d.id, taken.id);
-    assert_eq!(d.body, b"orphan");
-    rescuer.ack(&d).unwrap();
-    assert_eq!(rescuer.pending().unwrap(), 0);
-    assert_eq!(rescuer.receive(Duration::from_millis(200)).unwrap(), None);
-}
-
-#[test]
 fn two_consumers_never_receive_the_same_message() {
     let stream = Stream::new("two-consumers");
     let mut producer = stream.open();
@@ -716,94 +486,6 @@ fn two_consumers_never_receive_the_same_message() {
     let all: BTreeSet<String> = a_set.union(&b_set).cloned().collect();
     assert_eq!(all, sent);
     assert_eq!(producer.pending().unwrap(), 0);
-}
-
-#[test]
-fn stats_add_up_and_keep_the_latest_last_seen() {
-    let stream = Stream::new("stats");
-    let mut t = stream.open();
-    let row = |type_name: &str, version, count, last_seen_ms| {
-        StatRow::new(type_name, version, count, last_seen_ms)
-    };
-    t.record_stats(&[row("Order", 1, 2, 1_000), row("Invoice", 2, 1, 5_000)])
-        .unwrap();
-    t.record_stats(&[row("Order", 1, 3, 500), row("Order", 2, 1, 7)])
-        .unwrap();
-    t.record_stats(&[]).unwrap();
-    assert_eq!(
-        t.stats().unwrap(),
-        vec![
-            row("Invoice", 2, 1, 5_000),
-            row("Order", 1, 5, 1_000),
-            row("Order", 2, 1, 7),
-        ]
-    );
-}
-
-#[derive(Serialize, Deserialize, Message)]
-#[message(version = 1)]
-struct Ping {
-    n: u64,
-}
-
-#[test]
-fn a_worker_drains_the_stream_retries_then_fails_and_stops_when_empty() {
-    let stream = Stream::new("worker");
-    let registry = Registry::builder().register::<Ping>().build().unwrap();
-    let mut t = stream.open();
-    for n in 0..3 {
-        t.send(&registry.encode(&Ping { n }, Format::Json).unwrap())
-            .unwrap();
-    }
-    t.send(b"{not json").unwrap();
-    // Another producer's entry without a body: failed as malformed, never a stopped worker.
-    redis::cmd("XADD")
-        .arg(&stream.name)
-        .arg("*")
-        .arg("payload")
-        .arg("{}")
-        .exec(&mut raw(&stream.url))
-        .unwrap();
-
-    let handlers = Handlers::new(&registry)
-        .on(|m: Decoded<Ping>| {
-            if m.message.n == 2 {
-                return Err(std::io::Error::other("two is unlucky"));
-            }
-            Ok(())
-        })
-        .unwrap();
-    let report = Worker::new(handlers)
-        .transport(Box::new(t))
-        .retry(
-            RetryPolicy::default()
-                .max_retries(1)
-                .delay(Duration::from_millis(50)),
-        )
-        .poll_interval(Duration::from_millis(100))
-        .limits(
-            Limits::default()
-                .stop_when_empty()
-                .time(Duration::from_secs(30)),
-        )
-        .run();
-    assert_eq!(report.reason, StopReason::Empty, "{report}");
-    assert_eq!(
-        (report.handled, report.retried, report.failed),
-        (2, 1, 3),
-        "{report}"
-    );
-
-    let mut t = stream.open();
-    let failed = t.failed(10).unwrap();
-    let classes: BTreeSet<&str> = failed.iter().map(|f| f.record.class.as_str()).collect();
-    assert_eq!(classes, BTreeSet::from(["handler", "malformed"]));
-    assert_eq!(failed.len(), 3);
-    // Drain statistics count messages, once each (on their first delivery, attempt 0): three
-    // Pings, though one of them was delivered twice (a retry).
-    let stats = t.stats().unwrap();
-    assert_eq!(stats.len(), 1);
-    assert_eq!((stats[0].type_name.as_str(), stats[0].count), ("Ping", 3));
 }
 
 #[test]
@@ -994,8 +676,16 @@ fn commands_that_only_look_refuse_a_stream_that_does_not_exist() {
     assert_eq!(look.pending().unwrap(), 1);
 }
 
-#[test]
-fn each_message_is_counted_once_through_retries_and_failed_retry() {
-    let stream = Stream::new("counted-once");
-    common::contract::each_message_is_counted_once(&|| Box::new(stream.open()));
+fn contract_fixture(name: &str) -> common::contract::Fixture {
+    let stream = Stream::new(name);
+    let dsn = stream.dsn();
+    common::contract::Fixture {
+        make: Box::new(move || {
+            let queue = RedisTransport::open_dsn(&dsn, "unused").unwrap();
+            Box::new(queue.reclaim_after(common::contract::RECLAIM_AFTER))
+        }),
+        _cleanup: Box::new(stream),
+    }
 }
+
+common::contract::transport_contract!(contract_fixture);

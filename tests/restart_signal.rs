@@ -138,6 +138,12 @@ fn consume_args() -> ConsumeArgs {
 }
 
 #[test]
+fn the_file_signal_passes_the_restart_signal_contract() {
+    let s = Scratch::new("contract");
+    common::contract::restart_signal(&mut FileSignal::new(s.0.join("restart-requested-at")));
+}
+
+#[test]
 fn a_future_restart_time_is_refused_when_written_and_ignored_with_a_warning_when_read() {
     let s = Scratch::new("future");
     let registry = ponka::registry().unwrap();
@@ -476,17 +482,6 @@ mod redis_signal {
     }
 
     #[test]
-    fn a_future_time_is_refused_by_the_redis_signal_too() {
-        let redis = PrivateRedis::start();
-        let mut signal = RedisSignal::open_dsn(&redis.signal_dsn()).unwrap();
-        let now = signal.now().unwrap();
-        assert!(signal.request_at(now + 3_600_000).is_err());
-        assert_eq!(signal.requested_at().unwrap(), None);
-        signal.request_at(now).unwrap();
-        assert_eq!(signal.requested_at().unwrap(), Some(now));
-    }
-
-    #[test]
     fn a_password_with_reserved_characters_works_percent_encoded_and_is_never_shown() {
         let password = "p#ss/w@rd";
         let redis = PrivateRedis::start_with(Some(password));
@@ -531,5 +526,12 @@ mod redis_signal {
         .err()
         .unwrap();
         assert!(e.to_string().contains("unknown parameter `strem`"), "{e}");
+    }
+
+    #[test]
+    fn the_redis_signal_passes_the_restart_signal_contract() {
+        let redis = PrivateRedis::start();
+        let mut signal = RedisSignal::open_dsn(&redis.signal_dsn()).unwrap();
+        common::contract::restart_signal(&mut signal);
     }
 }

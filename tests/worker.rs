@@ -870,15 +870,6 @@ fn commands_that_only_look_refuse_a_queue_that_does_not_exist() {
 }
 
 #[test]
-fn each_message_is_counted_once_through_retries_and_failed_retry() {
-    let s = Scratch::new("counted-once");
-    let path = s.0.join("queue.db");
-    common::contract::each_message_is_counted_once(&|| {
-        Box::new(SqliteTransport::open(&path, "async").unwrap())
-    });
-}
-
-#[test]
 fn registries_dispatchers_and_handlers_are_send_and_sync_and_workers_move_between_threads() {
     fn send_and_sync<T: Send + Sync>() {}
     fn only_send<T: Send>() {}
@@ -905,3 +896,17 @@ fn registries_dispatchers_and_handlers_are_send_and_sync_and_workers_move_betwee
     .unwrap();
     assert_eq!(report.handled, 1);
 }
+
+fn contract_fixture(name: &str) -> common::contract::Fixture {
+    let s = Scratch::new(&format!("contract-{name}"));
+    let path = s.0.join("queue.db");
+    common::contract::Fixture {
+        make: Box::new(move || {
+            let queue = SqliteTransport::open(&path, "async").unwrap();
+            Box::new(queue.reclaim_after(common::contract::RECLAIM_AFTER))
+        }),
+        _cleanup: Box::new(s),
+    }
+}
+
+common::contract::transport_contract!(contract_fixture);
