@@ -71,6 +71,10 @@ macro_rules! transport_contract {
                 c::each_message_is_counted_once(&super::$fixture("counted"));
             }
             #[test]
+            fn messages_requeued_for_newer_code_are_released_when_newer_code_starts() {
+                c::released_for_newer_code(&super::$fixture("newer"));
+            }
+            #[test]
             fn a_worker_retries_with_backoff_then_fails_and_stops_when_empty() {
                 c::worker_drains(&super::$fixture("worker"));
             }
@@ -410,6 +414,62 @@ pub fn worker_drains(f: &Fixture) {
         ("handler", 3)
     );
     assert_eq!(t.pending().unwrap(), 0);
+}
+
+/// A message of a newer version that old code requeued waits out its delay only for old
+/// code: a worker that reads it takes it as soon as it starts. A plain retry keeps its delay.
+pub fn released_for_newer_code(f: &Fixture) {
+    let today = ponka::registry().unwrap();
+    let yesterday = ponka::registry_v1().unwrap();
+    let mut t = (f.make)();
+    let v2 = today
+        .encode(&AddPonkaToImage { image_post: 1 }, Format::Json)
+        .unwrap();
+    t.send(&v2).unwrap();
+    // Yesterday's worker requeues it for a minute.
+    let handlers = Handlers::new(&yesterday)
+        .on(|_: Decoded<ponka::v1::AddPonkaToImage>| Ok::<(), &str>(()))
+        .unwrap();
+    let report = Worker::new(handlers)
+        .transport((f.make)())
+        .retry(RetryPolicy::default().future_version_delay(Duration::from_secs(60)))
+        .limits(Limits::default().messages(1))
+        .run();
+    assert_eq!(report.requeued, 1, "{report}");
+    assert_eq!(
+        t.receive(Duration::ZERO).unwrap(),
+        None,
+        "requeued with its delay"
+    );
+    // And a message of today's that waits for a plain retry, a minute away too.
+    let other = today
+        .encode(&AddPonkaToImage { image_post: 2 }, Format::Json)
+        .unwrap();
+    t.send(&other).unwrap();
+    let d = receive_one(&mut *t);
+    t.retry_later(&d, Duration::from_secs(60), 1).unwrap();
+    // Today's worker takes the first at once; the retry keeps its minute.
+    let handled = Mutex::new(Vec::new());
+    let released = Mutex::new(0);
+    let handlers = Handlers::new(&today)
+        .on(|m: Decoded<AddPonkaToImage>| {
+            handled.lock().unwrap().push(m.message.image_post);
+            Ok::<(), &str>(())
+        })
+        .unwrap();
+    let report = Worker::new(handlers)
+        .transport((f.make)())
+        .poll_interval(Duration::from_millis(50))
+        .limits(Limits::default().time(Duration::from_secs(2)))
+        .on_event(|e| {
+            if let Event::Released { count, .. } = e {
+                *released.lock().unwrap() += count;
+            }
+        })
+        .run();
+    assert_eq!(*handled.lock().unwrap(), [1], "{report}");
+    assert_eq!(*released.lock().unwrap(), 1);
+    assert_eq!(t.pending().unwrap(), 1, "the plain retry still waits");
 }
 
 /// The restart signal contract: a request is stored in the signal's clock, read back, never

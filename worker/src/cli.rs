@@ -306,7 +306,7 @@ impl<'r> Console<'r> {
             .retry(self.retry)
             .poll_interval(self.poll)
             .on_event(move |event| {
-                if verbose || matches!(event, Event::Warning { .. }) {
+                if verbose || matches!(event, Event::Warning { .. } | Event::Released { .. }) {
                     eprintln!("{event}");
                 }
             })

@@ -468,6 +468,14 @@ pub enum Event<'a> {
         /// The error that names the versions.
         error: &'a str,
     },
+    /// Messages that older workers requeued for newer code, and that this worker reads,
+    /// were made available at once when it started.
+    Released {
+        /// The transport.
+        transport: &'a str,
+        /// How many.
+        count: u64,
+    },
     /// Something the worker works around but an operator should see, such as an
     /// unreadable restart signal.
     Warning {
@@ -522,6 +530,10 @@ impl fmt::Display for Event<'_> {
                 delivery.id
             ),
             Event::Warning { problem } => write!(f, "warning: {problem}"),
+            Event::Released { transport, count } => write!(
+                f,
+                "took {count} message(s) on {transport} that older workers had requeued for newer code"
+            ),
             Event::Failed {
                 transport,
                 delivery,
@@ -694,6 +706,25 @@ impl<'r> Worker<'r> {
     fn drain(&mut self, run: &mut Run, started: Instant) -> StopReason {
         if self.transports.is_empty() {
             return StopReason::TransportFailed("no transport to consume".to_owned());
+        }
+        // What older workers put back for newer code, this code may read: at once, not
+        // after the delay they gave it.
+        for t in &mut self.transports {
+            let dispatcher = &self.handlers.dispatcher;
+            let mut readable = |body: &[u8]| {
+                catch_unwind(AssertUnwindSafe(|| dispatcher.check(body).is_ok())).unwrap_or(false)
+            };
+            match t.release_waiting(&mut readable) {
+                Ok(0) => {}
+                Ok(count) => emit(
+                    &mut self.log,
+                    &Event::Released {
+                        transport: t.name(),
+                        count,
+                    },
+                ),
+                Err(e) => return StopReason::TransportFailed(e.to_string()),
+            }
         }
         loop {
             if let Some(reason) = self.should_stop(run, started) {
@@ -935,7 +966,7 @@ impl<'r> Worker<'r> {
                 );
             }
             Action::Requeue { delay, error } => {
-                transport.retry_later(delivery, delay, delivery.attempt)?;
+                transport.requeue_for_newer(delivery, delay)?;
                 run.report.requeued += 1;
                 emit(
                     &mut self.log,

@@ -48,6 +48,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REPLY_MARGIN: Duration = Duration::from_secs(30);
 /// How often due retries are moved back to the stream, at most (one script call).
 const DELAYED_EVERY: Duration = Duration::from_millis(200);
+/// Delayed-set members a starting worker looks through for messages it can now read.
+const RELEASE_SCAN: i64 = 1000;
 /// Due retries moved per script call; more are moved on the next receive.
 const DELAYED_BATCH: i64 = 100;
 /// Reclaim scans run every `reclaim_after`, but at least every `RECLAIM_EVERY` and at most
@@ -99,6 +101,7 @@ const RETRY_LUA: &str = concat!(
     owned_check!(),
     r"local delay = math.min(tonumber(ARGV[4]), 1e15)
 local counted = ARGV[7] == '1'
+local newer = ARGV[8] == '1'
 if delay <= 0 then
   if counted then
     redis.call('XADD', KEYS[1], '*', 'body', ARGV[6], 'attempt', ARGV[5], 'counted', '1')
@@ -110,6 +113,7 @@ else
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local head = ARGV[5]
   if counted then head = head .. 'c' end
+  if newer then head = head .. 'n' end
   redis.call('ZADD', KEYS[2], string.format('%d', now + delay),
     head .. ':' .. ARGV[2] .. ':' .. ARGV[6])
 end
@@ -130,6 +134,7 @@ for _, m in ipairs(due) do
   local a = string.find(m, ':', 1, true)
   local b = a and string.find(m, ':', a + 1, true)
   local head = a and string.sub(m, 1, a - 1) or ''
+  if string.sub(head, -1) == 'n' then head = string.sub(head, 1, -2) end
   local counted = string.sub(head, -1) == 'c'
   if counted then head = string.sub(head, 1, -2) end
   if b and tonumber(head) then
@@ -140,7 +145,7 @@ for _, m in ipairs(due) do
     end
   else
     redis.call('XADD', KEYS[3], '*', 'body', m, 'class', 'transport',
-      'error', 'a delayed retry not in the form <attempt>[c]:<id>:<body>',
+      'error', 'a delayed retry not in the form <attempt>[c][n]:<id>:<body>',
       'attempts', '0', 'failed_at', string.format('%d', now))
   end
   redis.call('ZREM', KEYS[1], m)
@@ -150,6 +155,25 @@ local wait = -1
 -- Clamped: a Lua number past 2^63 does not convert to an integer reply.
 if next[2] then wait = math.min(1e15, math.max(0, math.floor(tonumber(next[2]) - now))) end
 return {#due, wait}
+";
+
+/// Moves member `ARGV[1]` of the delayed set (one waiting for newer code) back to the
+/// stream at once, if it is still there; 1 when moved.
+const RELEASE_LUA: &str = r"
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+local m = ARGV[1]
+local a = string.find(m, ':', 1, true)
+local b = string.find(m, ':', a + 1, true)
+local head = string.sub(m, 1, a - 1)
+head = string.sub(head, 1, -2)
+local counted = string.sub(head, -1) == 'c'
+if counted then
+  head = string.sub(head, 1, -2)
+  redis.call('XADD', KEYS[2], '*', 'body', string.sub(m, b + 1), 'attempt', head, 'counted', '1')
+else
+  redis.call('XADD', KEYS[2], '*', 'body', string.sub(m, b + 1), 'attempt', head)
+end
+return 1
 ";
 
 /// Appends a delivery's bytes and failure record to the failure stream, then settles the
@@ -219,10 +243,11 @@ enum Lua {
     Fail,
     Requeue,
     Stats,
+    Release,
 }
 
 impl Lua {
-    const COUNT: usize = 6;
+    const COUNT: usize = 7;
 
     fn text(self) -> &'static str {
         match self {
@@ -232,6 +257,7 @@ impl Lua {
             Lua::Fail => FAIL_LUA,
             Lua::Requeue => REQUEUE_LUA,
             Lua::Stats => STATS_LUA,
+            Lua::Release => RELEASE_LUA,
         }
     }
 
@@ -243,6 +269,7 @@ impl Lua {
             Lua::Fail => "the fail script",
             Lua::Requeue => "the requeue script",
             Lua::Stats => "the statistics script",
+            Lua::Release => "the script releasing messages for newer code",
         }
     }
 }
@@ -692,6 +719,43 @@ impl RedisTransport {
         }))
     }
 
+    /// Puts a delivery back (see [`RETRY_LUA`]): at once, or in the delayed set, marked as
+    /// waiting for newer code when `newer`.
+    fn put_back(
+        &mut self,
+        delivery: &Delivery,
+        delay: Duration,
+        attempt: u32,
+        newer: bool,
+    ) -> Result<(), TransportError> {
+        // Rounded up: a delay, however short, never means at once.
+        let ms = saturate(delay.as_micros().div_ceil(1000), MAX_DELAY_MS);
+        let (ms_text, attempt_text) = (ms.to_string(), attempt.to_string());
+        let reply = eval(
+            &mut self.link,
+            &mut self.shas,
+            Lua::Retry,
+            &[&self.stream, &self.delayed],
+            &[
+                self.group.as_bytes(),
+                delivery.id.as_bytes(),
+                self.consumer.as_bytes(),
+                ms_text.as_bytes(),
+                attempt_text.as_bytes(),
+                &delivery.body,
+                if delivery.counted { b"1" } else { b"0" },
+                if newer { b"1" } else { b"0" },
+            ],
+        )?;
+        // Not ours any more: the consumer that took it over settles it.
+        if self.settled(Lua::Retry, &reply)? && ms > 0 {
+            // Wake for it even if no other worker moves it first.
+            let due = later(Instant::now(), Duration::from_millis(ms));
+            self.delayed_due = Some(self.delayed_due.map_or(due, |d| d.min(due)));
+        }
+        Ok(())
+    }
+
     fn entry_id<'a>(&self, id: &'a str) -> Result<&'a str, TransportError> {
         let valid = id.split_once('-').is_some_and(|(ms, seq)| {
             !ms.is_empty()
@@ -852,31 +916,56 @@ impl Queue for RedisTransport {
         delay: Duration,
         attempt: u32,
     ) -> Result<(), TransportError> {
-        // Rounded up: a delay, however short, never means at once.
-        let ms = saturate(delay.as_micros().div_ceil(1000), MAX_DELAY_MS);
-        let (ms_text, attempt_text) = (ms.to_string(), attempt.to_string());
-        let reply = eval(
-            &mut self.link,
-            &mut self.shas,
-            Lua::Retry,
-            &[&self.stream, &self.delayed],
-            &[
-                self.group.as_bytes(),
-                delivery.id.as_bytes(),
-                self.consumer.as_bytes(),
-                ms_text.as_bytes(),
-                attempt_text.as_bytes(),
-                &delivery.body,
-                if delivery.counted { b"1" } else { b"0" },
-            ],
+        self.put_back(delivery, delay, attempt, false)
+    }
+
+    fn requeue_for_newer(
+        &mut self,
+        delivery: &Delivery,
+        delay: Duration,
+    ) -> Result<(), TransportError> {
+        // Never at once: the mark lives in the delayed set.
+        let delay = delay.max(Duration::from_millis(1));
+        self.put_back(delivery, delay, delivery.attempt, true)
+    }
+
+    fn release_waiting(
+        &mut self,
+        readable: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<u64, TransportError> {
+        const COMMAND: &str = "ZRANGE";
+        let reply = self.query(
+            COMMAND,
+            redis::cmd("ZRANGE")
+                .arg(&self.delayed)
+                .arg(0)
+                .arg(RELEASE_SCAN - 1),
         )?;
-        // Not ours any more: the consumer that took it over settles it.
-        if self.settled(Lua::Retry, &reply)? && ms > 0 {
-            // Wake for it even if no other worker moves it first.
-            let due = later(Instant::now(), Duration::from_millis(ms));
-            self.delayed_due = Some(self.delayed_due.map_or(due, |d| d.min(due)));
+        let members = array(reply).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
+        let mut released = 0;
+        for member in members {
+            let member = into_bytes(member).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
+            let Some(body) = waiting_body(&member) else {
+                continue;
+            };
+            if !readable(body) {
+                continue;
+            }
+            let reply = eval(
+                &mut self.link,
+                &mut self.shas,
+                Lua::Release,
+                &[&self.delayed, &self.stream],
+                &[&member],
+            )?;
+            if int(&reply) == Some(1) {
+                released += 1;
+            }
         }
-        Ok(())
+        if released > 0 {
+            self.next_delayed_check = Instant::now();
+        }
+        Ok(released)
     }
 
     fn fail(
@@ -1380,6 +1469,17 @@ fn eval(
         TransportErrorKind::Broker,
         format!("EVALSHA of {what} failed: the server forgot the script right after loading it"),
     ))
+}
+
+/// The body of a delayed-set member `<attempt>[c]n:<id>:<body>` marked as waiting for newer
+/// code; `None` for any other member.
+fn waiting_body(member: &[u8]) -> Option<&[u8]> {
+    let a = member.iter().position(|&c| c == b':')?;
+    if a == 0 || member[a - 1] != b'n' {
+        return None;
+    }
+    let b = a + 1 + member[a + 1..].iter().position(|&c| c == b':')?;
+    Some(&member[b + 1..])
 }
 
 /// `n` as a u64, at most `max`: a count or duration as Redis accepts it.

@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS upcaster_messages (
     taken_at INTEGER,
     taken_by TEXT,
     deliveries INTEGER NOT NULL DEFAULT 0,
-    counted INTEGER NOT NULL DEFAULT 0
+    counted INTEGER NOT NULL DEFAULT 0,
+    waiting_newer INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS upcaster_messages_next
     ON upcaster_messages (queue, available_at, id);
@@ -159,6 +160,7 @@ impl SqliteTransport {
         for (table, column) in [
             ("upcaster_messages", "deliveries"),
             ("upcaster_messages", "counted"),
+            ("upcaster_messages", "waiting_newer"),
             ("upcaster_failed", "counted"),
         ] {
             let present: bool = conn
@@ -279,6 +281,28 @@ impl SqliteTransport {
         }))
     }
 
+    /// Puts a delivery back after `delay`, marked as waiting for newer code when `newer`.
+    fn put_back(
+        &mut self,
+        delivery: &Delivery,
+        delay: Duration,
+        attempt: u32,
+        newer: bool,
+    ) -> Result<(), TransportError> {
+        let id = self.row_id(&delivery.id)?;
+        let at = now_ms_i64().saturating_add(millis(delay));
+        self.conn
+            .execute(
+                "UPDATE upcaster_messages
+                 SET available_at = ?1, attempt = ?2, taken_at = NULL, taken_by = NULL,
+                     deliveries = 0, counted = ?5, waiting_newer = ?6
+                 WHERE id = ?3 AND taken_by = ?4",
+                params![at, attempt, id, self.consumer, delivery.counted, newer],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     fn busy(&mut self, wait: Duration) -> Result<(), TransportError> {
         if self.busy_timeout != wait {
             self.conn
@@ -355,18 +379,59 @@ impl Queue for SqliteTransport {
         delay: Duration,
         attempt: u32,
     ) -> Result<(), TransportError> {
-        let id = self.row_id(&delivery.id)?;
-        let at = now_ms_i64().saturating_add(millis(delay));
-        self.conn
-            .execute(
-                "UPDATE upcaster_messages
-                 SET available_at = ?1, attempt = ?2, taken_at = NULL, taken_by = NULL,
-                     deliveries = 0, counted = ?5
-                 WHERE id = ?3 AND taken_by = ?4",
-                params![at, attempt, id, self.consumer, delivery.counted],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        self.put_back(delivery, delay, attempt, false)
+    }
+
+    fn requeue_for_newer(
+        &mut self,
+        delivery: &Delivery,
+        delay: Duration,
+    ) -> Result<(), TransportError> {
+        self.put_back(delivery, delay, delivery.attempt, true)
+    }
+
+    fn release_waiting(
+        &mut self,
+        readable: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<u64, TransportError> {
+        let now = now_ms_i64();
+        let waiting: Vec<(i64, Vec<u8>)> = {
+            let mut statement = self
+                .conn
+                .prepare(
+                    "SELECT id, CAST(body AS BLOB) FROM upcaster_messages
+                     WHERE queue = ?1 AND waiting_newer = 1 AND taken_by IS NULL
+                       AND available_at > ?2
+                     ORDER BY id LIMIT 1000",
+                )
+                .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+            let rows = statement
+                .query_map(params![self.queue, now], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Option<Vec<u8>>>(1)?.unwrap_or_default(),
+                    ))
+                })
+                .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?
+        };
+        let mut released = 0;
+        for (id, body) in waiting {
+            if !readable(&body) {
+                continue;
+            }
+            let changed = self
+                .conn
+                .execute(
+                    "UPDATE upcaster_messages SET available_at = ?1, waiting_newer = 0
+                     WHERE id = ?2 AND waiting_newer = 1 AND taken_by IS NULL",
+                    params![now, id],
+                )
+                .map_err(|e| self.err(e))?;
+            released += changed as u64;
+        }
+        Ok(released)
     }
 
     fn fail(

@@ -248,6 +248,23 @@ pub trait Queue: Send {
 
     /// Messages waiting or being handled (delayed retries included), not failed ones.
     fn pending(&mut self) -> Result<u64, TransportError>;
+
+    /// Puts a message of a version this code cannot read back after `delay`, spending no
+    /// attempt, marked as waiting for newer code, and settles this delivery. The stored copy
+    /// keeps [`Delivery::counted`].
+    fn requeue_for_newer(
+        &mut self,
+        delivery: &Delivery,
+        delay: Duration,
+    ) -> Result<(), TransportError>;
+
+    /// Makes messages waiting for newer code available at once when `readable` says this
+    /// code reads them; returns how many. A worker calls it when it starts, so that a
+    /// deploy's new workers do not sit out the delay with which the old ones requeued them.
+    fn release_waiting(
+        &mut self,
+        readable: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<u64, TransportError>;
 }
 
 /// Where failed messages wait, with their bytes, for `failed show`, `retry` and `remove`.
