@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use crate::clock::{now_ms, process_started, show_time};
 use crate::dsn::{open_restart_signal, open_with};
 use crate::{
-    parse_bytes, resident_set_size, Access, Event, FailedMessage, Handlers, Limits, RetryPolicy,
+    parse_bytes, resident_set_size, Access, FailedMessage, Handlers, Limits, RetryPolicy,
     StopReason, Transport, TransportError, Worker,
 };
 
@@ -299,17 +299,23 @@ impl<'r> Console<'r> {
             std::process::id(),
             names.join(", ")
         );
-        let verbose = args.verbose;
+        // The worker reports through `tracing`: a plain subscriber on stderr, unless the
+        // program installed its own.
+        let level = if args.verbose {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(level)
+            .event_format(Plain)
+            .try_init();
         let mut worker = Worker::new(self.handlers)
             .started_at(started)
             .limits(limits)
             .retry(self.retry)
             .poll_interval(self.poll)
-            .on_event(move |event| {
-                if verbose || matches!(event, Event::Warning { .. } | Event::Released { .. }) {
-                    eprintln!("{event}");
-                }
-            })
             .stop_on_signals()
             .map_err(|e| format!("cannot listen to signals: {e}"))?;
         for (_, t) in transports {
@@ -552,6 +558,32 @@ fn show_age(ms: u64) -> String {
         60..3600 => format!("{} min ago", s / 60),
         3600..86_400 => format!("{} h ago", s / 3600),
         _ => format!("{} days ago", s / 86_400),
+    }
+}
+
+/// The CLI's log lines as before `tracing`: the message alone, `warning: ` or `error: `
+/// before the ones an operator must see, and no span prefix (the message names its
+/// transport and id already).
+struct Plain;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Plain
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        match *event.metadata().level() {
+            tracing::Level::ERROR => write!(writer, "error: ")?,
+            tracing::Level::WARN => write!(writer, "warning: ")?,
+            _ => {}
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
     }
 }
 

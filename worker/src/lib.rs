@@ -108,6 +108,9 @@ pub mod prelude {
 use decision::{Action, Outcome};
 use upcaster::{Decoded, Dispatcher, Error, Message, Registry, RegistryError};
 
+/// The envelope header that carries a correlation id into each message's `tracing` span.
+pub const CORRELATION_ID: &str = "correlation-id";
+
 /// What a handler may return as its error.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -143,6 +146,20 @@ impl<'r> Handlers<'r> {
     {
         let dispatcher = self.dispatcher.on(move |m: Decoded<'_, T>| {
             let version = m.header.version;
+            // What only the envelope knows goes into the message's span, for the handler's
+            // own events too.
+            let span = tracing::Span::current();
+            if !span.is_disabled() {
+                span.record("type", T::NAME);
+                span.record("version", version);
+                let headers = &m.header.headers;
+                if let Some(id) = headers.get(upcaster::Headers::MESSAGE_ID) {
+                    span.record("message_id", id);
+                }
+                if let Some(id) = headers.get(CORRELATION_ID) {
+                    span.record("correlation_id", id);
+                }
+            }
             let result = match catch_unwind(AssertUnwindSafe(|| handler(m))) {
                 Ok(result) => result.map_err(Into::into),
                 Err(panic) => Err(format!("handler panicked: {}", panic_message(&*panic)).into()),
@@ -860,6 +877,18 @@ impl<'r> Worker<'r> {
         delivery: &Delivery,
     ) -> Result<(), TransportError> {
         run.report.received += 1;
+        use tracing::field::Empty;
+        let span = tracing::info_span!(
+            "message",
+            transport = self.transports[i].name(),
+            id = %delivery.id,
+            attempt = delivery.attempt,
+            r#type = Empty,
+            version = Empty,
+            message_id = Empty,
+            correlation_id = Empty,
+        );
+        let _in_span = span.enter();
         let header = || {
             upcaster::peek(&delivery.body)
                 .ok()
@@ -1020,7 +1049,16 @@ impl<'r> Worker<'r> {
     }
 }
 
+/// Reports `event` to `tracing` (inside the message's span, so a service's own subscriber
+/// sees it with the message's fields) and to the `on_event` callback, if any.
 fn emit(log: &mut Option<Logger<'_>>, event: &Event<'_>) {
+    match event {
+        Event::Handled { .. } => tracing::debug!("{event}"),
+        Event::Requeued { .. } | Event::Released { .. } => tracing::info!("{event}"),
+        Event::Retrying { .. } => tracing::warn!("{event}"),
+        Event::Warning { problem } => tracing::warn!("{problem}"),
+        Event::Failed { .. } => tracing::error!("{event}"),
+    }
     if let Some(log) = log {
         log(event);
     }
