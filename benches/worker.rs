@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! .ci/redis                                                      # a Redis on 127.0.0.1:6379
-//! cargo bench --features redis --bench worker                    # 5 rounds of 20,000 messages
-//! cargo bench --features redis --bench worker -- --quick         # 5 rounds of 5,000
-//! cargo bench --features redis --bench worker -- --only worker   # one loop, for a profiler
+//! cargo bench --bench worker                    # 5 rounds of 20,000 messages
+//! cargo bench --bench worker -- --quick         # 5 rounds of 5,000
+//! cargo bench --bench worker -- --only worker   # one loop, for a profiler
 //! ```
 //!
 //! Both drain a stream pre-filled with the same ~200 B JSON messages through a consumer
