@@ -194,28 +194,61 @@ fn the_restart_file_is_written_through_an_unpredictable_exclusive_file_not_a_pla
     for pid in [std::process::id(), std::process::id() + 1] {
         std::os::unix::fs::symlink(&victim, path.with_extension(format!("tmp{pid}"))).unwrap();
     }
-    // The signal path itself a symlink: replaced, its target untouched.
-    let other_victim = s.0.join("other-victim");
-    std::fs::write(&other_victim, "also precious").unwrap();
-    std::os::unix::fs::symlink(&other_victim, &path).unwrap();
-
     let at = FileSignal::new(&path).request().unwrap();
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert_eq!(FileSignal::new(&path).requested_at().unwrap(), Some(at));
+    // The signal path itself a symlink another user planted: not followed.
+    let planted = s.0.join("planted");
+    let other_victim = s.0.join("other-victim");
+    std::fs::write(&other_victim, "also precious").unwrap();
+    std::os::unix::fs::symlink(&other_victim, &planted).unwrap();
+    // Owned by `nobody` (the tests run as root, as CI does).
+    std::os::unix::fs::lchown(&planted, Some(65534), Some(65534))
+        .expect("lchown: these tests run as root");
+    let refused = FileSignal::new(&planted).request().unwrap_err();
+    assert!(refused.to_string().contains("not followed"), "{refused}");
     assert_eq!(
         std::fs::read_to_string(&other_victim).unwrap(),
         "also precious"
     );
-    assert!(!std::fs::symlink_metadata(&path)
+    assert!(std::fs::symlink_metadata(&planted)
         .unwrap()
         .file_type()
         .is_symlink());
-    assert_eq!(FileSignal::new(&path).requested_at().unwrap(), Some(at));
     let left: Vec<String> = std::fs::read_dir(&s.0)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".tmp"))
         .collect();
     assert!(left.is_empty(), "temporary files left behind: {left:?}");
+}
+
+/// The deploy layout: each release links to one shared signal. `stop-workers` from any
+/// release writes the shared file, and workers of every release see it.
+#[test]
+fn a_restart_path_that_links_to_a_shared_signal_writes_the_shared_signal() {
+    let s = Scratch::new("release-links");
+    let shared = s.0.join("shared/restart-requested-at");
+    std::fs::create_dir_all(shared.parent().unwrap()).unwrap();
+    let mut links = Vec::new();
+    for release in ["41", "42"] {
+        let dir = s.0.join("releases").join(release);
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("restart-requested-at");
+        // Relative, as deploy tools often make them.
+        std::os::unix::fs::symlink("../../shared/restart-requested-at", &link).unwrap();
+        links.push(link);
+    }
+    let at = FileSignal::new(&links[1]).request().unwrap();
+    assert!(
+        std::fs::symlink_metadata(&links[1])
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the release's link was replaced"
+    );
+    assert_eq!(FileSignal::new(&shared).requested_at().unwrap(), Some(at));
+    assert_eq!(FileSignal::new(&links[0]).requested_at().unwrap(), Some(at));
 }
 
 /// Run in a child process under `umask 000`, the worst case: the file must still not be

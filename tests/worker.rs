@@ -764,6 +764,8 @@ fn dsn_mistakes_are_refused_not_guessed() {
     let spaced = format!("sqlite://{}/with%20space/q.db", s.0.display());
     assert!(open(&spaced).is_none());
     assert!(s.0.join("with space/q.db").exists());
+    let hash = format!("sqlite://{}/q4.db?queue=orders#x", s.0.display());
+    assert!(open(&hash).is_some_and(|e| e.contains("%23")));
     let twice = format!("sqlite://{}/q2.db?queue=a&queue=b", s.0.display());
     assert!(open(&twice).is_some_and(|e| e.contains("given twice")));
     let typo = format!("sqlite://{}/q3.db?qeue=a", s.0.display());

@@ -46,16 +46,21 @@ pub fn process_started() -> Option<Instant> {
     Instant::now().checked_sub(age)
 }
 
-/// A process's age from its `/proc/<pid>/stat` and `/proc/uptime`, one clock tick (USER_HZ,
-/// 100 on Linux) more, so that a request in the start's own tick counts as after it.
+/// A process's age from its `/proc/<pid>/stat` and `/proc/uptime`, two clock ticks (USER_HZ,
+/// 100 on Linux) less: both are counted in ticks, so a start read from them may seem up to
+/// that much earlier than it was, and a `stop-workers` that finished just before this process
+/// was started (by a supervisor, after a deploy) would then stop it.
 fn process_age(stat: &str, uptime: &str) -> Option<Duration> {
     // Fields after the command name, which may hold spaces and parentheses: state is the
     // first, starttime (field 22, in ticks since boot) the twentieth.
     let after = stat.get(stat.rfind(')')? + 1..)?;
     let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
     let uptime: f64 = uptime.split_whitespace().next()?.parse().ok()?;
-    let age = uptime - ticks as f64 / 100.0 + 0.01;
-    Duration::try_from_secs_f64(age).ok()
+    let age = uptime - ticks as f64 / 100.0;
+    if age < 0.0 {
+        return None;
+    }
+    Duration::try_from_secs_f64((age - 0.02).max(0.0)).ok()
 }
 
 #[cfg(test)]
@@ -74,7 +79,7 @@ mod tests {
         let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
                     12345 1000000 200 18446744073709551615";
         let age = process_age(stat, "200.50 390.00\n").unwrap();
-        assert_eq!(age.as_millis(), 77_060); // 200.50 - 123.45 + one tick
+        assert_eq!(age.as_millis(), 77_030); // 200.50 - 123.45 - two ticks
         assert_eq!(process_age(stat, "100.00 1.0\n"), None, "started after now");
         assert_eq!(process_age("4242 (x) S 1", "200.50 1"), None);
         let real = std::fs::read_to_string("/proc/self/stat").unwrap();

@@ -236,7 +236,8 @@ impl RestartSignal for FileSignal {
     }
 
     fn store(&mut self, at_ms: u64) -> Result<(), TransportError> {
-        write_atomically(&self.path, at_ms.to_string().as_bytes()).map_err(|e| self.error(e))
+        let path = signal_file(&self.path).map_err(|e| self.error(e))?;
+        write_atomically(&path, at_ms.to_string().as_bytes()).map_err(|e| self.error(e))
     }
 
     fn requested_at(&mut self) -> Result<Option<u64>, TransportError> {
@@ -252,12 +253,52 @@ impl RestartSignal for FileSignal {
     }
 }
 
+/// The file a request is written to. A release directory often links to one shared signal
+/// (`releases/42/restart -> /srv/shared/restart`), so a symlink is followed to its target,
+/// where every release reads, but only a link this user or root owns: one another user
+/// planted (in a directory others can write) could aim the write at any file of ours.
+fn signal_file(path: &Path) -> std::io::Result<PathBuf> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mut at = path.to_path_buf();
+        // A chain of links, each of them checked; a loop fails like `open` does.
+        for _ in 0..40 {
+            let link = match fs::symlink_metadata(&at) {
+                Ok(m) if m.file_type().is_symlink() => m,
+                _ => return Ok(at),
+            };
+            let me = fs::metadata("/proc/self").map(|m| m.uid())?;
+            if link.uid() != me && link.uid() != 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{} is a symlink owned by user {}, not by this user ({me}) or root: not followed",
+                        at.display(),
+                        link.uid()
+                    ),
+                ));
+            }
+            let target = fs::read_link(&at)?;
+            at = match at.parent() {
+                Some(dir) if target.is_relative() => dir.join(target),
+                _ => target,
+            };
+        }
+        Err(std::io::Error::other(format!(
+            "{}: too many levels of symbolic links",
+            path.display()
+        )))
+    }
+    #[cfg(not(unix))]
+    Ok(path.to_path_buf())
+}
+
 /// Replaces `path` with `bytes` so that a reader sees the old content or the new, never half.
 ///
 /// The bytes go to a temporary file with an unpredictable name, created exclusively
 /// (`O_CREAT | O_EXCL`, which never follows a symlink) beside `path`, and synced before it is
-/// renamed over `path` (a rename replaces a symlink at `path`, never its target). Its mode is
-/// 0664 less the umask: others never get write access.
+/// renamed over `path`. Its mode is 0664 less the umask: others never get write access.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

@@ -315,7 +315,15 @@ impl Dsn {
             .query_pairs()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
-        Ok(Dsn { url, params })
+        let dsn = Dsn { url, params };
+        // `stream=orders#x` would quietly be the stream `orders`.
+        if dsn.url.fragment().is_some() {
+            return Err(TransportError::configuration(
+                dsn.shown(),
+                "a `#` ends the DSN's query; write it as %23",
+            ));
+        }
+        Ok(dsn)
     }
 
     /// The DSN as logs and errors show it: without its password.
