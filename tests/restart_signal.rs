@@ -333,6 +333,7 @@ mod redis_signal {
             let child = command
                 .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
+                .args(["--enable-debug-command", "yes"])
                 .stdout(Stdio::null())
                 .spawn()
                 .unwrap_or_else(|e| {
@@ -485,7 +486,8 @@ mod redis_signal {
         let (report, warnings) = worker_with_redis_signal(
             &mut redis,
             Duration::from_millis(500),
-            Duration::from_millis(20),
+            // 50 messages of 60 ms: longer than the outage limit and the re-read after a failure.
+            Duration::from_millis(60),
             PrivateRedis::stop,
         );
         match &report.reason {
@@ -566,5 +568,31 @@ mod redis_signal {
         let redis = PrivateRedis::start();
         let mut signal = RedisSignal::open_dsn(&redis.signal_dsn()).unwrap();
         common::contract::restart_signal(&mut signal);
+    }
+
+    #[test]
+    fn a_signal_read_from_a_server_that_hangs_gives_up_after_one_reply_timeout() {
+        let redis = PrivateRedis::start();
+        let mut signal = RedisSignal::open_dsn(&redis.signal_dsn()).unwrap();
+        assert_eq!(signal.requested_at().unwrap(), None);
+        let url = redis.url();
+        let sleeper = std::thread::spawn(move || {
+            let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let slept: redis::RedisResult<()> =
+                redis::cmd("DEBUG").arg("SLEEP").arg(4).query(&mut conn);
+            slept.expect("DEBUG SLEEP");
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        let e = signal.requested_at().unwrap_err();
+        let took = started.elapsed();
+        // One reply timeout (1 s), not a retry after it, nor the whole 4 s sleep.
+        assert!(
+            took < Duration::from_millis(2500),
+            "gave up after {took:?}: {e}"
+        );
+        sleeper.join().unwrap();
+        // Answering again: read on a fresh connection.
+        assert_eq!(signal.requested_at().unwrap(), None);
     }
 }

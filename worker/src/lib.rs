@@ -582,6 +582,8 @@ pub struct Worker<'r> {
     log: Option<Logger<'r>>,
 }
 
+/// How often an unreadable restart signal is read again, at most.
+const FAILING_SIGNAL_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the resident set size is read, at most.
 const MEMORY_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// How often the drain statistics are written, at most.
@@ -813,7 +815,10 @@ impl<'r> Worker<'r> {
             }
         }
         if let Some(signal) = &mut self.restart {
-            let every = signal.check_interval();
+            let mut every = signal.check_interval();
+            if run.watch.failing() {
+                every = every.max(FAILING_SIGNAL_CHECK_EVERY);
+            }
             if run
                 .last_restart_check
                 .is_none_or(|at| at.elapsed() >= every)

@@ -60,7 +60,7 @@ const RECLAIM_MIN: Duration = Duration::from_millis(50);
 const SIGNAL_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// The restart signal's socket timeouts: its replies are immediate, and a hung server must
 /// not hold the worker between messages for long.
-const SIGNAL_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+const SIGNAL_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 /// XAUTOCLAIM calls per scan: each looks at ten pending entries at most (Redis 7).
 const RECLAIM_STEPS: usize = 100;
 /// The longest `BLOCK` of one `XREADGROUP`, in ms; a longer receive blocks again. Redis takes
@@ -1360,6 +1360,13 @@ impl Link {
         let lost = match self.conn.as_mut() {
             Some(conn) => match f(conn) {
                 Ok(v) => return Ok(v),
+                // A server that does not answer in time is not a dropped connection: asking
+                // again would only wait as long again. The late reply may still come, so
+                // the next command opens a new connection.
+                Err(e) if e.is_timeout() => {
+                    self.conn = None;
+                    return Err(Failure::Redis(e));
+                }
                 Err(e) if e.is_io_error() => Some(e),
                 Err(e) => return Err(Failure::Redis(e)),
             },

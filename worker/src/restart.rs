@@ -131,6 +131,12 @@ impl Watch {
         }
     }
 
+    /// Whether the last read failed: the worker then reads less often, so that a store
+    /// that hangs costs it a wait now and then, not one before every message.
+    pub(crate) fn failing(&self) -> bool {
+        self.unreadable_since.is_some()
+    }
+
     /// Whether the next read must include the store's clock.
     pub(crate) fn needs_clock(&self) -> bool {
         self.seen.is_none()
