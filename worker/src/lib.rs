@@ -32,7 +32,7 @@
 //! | `sqlite-bundled` (default) | `sqlite`, with SQLite compiled in: nothing to install | rusqlite, cc |
 //! | `redis` | `RedisTransport` and `RedisSignal` (`redis://`; `rediss://` is refused when the DSN is read) | redis |
 //! | `signals` (default) | [`Worker::stop_on_signals`]: SIGTERM and SIGINT stop the worker between messages | signal-hook |
-//! | `cli` (default) | `cli`: the `consume`, `stop-workers`, `failed` and `stats` commands | clap, `signals` |
+//! | `cli` (default) | `cli`: the `consume`, `stop-workers`, `failed` and `stats` commands, and a plain `tracing` subscriber for them | clap, tracing-subscriber, `signals` |
 //!
 //! A Redis-only worker: `upcaster-worker = { version = "0.1", default-features = false,
 //! features = ["redis"] }` builds without SQLite and clap.
