@@ -14,7 +14,7 @@
 //! Failures never lose a message:
 //! - a handler error (or panic) is retried with exponential backoff and jitter, up to
 //!   [`RetryPolicy::max_retries`], then moved to the failure transport;
-//! - a message from a newer producer ([`ErrorKind::FutureVersion`]) is requeued with a delay,
+//! - a message from a newer producer ([`upcaster::ErrorKind::FutureVersion`]) is requeued with a delay,
 //!   without counting an attempt, until a worker with the new code takes it: a rolling
 //!   deploy heals itself;
 //! - a message of a type this code does not know is retried like a handler error (a newer
