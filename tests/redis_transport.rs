@@ -689,3 +689,15 @@ fn contract_fixture(name: &str) -> common::contract::Fixture {
 }
 
 common::contract::transport_contract!(contract_fixture);
+
+#[test]
+fn a_killed_worker_keeps_the_counts_of_what_it_settled() {
+    if common::contract::killed_child() {
+        return;
+    }
+    let stream = Stream::new("killed");
+    common::contract::counts_survive_a_kill(
+        &stream.dsn(),
+        "a_killed_worker_keeps_the_counts_of_what_it_settled",
+    );
+}

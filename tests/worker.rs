@@ -987,3 +987,16 @@ fn each_message_has_a_tracing_span_with_its_type_version_ids_and_transport() {
         "{log}"
     );
 }
+
+#[test]
+fn a_killed_worker_keeps_the_counts_of_what_it_settled() {
+    if common::contract::killed_child() {
+        return;
+    }
+    let s = Scratch::new("killed");
+    let dsn = format!("sqlite://{}/queue.db", s.0.display());
+    common::contract::counts_survive_a_kill(
+        &dsn,
+        "a_killed_worker_keeps_the_counts_of_what_it_settled",
+    );
+}

@@ -493,3 +493,60 @@ pub fn restart_signal(signal: &mut dyn RestartSignal) {
     signal.request_at(before).unwrap();
     assert_eq!(signal.requested_at().unwrap(), Some(before));
 }
+
+/// The variable that makes a test binary the child of [`counts_survive_a_kill`].
+const KILL_CHILD: &str = "UPCASTER_CONTRACT_KILL_DSN";
+
+/// When this process is the child of [`counts_survive_a_kill`]: runs a worker on the queue it
+/// was given that kills itself with SIGKILL inside the fourth message, and returns `true`.
+pub fn killed_child() -> bool {
+    let Ok(dsn) = std::env::var(KILL_CHILD) else {
+        return false;
+    };
+    let registry = ponka::registry().unwrap();
+    let handlers = Handlers::new(&registry)
+        .on(|m: Decoded<AddPonkaToImage>| {
+            if m.message.image_post == 4 {
+                let me = std::process::id().to_string();
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &me])
+                    .status();
+                std::thread::sleep(Duration::from_secs(30));
+            }
+            Ok::<(), &str>(())
+        })
+        .unwrap();
+    let queue = upcaster_worker::open(&dsn, "q").unwrap();
+    Worker::new(handlers)
+        .transport(queue)
+        .limits(Limits::default().stop_when_empty())
+        .run();
+    true
+}
+
+/// A worker killed with SIGKILL keeps the drain statistics of every message it settled:
+/// counts are written with the settle, not buffered. `test` is the calling test's name, run
+/// again in a child process on `dsn`.
+pub fn counts_survive_a_kill(dsn: &str, test: &str) {
+    let registry = ponka::registry().unwrap();
+    let mut t = upcaster_worker::open(dsn, "q").unwrap();
+    for id in 1..=6 {
+        let bytes = registry
+            .encode(&AddPonkaToImage { image_post: id }, Format::Json)
+            .unwrap();
+        t.send(&bytes).unwrap();
+    }
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .env(KILL_CHILD, dsn)
+        .output()
+        .unwrap();
+    assert!(
+        !child.status.success(),
+        "the child was not killed: {}",
+        String::from_utf8_lossy(&child.stdout)
+    );
+    let counted: u64 = t.stats().unwrap().iter().map(|r| r.count).sum();
+    assert_eq!(counted, 3, "messages 1 to 3 were acked before the kill");
+    assert_eq!(t.pending().unwrap(), 3, "4 (held when killed), 5 and 6");
+}

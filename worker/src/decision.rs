@@ -218,6 +218,7 @@ mod tests {
             reclaimed: deliveries > 1,
             deliveries,
             counted: false,
+            counts_as: None,
         }
     }
 

@@ -95,8 +95,8 @@ pub use restart::{FileSignal, RestartSignal, CLOCK_TOLERANCE, DEFAULT_OUTAGE_LIM
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteTransport;
 pub use transport::{
-    Access, Delivery, DrainStats, FailedMessage, FailureRecord, FailureStore, Queue, StatRow,
-    Transport, TransportError, TransportErrorKind,
+    Access, Delivery, DrainStats, FailedMessage, FailureRecord, FailureStore, Queue, StatCount,
+    StatRow, Transport, TransportError, TransportErrorKind,
 };
 
 /// The transport traits, for calling their methods on a concrete transport:
@@ -586,8 +586,6 @@ pub struct Worker<'r> {
 const FAILING_SIGNAL_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the resident set size is read, at most.
 const MEMORY_CHECK_EVERY: Duration = Duration::from_millis(100);
-/// How often the drain statistics are written, at most.
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 impl<'r> Worker<'r> {
     /// A worker with `handlers`, no transports yet, no limits and the default retries.
@@ -700,20 +698,11 @@ impl<'r> Worker<'r> {
             },
             consecutive_failures: 0,
             decoded: BTreeMap::new(),
-            stats: BTreeMap::new(),
-            last_flush: Instant::now(),
             last_memory_check: None,
             last_restart_check: None,
             watch: restart::Watch::new(self.started, self.outage_limit),
         };
-        let reason = self.drain(&mut run, started);
-        let reason = match (self.flush(&mut run), reason) {
-            // The first transport failure is the one to report.
-            (Err(_), reason @ StopReason::TransportFailed(_)) => reason,
-            (Err(e), reason) => StopReason::TransportFailed(format!("{e} (after: {reason})")),
-            (Ok(()), reason) => reason,
-        };
-        run.report.reason = reason;
+        run.report.reason = self.drain(&mut run, started);
         run.report.decoded = std::mem::take(&mut run.decoded)
             .into_iter()
             .map(|((name, version), n)| ((name.to_owned(), version), n))
@@ -758,7 +747,7 @@ impl<'r> Worker<'r> {
                 Err(e) => return StopReason::TransportFailed(e.to_string()),
             };
             let outcome = match received {
-                Some((i, delivery)) => self.process(run, i, &delivery),
+                Some((i, mut delivery)) => self.process(run, i, &mut delivery),
                 None if self.limits.stop_when_empty => match self.all_empty() {
                     Ok(true) => return StopReason::Empty,
                     Ok(false) => Ok(()),
@@ -768,11 +757,6 @@ impl<'r> Worker<'r> {
             };
             if let Err(e) = outcome {
                 return StopReason::TransportFailed(e.to_string());
-            }
-            if run.last_flush.elapsed() >= FLUSH_EVERY {
-                if let Err(e) = self.flush(run) {
-                    return StopReason::TransportFailed(e.to_string());
-                }
             }
         }
     }
@@ -879,7 +863,7 @@ impl<'r> Worker<'r> {
         &mut self,
         run: &mut Run,
         i: usize,
-        delivery: &Delivery,
+        delivery: &mut Delivery,
     ) -> Result<(), TransportError> {
         run.report.received += 1;
         use tracing::field::Empty;
@@ -894,25 +878,29 @@ impl<'r> Worker<'r> {
             correlation_id = Empty,
         );
         let _in_span = span.enter();
+        let body = &delivery.body;
         let header = || {
-            upcaster::peek(&delivery.body)
+            upcaster::peek(body)
                 .ok()
                 .map(|h| (h.type_name.into_owned(), h.version))
         };
-        let mut counted_now = false;
+        let mut count = None;
         let action = match decision::abandoned(delivery, &self.retry, header, clock::now_ms()) {
             Some(action) => action,
             None => {
                 // A panic in an upcaster or a `Deserialize` impl is a failed message, not a
                 // dead worker (handler panics are caught closer, as failed attempts).
-                let dispatched = catch_unwind(AssertUnwindSafe(|| {
-                    self.handlers.dispatcher.dispatch(&delivery.body)
-                }));
+                let dispatched =
+                    catch_unwind(AssertUnwindSafe(|| self.handlers.dispatcher.dispatch(body)));
                 let outcome = match &dispatched {
                     Ok(Ok(handled)) => {
                         if decision::counts(delivery) {
-                            run.count(i, handled.type_name, handled.version);
-                            counted_now = true;
+                            run.count(handled.type_name, handled.version);
+                            count = Some(StatCount {
+                                type_name: handled.type_name,
+                                version: handled.version,
+                                at_ms: clock::now_ms(),
+                            });
                         }
                         Outcome::Handled {
                             type_name: handled.type_name,
@@ -939,6 +927,12 @@ impl<'r> Worker<'r> {
                     fastrand::f64(),
                     clock::now_ms(),
                 );
+                // Its first decode counts, in the same write as whatever settles it; the
+                // copy a retry or the failure store keeps remembers that it was counted.
+                if let Some(count) = count.take() {
+                    delivery.counts_as = Some(count);
+                    delivery.counted = true;
+                }
                 if let (Action::Ack, Some((type_name, version))) = (&action, handled) {
                     self.transports[i].ack(delivery)?;
                     run.report.handled += 1;
@@ -957,14 +951,6 @@ impl<'r> Worker<'r> {
                 action
             }
         };
-        // The copy a retry or the failure transport keeps remembers that it was counted.
-        if counted_now {
-            let counted = Delivery {
-                counted: true,
-                ..delivery.clone()
-            };
-            return self.perform(run, i, &counted, action);
-        }
         self.perform(run, i, delivery, action)
     }
 
@@ -1029,29 +1015,6 @@ impl<'r> Worker<'r> {
         }
         Ok(())
     }
-
-    /// Writes the counts gathered since the last flush, each to its transport.
-    fn flush(&mut self, run: &mut Run) -> Result<(), TransportError> {
-        run.last_flush = Instant::now();
-        if run.stats.is_empty() {
-            return Ok(());
-        }
-        let mut by_transport: BTreeMap<usize, Vec<StatRow>> = BTreeMap::new();
-        for ((i, type_name, version), (count, last_seen_ms)) in std::mem::take(&mut run.stats) {
-            by_transport.entry(i).or_default().push(StatRow {
-                type_name: type_name.to_owned(),
-                version,
-                count,
-                last_seen_ms,
-            });
-        }
-        for (i, rows) in by_transport {
-            if let Some(t) = self.transports.get_mut(i) {
-                t.record_stats(&rows)?;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Reports `event` to `tracing` (inside the message's span, so a service's own subscriber
@@ -1074,9 +1037,6 @@ struct Run {
     consecutive_failures: u32,
     /// Decode counts of the whole run, by type and version.
     decoded: BTreeMap<(&'static str, u32), u64>,
-    /// Counts not yet written: (transport, type, version) to (count, last seen).
-    stats: BTreeMap<(usize, &'static str, u32), (u64, u64)>,
-    last_flush: Instant,
     last_memory_check: Option<Instant>,
     last_restart_check: Option<Instant>,
     watch: restart::Watch,
@@ -1098,14 +1058,7 @@ fn read_signal(
 }
 
 impl Run {
-    fn count(&mut self, transport: usize, type_name: &'static str, version: u32) {
-        let now = clock::now_ms();
-        let entry = self
-            .stats
-            .entry((transport, type_name, version))
-            .or_insert((0, now));
-        entry.0 += 1;
-        entry.1 = now;
+    fn count(&mut self, type_name: &'static str, version: u32) {
         *self.decoded.entry((type_name, version)).or_insert(0) += 1;
     }
 }

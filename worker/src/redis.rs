@@ -83,11 +83,29 @@ macro_rules! owned_check {
     };
 }
 
-/// Settles a delivery: acks and deletes the entry (deleting keeps `XLEN` the queue's length).
-/// Does nothing (0) when the entry is no longer pending for this consumer.
+/// Adds one message to the drain statistics in hash `stats` (field `<type>\t<version>`) and
+/// keeps the latest decode time in hash `seen`; nothing when `field` is empty. The settling
+/// scripts call it, so that a count is written with the settle or not at all.
+macro_rules! count_fn {
+    () => {
+        "local function count(stats, seen, field, at)
+  if field == '' then return end
+  redis.call('HINCRBY', stats, field, 1)
+  local last = tonumber(redis.call('HGET', seen, field) or '')
+  if not last or tonumber(at) > last then redis.call('HSET', seen, field, at) end
+end
+"
+    };
+}
+
+/// Settles a delivery: counts it if asked (`KEYS[2]`, `KEYS[3]`, `ARGV[4]`, `ARGV[5]`), acks
+/// and deletes the entry (deleting keeps `XLEN` the queue's length). Does nothing (0) when
+/// the entry is no longer pending for this consumer.
 const ACK_LUA: &str = concat!(
     owned_check!(),
-    r"redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+    count_fn!(),
+    r"count(KEYS[2], KEYS[3], ARGV[4], ARGV[5])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
 "
@@ -99,6 +117,7 @@ return 1
 /// member. Does nothing (0) when the entry is no longer pending for this consumer.
 const RETRY_LUA: &str = concat!(
     owned_check!(),
+    count_fn!(),
     r"local delay = math.min(tonumber(ARGV[4]), 1e15)
 local counted = ARGV[7] == '1'
 local newer = ARGV[8] == '1'
@@ -117,6 +136,7 @@ else
   redis.call('ZADD', KEYS[2], string.format('%d', now + delay),
     head .. ':' .. ARGV[2] .. ':' .. ARGV[6])
 end
+count(KEYS[3], KEYS[4], ARGV[9], ARGV[10])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
@@ -181,7 +201,9 @@ return 1
 /// pending for this consumer.
 const FAIL_LUA: &str = concat!(
     owned_check!(),
-    r"local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
+    count_fn!(),
+    r"local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 6))
+count(KEYS[3], KEYS[4], ARGV[4], ARGV[5])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return id
@@ -716,6 +738,7 @@ impl RedisTransport {
             reclaimed,
             deliveries: 1,
             counted,
+            counts_as: None,
         }))
     }
 
@@ -731,11 +754,12 @@ impl RedisTransport {
         // Rounded up: a delay, however short, never means at once.
         let ms = saturate(delay.as_micros().div_ceil(1000), MAX_DELAY_MS);
         let (ms_text, attempt_text) = (ms.to_string(), attempt.to_string());
+        let (field, at) = count_args(delivery);
         let reply = eval(
             &mut self.link,
             &mut self.shas,
             Lua::Retry,
-            &[&self.stream, &self.delayed],
+            &[&self.stream, &self.delayed, &self.stats, &self.last_seen],
             &[
                 self.group.as_bytes(),
                 delivery.id.as_bytes(),
@@ -745,6 +769,8 @@ impl RedisTransport {
                 &delivery.body,
                 if delivery.counted { b"1" } else { b"0" },
                 if newer { b"1" } else { b"0" },
+                field.as_bytes(),
+                at.as_bytes(),
             ],
         )?;
         // Not ours any more: the consumer that took it over settles it.
@@ -895,16 +921,19 @@ impl Queue for RedisTransport {
     }
 
     fn ack(&mut self, delivery: &Delivery) -> Result<(), TransportError> {
-        // One round trip, XACK and XDEL together or not at all.
+        // One round trip, XACK and XDEL (and the count) together or not at all.
+        let (field, at) = count_args(delivery);
         let reply = eval(
             &mut self.link,
             &mut self.shas,
             Lua::Ack,
-            &[&self.stream],
+            &[&self.stream, &self.stats, &self.last_seen],
             &[
                 self.group.as_bytes(),
                 delivery.id.as_bytes(),
                 self.consumer.as_bytes(),
+                field.as_bytes(),
+                at.as_bytes(),
             ],
         )?;
         self.settled(Lua::Ack, &reply).map(|_| ())
@@ -975,10 +1004,13 @@ impl Queue for RedisTransport {
     ) -> Result<Option<String>, TransportError> {
         let (attempts, failed_at) = (record.attempts.to_string(), record.failed_at_ms.to_string());
         let version = record.version.map(|v| v.to_string());
+        let (field, at) = count_args(delivery);
         let mut args: Vec<&[u8]> = vec![
             self.group.as_bytes(),
             delivery.id.as_bytes(),
             self.consumer.as_bytes(),
+            field.as_bytes(),
+            at.as_bytes(),
             b"body",
             &delivery.body,
             b"class",
@@ -1004,7 +1036,7 @@ impl Queue for RedisTransport {
             &mut self.link,
             &mut self.shas,
             Lua::Fail,
-            &[&self.stream, &self.failed],
+            &[&self.stream, &self.failed, &self.stats, &self.last_seen],
             &args,
         )?;
         // Not ours any more: no failure record; the consumer that took it over settles it.
@@ -1487,6 +1519,18 @@ fn waiting_body(member: &[u8]) -> Option<&[u8]> {
     }
     let b = a + 1 + member[a + 1..].iter().position(|&c| c == b':')?;
     Some(&member[b + 1..])
+}
+
+/// The statistics field and time of a delivery's count, for the settling scripts; an empty
+/// field when the worker set none.
+fn count_args(delivery: &Delivery) -> (String, String) {
+    match &delivery.counts_as {
+        Some(c) => (
+            format!("{}\t{}", c.type_name, c.version),
+            c.at_ms.to_string(),
+        ),
+        None => (String::new(), String::new()),
+    }
 }
 
 /// `n` as a u64, at most `max`: a count or duration as Redis accepts it.

@@ -278,6 +278,7 @@ impl SqliteTransport {
             reclaimed,
             deliveries,
             counted,
+            counts_as: None,
         }))
     }
 
@@ -291,7 +292,11 @@ impl SqliteTransport {
     ) -> Result<(), TransportError> {
         let id = self.row_id(&delivery.id)?;
         let at = now_ms_i64().saturating_add(millis(delay));
-        self.conn
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+        let ours = tx
             .execute(
                 "UPDATE upcaster_messages
                  SET available_at = ?1, attempt = ?2, taken_at = NULL, taken_by = NULL,
@@ -299,8 +304,11 @@ impl SqliteTransport {
                  WHERE id = ?3 AND taken_by = ?4",
                 params![at, attempt, id, self.consumer, delivery.counted, newer],
             )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+        count_in(&tx, &self.queue, delivery, ours)
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+        tx.commit()
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))
     }
 
     fn busy(&mut self, wait: Duration) -> Result<(), TransportError> {
@@ -363,14 +371,21 @@ impl Queue for SqliteTransport {
 
     fn ack(&mut self, delivery: &Delivery) -> Result<(), TransportError> {
         let id = self.row_id(&delivery.id)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         // Only while it is ours: a message reclaimed by another consumer is theirs to settle.
-        self.conn
+        let ours = tx
             .execute(
                 "DELETE FROM upcaster_messages WHERE id = ?1 AND taken_by = ?2",
                 params![id, self.consumer],
             )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+        count_in(&tx, &self.queue, delivery, ours)
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+        tx.commit()
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))
     }
 
     fn retry_later(
@@ -472,6 +487,8 @@ impl Queue for SqliteTransport {
         )
         .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         let failed_id = tx.last_insert_rowid();
+        count_in(&tx, &self.queue, delivery, ours)
+            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         tx.commit()
             .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         Ok(Some(failed_id.to_string()))
@@ -566,11 +583,7 @@ impl DrainStats for SqliteTransport {
             .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
         for row in rows {
             tx.execute(
-                "INSERT INTO upcaster_stats (queue, type_name, version, count, last_seen)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (queue, type_name, version) DO UPDATE SET
-                     count = count + excluded.count,
-                     last_seen = max(last_seen, excluded.last_seen)",
+                UPSERT_STATS,
                 params![
                     self.queue,
                     row.type_name,
@@ -607,3 +620,35 @@ impl DrainStats for SqliteTransport {
             .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))
     }
 }
+
+/// Adds a delivery's count (if the worker set one) to the drain statistics, in the settle's
+/// own transaction, when the settle changed `settled` rows (0: not ours any more).
+fn count_in(
+    tx: &rusqlite::Transaction<'_>,
+    queue: &str,
+    delivery: &Delivery,
+    settled: usize,
+) -> rusqlite::Result<()> {
+    let Some(count) = delivery.counts_as.as_ref().filter(|_| settled > 0) else {
+        return Ok(());
+    };
+    tx.execute(
+        UPSERT_STATS,
+        params![
+            queue,
+            count.type_name,
+            count.version,
+            1,
+            i64::try_from(count.at_ms).unwrap_or(i64::MAX)
+        ],
+    )?;
+    Ok(())
+}
+
+/// Adds a count to a (queue, type, version) row, keeping the latest last-seen.
+const UPSERT_STATS: &str =
+    "INSERT INTO upcaster_stats (queue, type_name, version, count, last_seen)
+     VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT (queue, type_name, version) DO UPDATE SET
+         count = count + excluded.count,
+         last_seen = max(last_seen, excluded.last_seen)";

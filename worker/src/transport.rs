@@ -25,6 +25,23 @@ pub struct Delivery {
     /// Transports keep it through retries, the failure transport and `failed retry`, so
     /// each message is counted once.
     pub counted: bool,
+    /// Set by the worker on the delivery that first decodes its message: the settle that
+    /// follows (ack, retry, requeue or fail) adds one to the drain statistics of this type
+    /// and arrived version, with this time, in the same write, so that no crash between a
+    /// handled message and its count loses the count.
+    pub counts_as: Option<StatCount>,
+}
+
+/// What a settle adds to the drain statistics: one message of `type_name` that arrived in
+/// `version`, decoded at `at_ms`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatCount {
+    /// The message type (its current name).
+    pub type_name: &'static str,
+    /// The version it arrived in.
+    pub version: u32,
+    /// When it was decoded, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
 }
 
 /// Why a message went to the failure transport, stored beside its original bytes.
