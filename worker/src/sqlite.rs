@@ -215,7 +215,7 @@ impl SqliteTransport {
     }
 
     fn err(&self, e: rusqlite::Error) -> TransportError {
-        TransportError::storage(&self.name, "SQLite failed", e)
+        failed(&self.name)(e)
     }
 
     fn take(&mut self, wait: Duration) -> Result<Option<Delivery>, TransportError> {
@@ -229,7 +229,7 @@ impl SqliteTransport {
         {
             Ok(tx) => tx,
             Err(e) if is_busy(&e) => return Ok(None),
-            Err(e) => return Err(TransportError::storage(&self.name, "SQLite failed", e)),
+            Err(e) => return Err(failed(&self.name)(e)),
         };
         // A body stored as text by another producer is read as its bytes, and an attempt
         // out of range is clamped: a row no worker can read would stall the queue.
@@ -256,7 +256,7 @@ impl SqliteTransport {
         let row = match row {
             Ok(row) => row,
             Err(e) if is_busy(&e) => return Ok(None),
-            Err(e) => return Err(TransportError::storage(&self.name, "SQLite failed", e)),
+            Err(e) => return Err(failed(&self.name)(e)),
         };
         let Some((id, body, attempt, reclaimed, deliveries, counted)) = row else {
             return Ok(None);
@@ -267,9 +267,8 @@ impl SqliteTransport {
              WHERE id = ?4",
             params![now, self.consumer, deliveries, id],
         )
-        .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
-        tx.commit()
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+        .map_err(failed(&self.name))?;
+        tx.commit().map_err(failed(&self.name))?;
         self.busy(SETTLE_BUSY)?;
         Ok(Some(Delivery {
             id: id.to_string(),
@@ -295,7 +294,7 @@ impl SqliteTransport {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+            .map_err(failed(&self.name))?;
         let ours = tx
             .execute(
                 "UPDATE upcaster_messages
@@ -304,18 +303,14 @@ impl SqliteTransport {
                  WHERE id = ?3 AND taken_by = ?4",
                 params![at, attempt, id, self.consumer, delivery.counted, newer],
             )
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
-        count_in(&tx, &self.queue, delivery, ours)
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
-        tx.commit()
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))
+            .map_err(failed(&self.name))?;
+        count_in(&tx, &self.queue, delivery, ours).map_err(failed(&self.name))?;
+        tx.commit().map_err(failed(&self.name))
     }
 
     fn busy(&mut self, wait: Duration) -> Result<(), TransportError> {
         if self.busy_timeout != wait {
-            self.conn
-                .busy_timeout(wait)
-                .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+            self.conn.busy_timeout(wait).map_err(failed(&self.name))?;
             self.busy_timeout = wait;
         }
         Ok(())
@@ -374,18 +369,16 @@ impl Queue for SqliteTransport {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+            .map_err(failed(&self.name))?;
         // Only while it is ours: a message reclaimed by another consumer is theirs to settle.
         let ours = tx
             .execute(
                 "DELETE FROM upcaster_messages WHERE id = ?1 AND taken_by = ?2",
                 params![id, self.consumer],
             )
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
-        count_in(&tx, &self.queue, delivery, ours)
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
-        tx.commit()
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))
+            .map_err(failed(&self.name))?;
+        count_in(&tx, &self.queue, delivery, ours).map_err(failed(&self.name))?;
+        tx.commit().map_err(failed(&self.name))
     }
 
     fn retry_later(
@@ -419,7 +412,7 @@ impl Queue for SqliteTransport {
                        AND available_at > ?2
                      ORDER BY id LIMIT 1000",
                 )
-                .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+                .map_err(failed(&self.name))?;
             let rows = statement
                 .query_map(params![self.queue, now], |r| {
                     Ok((
@@ -427,9 +420,8 @@ impl Queue for SqliteTransport {
                         r.get::<_, Option<Vec<u8>>>(1)?.unwrap_or_default(),
                     ))
                 })
-                .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
-            rows.collect::<Result<_, _>>()
-                .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?
+                .map_err(failed(&self.name))?;
+            rows.collect::<Result<_, _>>().map_err(failed(&self.name))?
         };
         let mut released = 0;
         for (id, body) in waiting {
@@ -458,13 +450,13 @@ impl Queue for SqliteTransport {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+            .map_err(failed(&self.name))?;
         let ours = tx
             .execute(
                 "DELETE FROM upcaster_messages WHERE id = ?1 AND taken_by = ?2",
                 params![id, self.consumer],
             )
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+            .map_err(failed(&self.name))?;
         if ours == 0 {
             // Reclaimed by another consumer meanwhile: theirs to settle, not ours to fail.
             return Ok(None);
@@ -485,12 +477,10 @@ impl Queue for SqliteTransport {
                 delivery.counted
             ],
         )
-        .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+        .map_err(failed(&self.name))?;
         let failed_id = tx.last_insert_rowid();
-        count_in(&tx, &self.queue, delivery, ours)
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
-        tx.commit()
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+        count_in(&tx, &self.queue, delivery, ours).map_err(failed(&self.name))?;
+        tx.commit().map_err(failed(&self.name))?;
         Ok(Some(failed_id.to_string()))
     }
 
@@ -514,7 +504,7 @@ impl FailureStore for SqliteTransport {
                 "SELECT id, body, type_name, version, class, error, attempts, failed_at
                  FROM upcaster_failed WHERE queue = ?1 ORDER BY id LIMIT ?2",
             )
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+            .map_err(failed(&self.name))?;
         let rows = stmt
             .query_map(
                 params![self.queue, i64::try_from(limit).unwrap_or(i64::MAX)],
@@ -533,9 +523,8 @@ impl FailureStore for SqliteTransport {
                     })
                 },
             )
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))
+            .map_err(failed(&self.name))?;
+        rows.collect::<Result<_, _>>().map_err(failed(&self.name))
     }
 
     fn requeue_failed(&mut self, id: &str) -> Result<bool, TransportError> {
@@ -543,7 +532,7 @@ impl FailureStore for SqliteTransport {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+            .map_err(failed(&self.name))?;
         let moved = tx
             .execute(
                 "INSERT INTO upcaster_messages (queue, body, attempt, available_at, counted)
@@ -551,14 +540,13 @@ impl FailureStore for SqliteTransport {
                  WHERE id = ?2 AND queue = ?3",
                 params![now_ms_i64(), id, self.queue],
             )
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+            .map_err(failed(&self.name))?;
         tx.execute(
             "DELETE FROM upcaster_failed WHERE id = ?1 AND queue = ?2",
             params![id, self.queue],
         )
-        .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
-        tx.commit()
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+        .map_err(failed(&self.name))?;
+        tx.commit().map_err(failed(&self.name))?;
         Ok(moved == 1)
     }
 
@@ -580,7 +568,7 @@ impl DrainStats for SqliteTransport {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+            .map_err(failed(&self.name))?;
         for row in rows {
             tx.execute(
                 UPSERT_STATS,
@@ -592,10 +580,9 @@ impl DrainStats for SqliteTransport {
                     i64::try_from(row.last_seen_ms).unwrap_or(i64::MAX)
                 ],
             )
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+            .map_err(failed(&self.name))?;
         }
-        tx.commit()
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))
+        tx.commit().map_err(failed(&self.name))
     }
 
     fn stats(&mut self) -> Result<Vec<StatRow>, TransportError> {
@@ -605,7 +592,7 @@ impl DrainStats for SqliteTransport {
                 "SELECT type_name, version, count, last_seen FROM upcaster_stats
                  WHERE queue = ?1 ORDER BY type_name, version",
             )
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
+            .map_err(failed(&self.name))?;
         let rows = stmt
             .query_map(params![self.queue], |r| {
                 Ok(StatRow {
@@ -615,10 +602,15 @@ impl DrainStats for SqliteTransport {
                     last_seen_ms: r.get::<_, i64>(3)?.max(0) as u64,
                 })
             })
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(|e| TransportError::storage(&self.name, "SQLite failed", e))
+            .map_err(failed(&self.name))?;
+        rows.collect::<Result<_, _>>().map_err(failed(&self.name))
     }
+}
+
+/// The error of an SQLite call on the queue `name`: a closure for `map_err`, borrowing only
+/// the name, so it can be used while a transaction borrows the connection.
+fn failed(name: &str) -> impl Fn(rusqlite::Error) -> TransportError + '_ {
+    move |e| TransportError::storage(name, "SQLite failed", e)
 }
 
 /// Adds a delivery's count (if the worker set one) to the drain statistics, in the settle's
