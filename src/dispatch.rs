@@ -2,6 +2,8 @@
 
 use std::any::TypeId;
 use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::Arc;
 
 use crate::codec::Format;
 use crate::envelope::{self, Decoded, Raw, RawEnvelope};
@@ -79,17 +81,69 @@ where
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Dispatcher<'r, Out> {
-    registry: &'r Registry,
+    registry: Held<'r>,
     handlers: Vec<Option<Box<dyn Route<Out> + 'r>>>,
+}
+
+/// The registry a dispatcher reads with: borrowed, or shared so the dispatcher is `'static`.
+enum Held<'r> {
+    Borrowed(&'r Registry),
+    Shared(Arc<Registry>),
+}
+
+impl Deref for Held<'_> {
+    type Target = Registry;
+
+    #[inline]
+    fn deref(&self) -> &Registry {
+        match self {
+            Held::Borrowed(r) => r,
+            Held::Shared(r) => r,
+        }
+    }
+}
+
+impl<Out> Dispatcher<'static, Out> {
+    /// A dispatcher that shares `registry`, with no handlers yet. It borrows nothing, so it
+    /// can be moved into a spawned task or kept in an `Arc` in a service's state (its
+    /// handlers must then be `'static` too).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use serde::{Deserialize, Serialize};
+    /// use upcaster::{Decoded, Dispatcher, Format, Message, Registry};
+    ///
+    /// #[derive(Serialize, Deserialize, Message)]
+    /// #[message(version = 1)]
+    /// struct Ping { n: u32 }
+    ///
+    /// let registry = Arc::new(Registry::builder().register::<Ping>().build()?);
+    /// let dispatcher = Arc::new(Dispatcher::shared(registry.clone()).on(|m: Decoded<Ping>| m.message.n)?);
+    /// let bytes = registry.encode(&Ping { n: 3 }, Format::Json)?;
+    /// let n = std::thread::spawn(move || dispatcher.dispatch(&bytes)).join().unwrap()?;
+    /// assert_eq!(n, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn shared(registry: Arc<Registry>) -> Self {
+        Dispatcher {
+            handlers: registry.entries.iter().map(|_| None).collect(),
+            registry: Held::Shared(registry),
+        }
+    }
 }
 
 impl<'r, Out> Dispatcher<'r, Out> {
     /// A dispatcher with no handlers yet.
     pub fn new(registry: &'r Registry) -> Self {
         Dispatcher {
-            registry,
             handlers: registry.entries.iter().map(|_| None).collect(),
+            registry: Held::Borrowed(registry),
         }
+    }
+
+    /// The registry it decodes with.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Sets the handler of `T`, which must be registered; a second call replaces the first.
@@ -130,7 +184,7 @@ impl<'r, Out> Dispatcher<'r, Out> {
         let handler = envelope::peek_name(raw)
             .and_then(|name| self.registry.by_name.get(name))
             .and_then(|&i| self.handlers.get(i)?.as_ref());
-        if let Some(out) = handler.and_then(|h| h.exact(self.registry, raw)) {
+        if let Some(out) = handler.and_then(|h| h.exact(&self.registry, raw)) {
             return Ok(out);
         }
         if let Some(env) = envelope::fast(raw, None) {
@@ -164,7 +218,7 @@ impl<'r, Out> Dispatcher<'r, Out> {
         let name = self.registry.entries[i].name;
         let version = env.header.version;
         match self.handlers.get(i).and_then(Option::as_ref) {
-            Some(handler) => handler.check(self.registry, env).map(|()| (name, version)),
+            Some(handler) => handler.check(&self.registry, env).map(|()| (name, version)),
             None => Err(Box::new((ErrorKind::Unhandled { type_name: name }, env))),
         }
     }
@@ -191,7 +245,7 @@ impl<'r, Out> Dispatcher<'r, Out> {
             return Err(Box::new((ErrorKind::UnknownType { type_name }, env)));
         };
         match self.handlers.get(i).and_then(Option::as_ref) {
-            Some(handler) => handler.general(self.registry, env),
+            Some(handler) => handler.general(&self.registry, env),
             None => Err(Box::new((
                 ErrorKind::Unhandled {
                     type_name: self.registry.entries[i].name,

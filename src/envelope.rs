@@ -86,6 +86,25 @@ impl<T: crate::Message> Decoded<'_, T> {
     pub fn into_message(self) -> T {
         self.message
     }
+
+    /// The same message, borrowing nothing from the bytes it was read from, for a handler
+    /// that outlives them (an async handler, a spawned task). Costs nothing when the type
+    /// name arrived as `T`'s current name; a former name or alias is copied.
+    pub fn into_owned(self) -> Decoded<'static, T> {
+        let type_name = match self.header.type_name {
+            name if name == T::NAME => Cow::Borrowed(T::NAME),
+            name => Cow::Owned(name.into_owned()),
+        };
+        Decoded {
+            message: self.message,
+            header: Header {
+                format: self.header.format,
+                type_name,
+                version: self.header.version,
+                headers: self.header.headers,
+            },
+        }
+    }
 }
 
 /// A message in split form: type and version beside a bare payload body, for brokers that

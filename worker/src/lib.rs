@@ -68,6 +68,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "tokio")]
+pub mod aio;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod clock;

@@ -307,6 +307,53 @@ pub trait DrainStats: Send {
     fn stats(&mut self) -> Result<Vec<StatRow>, TransportError>;
 }
 
+// A boxed queue of any kind is a queue, so generic code (the async adapter) takes one.
+impl<Q: Queue + ?Sized> Queue for Box<Q> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn send(&mut self, body: &[u8]) -> Result<String, TransportError> {
+        (**self).send(body)
+    }
+    fn receive(&mut self, timeout: Duration) -> Result<Option<Delivery>, TransportError> {
+        (**self).receive(timeout)
+    }
+    fn ack(&mut self, delivery: &Delivery) -> Result<(), TransportError> {
+        (**self).ack(delivery)
+    }
+    fn retry_later(
+        &mut self,
+        delivery: &Delivery,
+        delay: Duration,
+        attempt: u32,
+    ) -> Result<(), TransportError> {
+        (**self).retry_later(delivery, delay, attempt)
+    }
+    fn fail(
+        &mut self,
+        delivery: &Delivery,
+        record: &FailureRecord,
+    ) -> Result<Option<String>, TransportError> {
+        (**self).fail(delivery, record)
+    }
+    fn pending(&mut self) -> Result<u64, TransportError> {
+        (**self).pending()
+    }
+    fn requeue_for_newer(
+        &mut self,
+        delivery: &Delivery,
+        delay: Duration,
+    ) -> Result<(), TransportError> {
+        (**self).requeue_for_newer(delivery, delay)
+    }
+    fn release_waiting(
+        &mut self,
+        readable: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<u64, TransportError> {
+        (**self).release_waiting(readable)
+    }
+}
+
 /// A queue with its failure store and drain statistics: what a worker and its commands use.
 /// Implemented for every type that is all three; a transport implements each job's trait.
 pub trait Transport: Queue + FailureStore + DrainStats {}
