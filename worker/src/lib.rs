@@ -75,6 +75,7 @@ pub mod cli;
 mod clock;
 pub mod decision;
 mod dsn;
+mod flow;
 #[cfg(feature = "redis")]
 mod redis;
 mod restart;
@@ -107,7 +108,7 @@ pub mod prelude {
     pub use crate::{DrainStats, FailureStore, Queue, Transport};
 }
 
-use decision::{Action, Outcome};
+use decision::Action;
 use upcaster::{Decoded, Dispatcher, Error, Message, Registry, RegistryError};
 
 /// The envelope header that carries a correlation id into each message's `tracing` span.
@@ -150,18 +151,7 @@ impl<'r> Handlers<'r> {
             let version = m.header.version;
             // What only the envelope knows goes into the message's span, for the handler's
             // own events too.
-            let span = tracing::Span::current();
-            if !span.is_disabled() {
-                span.record("type", T::NAME);
-                span.record("version", version);
-                let headers = &m.header.headers;
-                if let Some(id) = headers.get(upcaster::Headers::MESSAGE_ID) {
-                    span.record("message_id", id);
-                }
-                if let Some(id) = headers.get(CORRELATION_ID) {
-                    span.record("correlation_id", id);
-                }
-            }
+            flow::record_in_span(T::NAME, &m.header);
             let result = match catch_unwind(AssertUnwindSafe(|| handler(m))) {
                 Ok(result) => result.map_err(Into::into),
                 Err(panic) => Err(format!("handler panicked: {}", panic_message(&*panic)).into()),
@@ -584,11 +574,6 @@ pub struct Worker<'r> {
     log: Option<Logger<'r>>,
 }
 
-/// How often an unreadable restart signal is read again, at most.
-const FAILING_SIGNAL_CHECK_EVERY: Duration = Duration::from_secs(1);
-/// How often the resident set size is read, at most.
-const MEMORY_CHECK_EVERY: Duration = Duration::from_millis(100);
-
 impl<'r> Worker<'r> {
     /// A worker with `handlers`, no transports yet, no limits and the default retries.
     pub fn new(handlers: Handlers<'r>) -> Self {
@@ -686,34 +671,12 @@ impl<'r> Worker<'r> {
 
     /// Runs until a stop condition holds, then returns what it did and why it stopped.
     pub fn run(&mut self) -> Report {
-        let started = Instant::now();
-        let mut run = Run {
-            report: Report {
-                reason: StopReason::Empty,
-                received: 0,
-                handled: 0,
-                retried: 0,
-                requeued: 0,
-                failed: 0,
-                decoded: BTreeMap::new(),
-                elapsed: Duration::ZERO,
-            },
-            consecutive_failures: 0,
-            decoded: BTreeMap::new(),
-            last_memory_check: None,
-            last_restart_check: None,
-            watch: restart::Watch::new(self.started, self.outage_limit),
-        };
-        run.report.reason = self.drain(&mut run, started);
-        run.report.decoded = std::mem::take(&mut run.decoded)
-            .into_iter()
-            .map(|((name, version), n)| ((name.to_owned(), version), n))
-            .collect();
-        run.report.elapsed = started.elapsed();
-        run.report
+        let mut run = flow::Run::new(self.limits.clone(), self.started, self.outage_limit);
+        let reason = self.drain(&mut run);
+        run.finish(reason)
     }
 
-    fn drain(&mut self, run: &mut Run, started: Instant) -> StopReason {
+    fn drain(&mut self, run: &mut flow::Run) -> StopReason {
         if self.transports.is_empty() {
             return StopReason::TransportFailed("no transport to consume".to_owned());
         }
@@ -737,20 +700,16 @@ impl<'r> Worker<'r> {
             }
         }
         loop {
-            if let Some(reason) = self.should_stop(run, started) {
+            if let Some(reason) = self.should_stop(run) {
                 return reason;
             }
-            let mut wait = self.poll;
-            if let Some(limit) = self.limits.time {
-                wait = wait.min(limit.saturating_sub(started.elapsed()));
-            }
-            let received = match self.receive(wait) {
+            let received = match self.receive(run.wait(self.poll)) {
                 Ok(received) => received,
                 Err(e) => return StopReason::TransportFailed(e.to_string()),
             };
             let outcome = match received {
                 Some((i, mut delivery)) => self.process(run, i, &mut delivery),
-                None if self.limits.stop_when_empty => match self.all_empty() {
+                None if run.stop_when_empty() => match self.all_empty() {
                     Ok(true) => return StopReason::Empty,
                     Ok(false) => Ok(()),
                     Err(e) => Err(e),
@@ -763,75 +722,20 @@ impl<'r> Worker<'r> {
         }
     }
 
-    fn should_stop(&mut self, run: &mut Run, started: Instant) -> Option<StopReason> {
-        if self.stop.load(Ordering::SeqCst) {
-            return Some(StopReason::Signal);
+    fn should_stop(&mut self, run: &mut flow::Run) -> Option<StopReason> {
+        if let Some(reason) = run.limit_reached(self.stop.load(Ordering::SeqCst)) {
+            return Some(reason);
         }
-        if let Some(n) = self.limits.messages.filter(|&n| run.report.received >= n) {
-            return Some(StopReason::MessageLimit(n));
-        }
-        if let Some(n) = self
-            .limits
-            .failures
-            .filter(|&n| run.consecutive_failures >= n)
-        {
-            return Some(StopReason::FailureLimit(n));
-        }
-        if let Some(limit) = self.limits.time.filter(|&t| started.elapsed() >= t) {
-            return Some(StopReason::TimeLimit(limit));
-        }
-        // /proc costs a few microseconds: not before every message.
-        if let Some(limit) = self.limits.memory {
-            if run
-                .last_memory_check
-                .is_none_or(|at| at.elapsed() >= MEMORY_CHECK_EVERY)
-            {
-                run.last_memory_check = Some(Instant::now());
-                match resident_set_size() {
-                    Some(rss) if rss > limit => {
-                        return Some(StopReason::MemoryLimit { rss, limit })
-                    }
-                    Some(_) => {}
-                    None => {
-                        return Some(StopReason::TransportFailed(
-                            "the memory limit needs /proc/self/status (Linux)".to_owned(),
-                        ))
-                    }
-                }
+        let signal = self.restart.as_mut()?;
+        let with_clock = run.signal_due(signal.check_interval())?;
+        match run.signal_read(flow::read_signal(&mut **signal, with_clock)) {
+            Ok(None) => None,
+            Ok(Some(problem)) => {
+                emit(&mut self.log, &Event::Warning { problem: &problem });
+                None
             }
+            Err(reason) => Some(reason),
         }
-        if let Some(signal) = &mut self.restart {
-            let mut every = signal.check_interval();
-            if run.watch.failing() {
-                every = every.max(FAILING_SIGNAL_CHECK_EVERY);
-            }
-            if run
-                .last_restart_check
-                .is_none_or(|at| at.elapsed() >= every)
-            {
-                run.last_restart_check = Some(Instant::now());
-                let reading = read_signal(&mut **signal, run.watch.needs_clock());
-                match run.watch.observe(reading, Instant::now()) {
-                    restart::Verdict::Continue(None) => {}
-                    restart::Verdict::Continue(Some(problem)) => {
-                        emit(&mut self.log, &Event::Warning { problem: &problem });
-                    }
-                    restart::Verdict::Restart { at_ms } => {
-                        return Some(StopReason::RestartRequested { at_ms })
-                    }
-                    restart::Verdict::Lost {
-                        problem,
-                        unreadable_for,
-                    } => {
-                        return Some(StopReason::RestartSignalLost {
-                            problem,
-                            unreadable_for,
-                        })
-                    }
-                }
-            }
-        }
-        None
     }
 
     fn receive(&mut self, wait: Duration) -> Result<Option<(usize, Delivery)>, TransportError> {
@@ -863,159 +767,109 @@ impl<'r> Worker<'r> {
 
     fn process(
         &mut self,
-        run: &mut Run,
+        run: &mut flow::Run,
         i: usize,
         delivery: &mut Delivery,
     ) -> Result<(), TransportError> {
-        run.report.received += 1;
-        use tracing::field::Empty;
-        let span = tracing::info_span!(
-            "message",
-            transport = self.transports[i].name(),
-            id = %delivery.id,
-            attempt = delivery.attempt,
-            r#type = Empty,
-            version = Empty,
-            message_id = Empty,
-            correlation_id = Empty,
-        );
+        let span = flow::span(self.transports[i].name(), delivery);
         let _in_span = span.enter();
-        let body = &delivery.body;
-        let header = || {
-            upcaster::peek(body)
-                .ok()
-                .map(|h| (h.type_name.into_owned(), h.version))
+        let dispatcher = &self.handlers.dispatcher;
+        let started = flow::start(delivery, &self.retry, |body| {
+            dispatcher
+                .dispatch(body)
+                .map(|h| (h.type_name, h.version, h.result))
+        });
+        run.received(delivery.counts_as.as_ref());
+        let (action, handled) = match started {
+            flow::Started::Settle(action) => (action, None),
+            flow::Started::Run {
+                type_name,
+                version,
+                handler: result,
+            } => (
+                flow::finish(delivery, type_name, version, &result, &self.retry),
+                Some((type_name, version)),
+            ),
         };
-        let mut count = None;
-        let action = match decision::abandoned(delivery, &self.retry, header, clock::now_ms()) {
-            Some(action) => action,
-            None => {
-                // A panic in an upcaster or a `Deserialize` impl is a failed message, not a
-                // dead worker (handler panics are caught closer, as failed attempts).
-                let dispatched =
-                    catch_unwind(AssertUnwindSafe(|| self.handlers.dispatcher.dispatch(body)));
-                let outcome = match &dispatched {
-                    Ok(Ok(handled)) => {
-                        if decision::counts(delivery) {
-                            run.count(handled.type_name, handled.version);
-                            count = Some(StatCount {
-                                type_name: handled.type_name,
-                                version: handled.version,
-                                at_ms: clock::now_ms(),
-                            });
-                        }
-                        Outcome::Handled {
-                            type_name: handled.type_name,
-                            version: handled.version,
-                            error: handled.result.as_ref().err().map(ToString::to_string),
-                        }
-                    }
-                    Ok(Err(e)) => Outcome::Undecodable(e),
-                    Err(panic) => Outcome::DecodePanicked {
-                        message: panic_message(&**panic).to_owned(),
-                        header: header(),
-                    },
-                };
-                let handled = match &outcome {
-                    Outcome::Handled {
-                        type_name, version, ..
-                    } => Some((*type_name, *version)),
-                    _ => None,
-                };
-                let action = decision::decide(
-                    delivery,
-                    outcome,
-                    &self.retry,
-                    fastrand::f64(),
-                    clock::now_ms(),
-                );
-                // Its first decode counts, in the same write as whatever settles it; the
-                // copy a retry or the failure store keeps remembers that it was counted.
-                if let Some(count) = count.take() {
-                    delivery.counts_as = Some(count);
-                    delivery.counted = true;
-                }
-                if let (Action::Ack, Some((type_name, version))) = (&action, handled) {
-                    self.transports[i].ack(delivery)?;
-                    run.report.handled += 1;
-                    run.consecutive_failures = 0;
-                    emit(
-                        &mut self.log,
-                        &Event::Handled {
-                            transport: self.transports[i].name(),
-                            delivery,
-                            type_name,
-                            version,
-                        },
-                    );
-                    return Ok(());
-                }
-                action
-            }
-        };
-        self.perform(run, i, delivery, action)
-    }
-
-    /// Does what the decision core asked for a delivery that was not handled.
-    fn perform(
-        &mut self,
-        run: &mut Run,
-        i: usize,
-        delivery: &Delivery,
-        action: Action,
-    ) -> Result<(), TransportError> {
-        if action.is_failure() {
-            run.consecutive_failures = run.consecutive_failures.saturating_add(1);
-        }
+        let failure = action.is_failure();
         let transport = &mut self.transports[i];
-        match action {
-            Action::Ack => transport.ack(delivery)?,
-            Action::Retry {
-                delay,
-                attempt,
-                error,
-            } => {
-                transport.retry_later(delivery, delay, attempt)?;
-                run.report.retried += 1;
-                emit(
-                    &mut self.log,
-                    &Event::Retrying {
-                        transport: transport.name(),
-                        delivery,
-                        error: &error,
-                        delay,
-                    },
-                );
-            }
-            Action::Requeue { delay, error } => {
-                transport.requeue_for_newer(delivery, delay)?;
-                run.report.requeued += 1;
-                emit(
-                    &mut self.log,
-                    &Event::Requeued {
-                        transport: transport.name(),
-                        delivery,
-                        error: &error,
-                    },
-                );
-            }
-            Action::Fail(record) => {
-                // `None`: another consumer took it over, and settles it.
-                if let Some(failed_id) = transport.fail(delivery, &record)? {
-                    run.report.failed += 1;
-                    emit(
-                        &mut self.log,
-                        &Event::Failed {
-                            transport: transport.name(),
-                            delivery,
-                            record: &record,
-                            failed_id: &failed_id,
-                        },
-                    );
-                }
+        let settled = perform(&mut **transport, delivery, &action)?;
+        run.settled(failure, &settled);
+        let log = &mut self.log;
+        report(transport.name(), delivery, action, handled, &settled, |e| {
+            emit(log, e)
+        });
+        Ok(())
+    }
+}
+
+/// Does what the decision core asked for a delivery.
+fn perform(
+    transport: &mut dyn Transport,
+    delivery: &Delivery,
+    action: &Action,
+) -> Result<flow::Settled, TransportError> {
+    Ok(match action {
+        Action::Ack => {
+            transport.ack(delivery)?;
+            flow::Settled::Handled
+        }
+        Action::Retry { delay, attempt, .. } => {
+            transport.retry_later(delivery, *delay, *attempt)?;
+            flow::Settled::Retried
+        }
+        Action::Requeue { delay, .. } => {
+            transport.requeue_for_newer(delivery, *delay)?;
+            flow::Settled::Requeued
+        }
+        // `None`: another consumer took it over, and settles it.
+        Action::Fail(record) => match transport.fail(delivery, record)? {
+            Some(id) => flow::Settled::Failed(id),
+            None => flow::Settled::TakenOver,
+        },
+    })
+}
+
+/// Logs what became of a settled delivery: `handled` is its type and arrived version, if
+/// it decoded.
+fn report(
+    transport: &str,
+    delivery: &Delivery,
+    action: Action,
+    handled: Option<(&'static str, u32)>,
+    settled: &flow::Settled,
+    emit: impl FnOnce(&Event<'_>),
+) {
+    match (action, settled) {
+        (_, flow::Settled::TakenOver) => {}
+        (Action::Ack, _) => {
+            if let Some((type_name, version)) = handled {
+                emit(&Event::Handled {
+                    transport,
+                    delivery,
+                    type_name,
+                    version,
+                })
             }
         }
-        Ok(())
+        (Action::Retry { delay, error, .. }, _) => emit(&Event::Retrying {
+            transport,
+            delivery,
+            error: &error,
+            delay,
+        }),
+        (Action::Requeue { error, .. }, _) => emit(&Event::Requeued {
+            transport,
+            delivery,
+            error: &error,
+        }),
+        (Action::Fail(record), flow::Settled::Failed(failed_id)) => emit(&Event::Failed {
+            transport,
+            delivery,
+            record: &record,
+            failed_id,
+        }),
+        (Action::Fail(_), _) => {}
     }
 }
 
@@ -1031,37 +885,6 @@ fn emit(log: &mut Option<Logger<'_>>, event: &Event<'_>) {
     }
     if let Some(log) = log {
         log(event);
-    }
-}
-
-struct Run {
-    report: Report,
-    consecutive_failures: u32,
-    /// Decode counts of the whole run, by type and version.
-    decoded: BTreeMap<(&'static str, u32), u64>,
-    last_memory_check: Option<Instant>,
-    last_restart_check: Option<Instant>,
-    watch: restart::Watch,
-}
-
-/// One read of the restart signal, with the store's clock when the watch needs it.
-fn read_signal(
-    signal: &mut dyn RestartSignal,
-    with_clock: bool,
-) -> Result<restart::Reading, String> {
-    let store_now = match with_clock {
-        true => Some(signal.now().map_err(|e| e.to_string())?),
-        false => None,
-    };
-    Ok(restart::Reading {
-        requested_at: signal.requested_at().map_err(|e| e.to_string())?,
-        store_now,
-    })
-}
-
-impl Run {
-    fn count(&mut self, type_name: &'static str, version: u32) {
-        *self.decoded.entry((type_name, version)).or_insert(0) += 1;
     }
 }
 
