@@ -679,10 +679,20 @@ fn commands_that_only_look_refuse_a_stream_that_does_not_exist() {
 fn contract_fixture(name: &str) -> common::contract::Fixture {
     let stream = Stream::new(name);
     let dsn = stream.dsn();
+    let again = dsn.clone();
     common::contract::Fixture {
         make: Box::new(move || {
             let queue = RedisTransport::open_dsn(&dsn, "unused").unwrap();
             Box::new(queue.reclaim_after(common::contract::RECLAIM_AFTER))
+        }),
+        make_async: Box::new(move || {
+            let open = upcaster_worker::aio::AsyncRedisTransport::open_dsn(&again, "unused");
+            let queue = common::contract::tokio().block_on(open);
+            upcaster_worker::aio::AnyQueue::Redis(
+                queue
+                    .unwrap()
+                    .reclaim_after(common::contract::RECLAIM_AFTER),
+            )
         }),
         _cleanup: Box::new(stream),
     }
@@ -699,5 +709,19 @@ fn a_killed_worker_keeps_the_counts_of_what_it_settled() {
     common::contract::counts_survive_a_kill(
         &stream.dsn(),
         "a_killed_worker_keeps_the_counts_of_what_it_settled",
+        common::contract::Runtime::Blocking,
+    );
+}
+
+#[test]
+fn a_killed_async_worker_keeps_the_counts_of_what_it_settled() {
+    if common::contract::killed_child() {
+        return;
+    }
+    let stream = Stream::new("killed-async");
+    common::contract::counts_survive_a_kill(
+        &stream.dsn(),
+        "a_killed_async_worker_keeps_the_counts_of_what_it_settled",
+        common::contract::Runtime::Tokio,
     );
 }

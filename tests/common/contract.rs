@@ -7,13 +7,14 @@
 //! hanging.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use upcaster::{Decoded, Format};
+use upcaster::{Decoded, Format, Message, Registry};
+use upcaster_worker::aio::{AnyQueue, AsyncHandlers, AsyncQueue, AsyncWorker};
 use upcaster_worker::{
-    Event, FailureRecord, Handlers, Limits, RestartSignal, RetryPolicy, StatRow, StopReason,
-    Transport, Worker,
+    Delivery, Event, FailedMessage, FailureRecord, Handlers, Limits, Report, RestartSignal,
+    RetryPolicy, StatRow, StopReason, Transport, TransportError, Worker,
 };
 
 use super::ponka::{self, AddPonkaToImage};
@@ -24,59 +25,261 @@ pub const RECLAIM_AFTER: Duration = Duration::from_millis(300);
 /// How long a check waits for something that must happen, before it fails.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// One test's queue: `make` opens a new handle (a new consumer) on it, with a reclaim
-/// timeout of [`RECLAIM_AFTER`]; what `_cleanup` holds removes the queue when dropped.
+/// The runtime a check runs the transport in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    /// The blocking `Queue` and `Worker`.
+    Blocking,
+    /// The async `AsyncQueue` and `AsyncWorker`, on tokio.
+    Tokio,
+}
+
+/// The tokio runtime the async checks share.
+pub fn tokio() -> &'static tokio::runtime::Runtime {
+    static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    });
+    &RT
+}
+
+/// One test's queue: `make` opens a new blocking handle (a new consumer) on it, `make_async`
+/// a new async one (called outside the tokio runtime of [`tokio()`]), both with a reclaim timeout of
+/// [`RECLAIM_AFTER`]; what `_cleanup` holds removes the queue when dropped.
 pub struct Fixture {
     pub make: Box<dyn Fn() -> Box<dyn Transport>>,
+    pub make_async: Box<dyn Fn() -> AnyQueue + Send + Sync>,
     pub _cleanup: Box<dyn std::any::Any>,
 }
 
+/// One consumer of a fixture's queue in the runtime under test. Queue jobs go through that
+/// runtime; the failure store and the drain statistics, which the commands read, through
+/// the blocking transport in both.
+pub struct Handle {
+    blocking: Box<dyn Transport>,
+    tokio: Option<AnyQueue>,
+}
+
+impl Fixture {
+    /// A new consumer in `runtime`.
+    pub fn open(&self, runtime: Runtime) -> Handle {
+        Handle {
+            blocking: (self.make)(),
+            tokio: match runtime {
+                Runtime::Blocking => None,
+                Runtime::Tokio => Some((self.make_async)()),
+            },
+        }
+    }
+}
+
+type Res<T> = Result<T, TransportError>;
+
+impl Handle {
+    pub fn send(&mut self, body: &[u8]) -> Res<String> {
+        match &self.tokio {
+            Some(q) => tokio().block_on(q.send(body)),
+            None => self.blocking.send(body),
+        }
+    }
+    pub fn receive(&mut self, timeout: Duration) -> Res<Option<Delivery>> {
+        match &self.tokio {
+            Some(q) => tokio().block_on(q.receive(timeout)),
+            None => self.blocking.receive(timeout),
+        }
+    }
+    pub fn ack(&mut self, d: &Delivery) -> Res<()> {
+        match &self.tokio {
+            Some(q) => tokio().block_on(q.ack(d)),
+            None => self.blocking.ack(d),
+        }
+    }
+    pub fn retry_later(&mut self, d: &Delivery, delay: Duration, attempt: u32) -> Res<()> {
+        match &self.tokio {
+            Some(q) => tokio().block_on(q.retry_later(d, delay, attempt)),
+            None => self.blocking.retry_later(d, delay, attempt),
+        }
+    }
+    pub fn fail(&mut self, d: &Delivery, record: &FailureRecord) -> Res<Option<String>> {
+        match &self.tokio {
+            Some(q) => tokio().block_on(q.fail(d, record)),
+            None => self.blocking.fail(d, record),
+        }
+    }
+    pub fn pending(&mut self) -> Res<u64> {
+        match &self.tokio {
+            Some(q) => tokio().block_on(q.pending()),
+            None => self.blocking.pending(),
+        }
+    }
+    pub fn failed(&mut self, limit: usize) -> Res<Vec<FailedMessage>> {
+        self.blocking.failed(limit)
+    }
+    pub fn requeue_failed(&mut self, id: &str) -> Res<bool> {
+        self.blocking.requeue_failed(id)
+    }
+    pub fn remove_failed(&mut self, id: &str) -> Res<bool> {
+        self.blocking.remove_failed(id)
+    }
+    pub fn stats(&mut self) -> Res<Vec<StatRow>> {
+        self.blocking.stats()
+    }
+    pub fn record_stats(&mut self, rows: &[StatRow]) -> Res<()> {
+        self.blocking.record_stats(rows)
+    }
+}
+
+/// A handler a check gives to a worker in either runtime: called with each message.
+type Handler<T> = Arc<dyn Fn(T) -> Result<(), String> + Send + Sync>;
+
+/// A worker over one new consumer of `f`, in `runtime`, with `handler` for `T` (the async
+/// worker with four messages in flight).
+pub struct Run<'f, T> {
+    f: &'f Fixture,
+    runtime: Runtime,
+    registry: Arc<Registry>,
+    handler: Handler<T>,
+    retry: RetryPolicy,
+    limits: Limits,
+    poll: Duration,
+    on_event: Arc<dyn Fn(&Event<'_>) + Send + Sync>,
+}
+
+impl<'f, T: Message + Send + 'static> Run<'f, T> {
+    pub fn new(
+        f: &'f Fixture,
+        runtime: Runtime,
+        registry: &Arc<Registry>,
+        handler: impl Fn(T) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        Run {
+            f,
+            runtime,
+            registry: Arc::clone(registry),
+            handler: Arc::new(handler),
+            retry: RetryPolicy::default(),
+            limits: Limits::default(),
+            poll: Duration::from_secs(1),
+            on_event: Arc::new(|_| {}),
+        }
+    }
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+    pub fn poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+    pub fn on_event(mut self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> Self {
+        self.on_event = Arc::new(f);
+        self
+    }
+    pub fn run(self) -> Report {
+        let (handler, on_event) = (self.handler, self.on_event);
+        match self.runtime {
+            Runtime::Blocking => {
+                let handlers = Handlers::new(&self.registry)
+                    .on(move |m: Decoded<T>| handler(m.message))
+                    .unwrap();
+                Worker::new(handlers)
+                    .transport((self.f.make)())
+                    .retry(self.retry)
+                    .limits(self.limits)
+                    .poll_interval(self.poll)
+                    .on_event(move |e| on_event(e))
+                    .run()
+            }
+            Runtime::Tokio => {
+                let queue = (self.f.make_async)();
+                tokio().block_on(async {
+                    let handlers = AsyncHandlers::new(Arc::clone(&self.registry))
+                        .on(move |m: Decoded<T>| {
+                            let handler = Arc::clone(&handler);
+                            async move {
+                                tokio::task::yield_now().await;
+                                handler(m.message)
+                            }
+                        })
+                        .unwrap();
+                    AsyncWorker::new(handlers, queue)
+                        .in_flight(4)
+                        .retry(self.retry)
+                        .limits(self.limits)
+                        .poll_interval(self.poll)
+                        .on_event(move |e| on_event(e))
+                        .run()
+                        .await
+                })
+            }
+        }
+    }
+}
+
 /// Runs every check of the contract against the transport of `$fixture`, a
-/// `fn(&str) -> Fixture` that gives each check a queue of its own.
+/// `fn(&str) -> Fixture` that gives each check a queue of its own, in both runtimes.
 #[allow(unused_macros)]
 macro_rules! transport_contract {
     ($fixture:ident) => {
         mod transport_contract {
-            use super::common::contract as c;
-            #[test]
-            fn receive_waits_out_its_timeout_and_no_longer() {
-                c::receive_waits_out_its_timeout(&super::$fixture("wait"));
+            macro_rules! checks {
+                ($runtime:expr) => {
+                    use super::super::common::contract as c;
+                    use super::super::$fixture as fixture;
+                    #[test]
+                    fn receive_waits_out_its_timeout_and_no_longer() {
+                        c::receive_waits_out_its_timeout(&fixture("wait"), $runtime);
+                    }
+                    #[test]
+                    fn a_message_round_trips_with_its_bytes_exactly() {
+                        c::round_trips_bytes(&fixture("bytes"), $runtime);
+                    }
+                    #[test]
+                    fn only_the_consumer_holding_a_message_settles_it() {
+                        c::only_the_holder_settles(&fixture("holder"), $runtime);
+                    }
+                    #[test]
+                    fn a_message_a_consumer_took_and_left_is_reclaimed_and_counted() {
+                        c::crash_reclaim(&fixture("reclaim"), $runtime);
+                    }
+                    #[test]
+                    fn a_delayed_retry_comes_back_after_its_delay_with_its_attempt() {
+                        c::delayed_retry(&fixture("delayed"), $runtime);
+                    }
+                    #[test]
+                    fn the_failure_store_keeps_bytes_and_record_and_requeues_or_removes() {
+                        c::failure_store(&fixture("failures"), $runtime);
+                    }
+                    #[test]
+                    fn drain_statistics_add_up_and_keep_the_latest_time() {
+                        c::drain_statistics(&fixture("stats"), $runtime);
+                    }
+                    #[test]
+                    fn each_message_is_counted_once_through_retries_and_failed_retry() {
+                        c::each_message_is_counted_once(&fixture("counted"), $runtime);
+                    }
+                    #[test]
+                    fn messages_requeued_for_newer_code_are_released_when_newer_code_starts() {
+                        c::released_for_newer_code(&fixture("newer"), $runtime);
+                    }
+                    #[test]
+                    fn a_worker_retries_with_backoff_then_fails_and_stops_when_empty() {
+                        c::worker_drains(&fixture("worker"), $runtime);
+                    }
+                };
             }
-            #[test]
-            fn a_message_round_trips_with_its_bytes_exactly() {
-                c::round_trips_bytes(&super::$fixture("bytes"));
+            mod blocking {
+                checks!(super::super::common::contract::Runtime::Blocking);
             }
-            #[test]
-            fn only_the_consumer_holding_a_message_settles_it() {
-                c::only_the_holder_settles(&super::$fixture("holder"));
-            }
-            #[test]
-            fn a_message_a_consumer_took_and_left_is_reclaimed_and_counted() {
-                c::crash_reclaim(&super::$fixture("reclaim"));
-            }
-            #[test]
-            fn a_delayed_retry_comes_back_after_its_delay_with_its_attempt() {
-                c::delayed_retry(&super::$fixture("delayed"));
-            }
-            #[test]
-            fn the_failure_store_keeps_bytes_and_record_and_requeues_or_removes() {
-                c::failure_store(&super::$fixture("failures"));
-            }
-            #[test]
-            fn drain_statistics_add_up_and_keep_the_latest_time() {
-                c::drain_statistics(&super::$fixture("stats"));
-            }
-            #[test]
-            fn each_message_is_counted_once_through_retries_and_failed_retry() {
-                c::each_message_is_counted_once(&super::$fixture("counted"));
-            }
-            #[test]
-            fn messages_requeued_for_newer_code_are_released_when_newer_code_starts() {
-                c::released_for_newer_code(&super::$fixture("newer"));
-            }
-            #[test]
-            fn a_worker_retries_with_backoff_then_fails_and_stops_when_empty() {
-                c::worker_drains(&super::$fixture("worker"));
+            mod tokio {
+                checks!(super::super::common::contract::Runtime::Tokio);
             }
         }
     };
@@ -92,7 +295,7 @@ fn binary_body() -> Vec<u8> {
 }
 
 /// Receives until a message comes, failing after [`PATIENCE`].
-fn receive_one(t: &mut dyn Transport) -> upcaster_worker::Delivery {
+fn receive_one(t: &mut Handle) -> Delivery {
     let deadline = Instant::now() + PATIENCE;
     loop {
         if let Some(d) = t.receive(Duration::from_millis(100)).expect("receive") {
@@ -102,8 +305,8 @@ fn receive_one(t: &mut dyn Transport) -> upcaster_worker::Delivery {
     }
 }
 
-pub fn receive_waits_out_its_timeout(f: &Fixture) {
-    let mut t = (f.make)();
+pub fn receive_waits_out_its_timeout(f: &Fixture, rt: Runtime) {
+    let mut t = f.open(rt);
     for timeout in [Duration::from_millis(150), Duration::from_millis(600)] {
         let started = Instant::now();
         assert_eq!(t.receive(timeout).unwrap(), None);
@@ -123,12 +326,12 @@ pub fn receive_waits_out_its_timeout(f: &Fixture) {
     assert!(started.elapsed() < PATIENCE);
 }
 
-pub fn round_trips_bytes(f: &Fixture) {
-    let mut t = (f.make)();
+pub fn round_trips_bytes(f: &Fixture, rt: Runtime) {
+    let mut t = f.open(rt);
     let body = binary_body();
     t.send(&body).unwrap();
     assert_eq!(t.pending().unwrap(), 1);
-    let d = receive_one(&mut *t);
+    let d = receive_one(&mut t);
     assert_eq!(d.body, body);
     assert_eq!(
         (d.attempt, d.deliveries, d.reclaimed, d.counted),
@@ -139,10 +342,10 @@ pub fn round_trips_bytes(f: &Fixture) {
     assert_eq!(t.receive(Duration::ZERO).unwrap(), None);
 }
 
-pub fn only_the_holder_settles(f: &Fixture) {
-    let (mut a, mut b) = ((f.make)(), (f.make)());
+pub fn only_the_holder_settles(f: &Fixture, rt: Runtime) {
+    let (mut a, mut b) = (f.open(rt), f.open(rt));
     a.send(b"one").unwrap();
-    let d = receive_one(&mut *a);
+    let d = receive_one(&mut a);
     // Taken: the other consumer does not get it, and cannot settle it.
     assert_eq!(b.receive(Duration::from_millis(50)).unwrap(), None);
     b.ack(&d).unwrap();
@@ -162,15 +365,15 @@ pub fn only_the_holder_settles(f: &Fixture) {
     assert_eq!(a.pending().unwrap(), 0);
 }
 
-pub fn crash_reclaim(f: &Fixture) {
-    let mut first = (f.make)();
+pub fn crash_reclaim(f: &Fixture, rt: Runtime) {
+    let mut first = f.open(rt);
     first.send(b"held").unwrap();
-    let held = receive_one(&mut *first);
+    let held = receive_one(&mut first);
     let taken = Instant::now();
     // The consumer dies holding it.
     drop(first);
-    let mut second = (f.make)();
-    let again = receive_one(&mut *second);
+    let mut second = f.open(rt);
+    let again = receive_one(&mut second);
     assert!(
         taken.elapsed() >= RECLAIM_AFTER,
         "reclaimed before its timeout"
@@ -186,16 +389,16 @@ pub fn crash_reclaim(f: &Fixture) {
     assert_eq!(second.pending().unwrap(), 0);
 }
 
-pub fn delayed_retry(f: &Fixture) {
-    let mut t = (f.make)();
+pub fn delayed_retry(f: &Fixture, rt: Runtime) {
+    let mut t = f.open(rt);
     t.send(b"later").unwrap();
-    let d = receive_one(&mut *t);
+    let d = receive_one(&mut t);
     let delay = Duration::from_millis(700);
     let retried = Instant::now();
     t.retry_later(&d, delay, 3).unwrap();
     assert_eq!(t.pending().unwrap(), 1, "a delayed retry is still pending");
     assert_eq!(t.receive(Duration::ZERO).unwrap(), None);
-    let back = receive_one(&mut *t);
+    let back = receive_one(&mut t);
     let waited = retried.elapsed();
     assert!(
         waited >= delay,
@@ -206,21 +409,21 @@ pub fn delayed_retry(f: &Fixture) {
     t.ack(&back).unwrap();
     // A retry without delay is at once, and one that never comes stays pending.
     t.send(b"now").unwrap();
-    let d = receive_one(&mut *t);
+    let d = receive_one(&mut t);
     t.retry_later(&d, Duration::ZERO, 1).unwrap();
-    let d = receive_one(&mut *t);
+    let d = receive_one(&mut t);
     assert_eq!(d.attempt, 1);
     t.retry_later(&d, Duration::MAX, 2).unwrap();
     assert_eq!(t.receive(Duration::from_millis(50)).unwrap(), None);
     assert_eq!(t.pending().unwrap(), 1);
 }
 
-pub fn failure_store(f: &Fixture) {
-    let mut t = (f.make)();
+pub fn failure_store(f: &Fixture, rt: Runtime) {
+    let mut t = f.open(rt);
     let body = binary_body();
     t.send(&body).unwrap();
     t.send(b"not JSON").unwrap();
-    let first = receive_one(&mut *t);
+    let first = receive_one(&mut t);
     let record = FailureRecord::new(
         "handler",
         "handler of Ping (arrived as v3) failed: disk full",
@@ -229,7 +432,7 @@ pub fn failure_store(f: &Fixture) {
     .attempts(4)
     .failed_at_ms(1_700_000_000_123);
     let first_id = t.fail(&first, &record).unwrap().expect("ours to fail");
-    let second = receive_one(&mut *t);
+    let second = receive_one(&mut t);
     let malformed = FailureRecord::new("malformed", "not JSON")
         .attempts(1)
         .failed_at_ms(1_700_000_000_456);
@@ -249,7 +452,7 @@ pub fn failure_store(f: &Fixture) {
     // Requeue one: back in the queue, from attempt 0, with its bytes.
     assert!(t.requeue_failed(&first_id).unwrap());
     assert!(!t.requeue_failed(&first_id).unwrap(), "requeued twice");
-    let back = receive_one(&mut *t);
+    let back = receive_one(&mut t);
     assert_eq!((back.body.as_slice(), back.attempt), (body.as_slice(), 0));
     t.ack(&back).unwrap();
     // Remove the other.
@@ -258,8 +461,8 @@ pub fn failure_store(f: &Fixture) {
     assert!(t.failed(10).unwrap().is_empty());
 }
 
-pub fn drain_statistics(f: &Fixture) {
-    let mut t = (f.make)();
+pub fn drain_statistics(f: &Fixture, rt: Runtime) {
+    let mut t = f.open(rt);
     assert!(t.stats().unwrap().is_empty());
     t.record_stats(&[
         StatRow::new("Order", 1, 3, 1_000),
@@ -267,7 +470,7 @@ pub fn drain_statistics(f: &Fixture) {
     ])
     .unwrap();
     // From another consumer, with an older last-seen: counts add, the latest time stays.
-    (f.make)()
+    f.open(rt)
         .record_stats(&[StatRow::new("Order", 1, 2, 500)])
         .unwrap();
     assert_eq!(
@@ -283,16 +486,15 @@ pub fn drain_statistics(f: &Fixture) {
 /// The drain statistics count each message once, the first time it decodes: not again on
 /// its retries, nor after the failure store and `failed retry`. The log names the id the
 /// failure store lists.
-pub fn each_message_is_counted_once(f: &Fixture) {
-    let make = &f.make;
-    let registry = ponka::registry().unwrap();
+pub fn each_message_is_counted_once(f: &Fixture, rt: Runtime) {
+    let registry = Arc::new(ponka::registry().unwrap());
     let bytes = registry
         .encode(&AddPonkaToImage { image_post: 7 }, Format::Json)
         .unwrap();
     // A message before it, so that its queue id and its failure id differ on any transport.
-    let mut t = make();
+    let mut t = f.open(rt);
     t.send(b"filler").unwrap();
-    let filler = receive_one(&mut *t);
+    let filler = receive_one(&mut t);
     t.ack(&filler).unwrap();
     t.send(&bytes).unwrap();
     drop(t);
@@ -300,38 +502,34 @@ pub fn each_message_is_counted_once(f: &Fixture) {
         .max_retries(1)
         .delay(Duration::from_millis(1))
         .max_delay(Duration::from_millis(2));
-    let failing = AtomicBool::new(true);
-    let calls = AtomicU32::new(0);
-    let logged_ids = Mutex::new(Vec::new());
+    let failing = Arc::new(AtomicBool::new(true));
+    let calls = Arc::new(AtomicU32::new(0));
+    let logged_ids = Arc::new(Mutex::new(Vec::new()));
     let drain = || {
-        let handlers = Handlers::new(&registry)
-            .on(|_: Decoded<AddPonkaToImage>| {
-                calls.fetch_add(1, Ordering::SeqCst);
-                if failing.load(Ordering::SeqCst) {
-                    Err("not yet")
-                } else {
-                    Ok(())
-                }
-            })
-            .unwrap();
-        Worker::new(handlers)
-            .transport(make())
-            .retry(retries.clone())
-            .poll_interval(Duration::from_millis(20))
-            .limits(Limits::default().stop_when_empty())
-            .on_event(|e| {
-                if let Event::Failed { failed_id, .. } = e {
-                    logged_ids.lock().unwrap().push(failed_id.to_string());
-                }
-            })
-            .run()
+        let (failing, calls, logged_ids) = (failing.clone(), calls.clone(), logged_ids.clone());
+        Run::new(f, rt, &registry, move |_: AddPonkaToImage| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            match failing.load(Ordering::SeqCst) {
+                true => Err("not yet".to_owned()),
+                false => Ok(()),
+            }
+        })
+        .retry(retries.clone())
+        .poll(Duration::from_millis(20))
+        .limits(Limits::default().stop_when_empty())
+        .on_event(move |e| {
+            if let Event::Failed { failed_id, .. } = e {
+                logged_ids.lock().unwrap().push(failed_id.to_string());
+            }
+        })
+        .run()
     };
     // Two attempts, then the failure store.
     let report = drain();
     assert_eq!((report.reason, report.failed), (StopReason::Empty, 1));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     let count = || {
-        let rows = make().stats().unwrap();
+        let rows = f.open(rt).stats().unwrap();
         rows.iter()
             .filter(|r| r.type_name == "AddPonkaToImage")
             .map(|r| r.count)
@@ -339,7 +537,7 @@ pub fn each_message_is_counted_once(f: &Fixture) {
     };
     assert_eq!(count(), 1, "counted once through its retry");
     // `failed retry`, with the fixed code.
-    let mut t = make();
+    let mut t = f.open(rt);
     let failed = t.failed(10).unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!(*logged_ids.lock().unwrap(), [failed[0].id.clone()]);
@@ -352,9 +550,9 @@ pub fn each_message_is_counted_once(f: &Fixture) {
 
 /// A worker over the transport: handled messages are acked, a failing handler is retried
 /// with backoff (not before it) and then failed, and the worker stops when all is settled.
-pub fn worker_drains(f: &Fixture) {
-    let registry = ponka::registry().unwrap();
-    let mut t = (f.make)();
+pub fn worker_drains(f: &Fixture, rt: Runtime) {
+    let registry = Arc::new(ponka::registry().unwrap());
+    let mut t = f.open(rt);
     for id in [1, 2, 3] {
         let bytes = registry
             .encode(&AddPonkaToImage { image_post: id }, Format::MessagePack)
@@ -362,34 +560,28 @@ pub fn worker_drains(f: &Fixture) {
         t.send(&bytes).unwrap();
     }
     let delay = Duration::from_millis(200);
-    let tries = Mutex::new(Vec::new());
-    let handlers = Handlers::new(&registry)
-        .on(|m: Decoded<AddPonkaToImage>| {
-            tries
-                .lock()
-                .unwrap()
-                .push((m.message.image_post, Instant::now()));
-            match m.message.image_post {
-                2 => Err("always"),
-                _ => Ok(()),
-            }
-        })
-        .unwrap();
-    let report = Worker::new(handlers)
-        .transport((f.make)())
-        .retry(
-            RetryPolicy::default()
-                .max_retries(2)
-                .delay(delay)
-                .multiplier(1.0)
-                .jitter(0.0),
-        )
-        .poll_interval(Duration::from_millis(20))
-        .limits(Limits::default().stop_when_empty())
-        .run();
+    let tries = Arc::new(Mutex::new(Vec::new()));
+    let seen = tries.clone();
+    let report = Run::new(f, rt, &registry, move |m: AddPonkaToImage| {
+        seen.lock().unwrap().push((m.image_post, Instant::now()));
+        match m.image_post {
+            2 => Err("always".to_owned()),
+            _ => Ok(()),
+        }
+    })
+    .retry(
+        RetryPolicy::default()
+            .max_retries(2)
+            .delay(delay)
+            .multiplier(1.0)
+            .jitter(0.0),
+    )
+    .poll(Duration::from_millis(20))
+    .limits(Limits::default().stop_when_empty())
+    .run();
     assert_eq!(report.reason, StopReason::Empty);
     assert_eq!((report.handled, report.retried, report.failed), (2, 2, 1));
-    let tries = tries.into_inner().unwrap();
+    let tries = tries.lock().unwrap().clone();
     let failing: Vec<Instant> = tries
         .iter()
         .filter(|(id, _)| *id == 2)
@@ -418,20 +610,16 @@ pub fn worker_drains(f: &Fixture) {
 
 /// A message of a newer version that old code requeued waits out its delay only for old
 /// code: a worker that reads it takes it as soon as it starts. A plain retry keeps its delay.
-pub fn released_for_newer_code(f: &Fixture) {
-    let today = ponka::registry().unwrap();
-    let yesterday = ponka::registry_v1().unwrap();
-    let mut t = (f.make)();
+pub fn released_for_newer_code(f: &Fixture, rt: Runtime) {
+    let today = Arc::new(ponka::registry().unwrap());
+    let yesterday = Arc::new(ponka::registry_v1().unwrap());
+    let mut t = f.open(rt);
     let v2 = today
         .encode(&AddPonkaToImage { image_post: 1 }, Format::Json)
         .unwrap();
     t.send(&v2).unwrap();
     // Yesterday's worker requeues it for a minute.
-    let handlers = Handlers::new(&yesterday)
-        .on(|_: Decoded<ponka::v1::AddPonkaToImage>| Ok::<(), &str>(()))
-        .unwrap();
-    let report = Worker::new(handlers)
-        .transport((f.make)())
+    let report = Run::new(f, rt, &yesterday, |_: ponka::v1::AddPonkaToImage| Ok(()))
         .retry(RetryPolicy::default().future_version_delay(Duration::from_secs(60)))
         .limits(Limits::default().messages(1))
         .run();
@@ -446,27 +634,24 @@ pub fn released_for_newer_code(f: &Fixture) {
         .encode(&AddPonkaToImage { image_post: 2 }, Format::Json)
         .unwrap();
     t.send(&other).unwrap();
-    let d = receive_one(&mut *t);
+    let d = receive_one(&mut t);
     t.retry_later(&d, Duration::from_secs(60), 1).unwrap();
     // Today's worker takes the first at once; the retry keeps its minute.
-    let handled = Mutex::new(Vec::new());
-    let released = Mutex::new(0);
-    let handlers = Handlers::new(&today)
-        .on(|m: Decoded<AddPonkaToImage>| {
-            handled.lock().unwrap().push(m.message.image_post);
-            Ok::<(), &str>(())
-        })
-        .unwrap();
-    let report = Worker::new(handlers)
-        .transport((f.make)())
-        .poll_interval(Duration::from_millis(50))
-        .limits(Limits::default().time(Duration::from_secs(2)))
-        .on_event(|e| {
-            if let Event::Released { count, .. } = e {
-                *released.lock().unwrap() += count;
-            }
-        })
-        .run();
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let released = Arc::new(Mutex::new(0));
+    let (seen, counted) = (handled.clone(), released.clone());
+    let report = Run::new(f, rt, &today, move |m: AddPonkaToImage| {
+        seen.lock().unwrap().push(m.image_post);
+        Ok(())
+    })
+    .poll(Duration::from_millis(50))
+    .limits(Limits::default().time(Duration::from_secs(2)))
+    .on_event(move |e| {
+        if let Event::Released { count, .. } = e {
+            *counted.lock().unwrap() += count;
+        }
+    })
+    .run();
     assert_eq!(*handled.lock().unwrap(), [1], "{report}");
     assert_eq!(*released.lock().unwrap(), 1);
     assert_eq!(t.pending().unwrap(), 1, "the plain retry still waits");
@@ -494,40 +679,53 @@ pub fn restart_signal(signal: &mut dyn RestartSignal) {
     assert_eq!(signal.requested_at().unwrap(), Some(before));
 }
 
-/// The variable that makes a test binary the child of [`counts_survive_a_kill`].
+/// The variables that make a test binary the child of [`counts_survive_a_kill`].
 const KILL_CHILD: &str = "UPCASTER_CONTRACT_KILL_DSN";
+const KILL_RUNTIME: &str = "UPCASTER_CONTRACT_KILL_RUNTIME";
 
-/// When this process is the child of [`counts_survive_a_kill`]: runs a worker on the queue it
-/// was given that kills itself with SIGKILL inside the fourth message, and returns `true`.
+/// The handler of the killed child: SIGKILL inside the fourth message.
+fn kill_on_fourth(m: AddPonkaToImage) -> Result<(), String> {
+    if m.image_post == 4 {
+        let me = std::process::id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &me])
+            .status();
+        std::thread::sleep(Duration::from_secs(30));
+    }
+    Ok(())
+}
+
+/// When this process is the child of [`counts_survive_a_kill`]: runs a worker (in the
+/// runtime it was given) on the queue it was given that kills itself with SIGKILL inside the
+/// fourth message, and returns `true`.
 pub fn killed_child() -> bool {
     let Ok(dsn) = std::env::var(KILL_CHILD) else {
         return false;
     };
-    let registry = ponka::registry().unwrap();
-    let handlers = Handlers::new(&registry)
-        .on(|m: Decoded<AddPonkaToImage>| {
-            if m.message.image_post == 4 {
-                let me = std::process::id().to_string();
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &me])
-                    .status();
-                std::thread::sleep(Duration::from_secs(30));
-            }
-            Ok::<(), &str>(())
-        })
-        .unwrap();
-    let queue = upcaster_worker::open(&dsn, "q").unwrap();
-    Worker::new(handlers)
-        .transport(queue)
-        .limits(Limits::default().stop_when_empty())
-        .run();
+    let registry = Arc::new(ponka::registry().unwrap());
+    let limits = Limits::default().stop_when_empty();
+    if std::env::var(KILL_RUNTIME).as_deref() == Ok("tokio") {
+        tokio().block_on(async {
+            let handlers = AsyncHandlers::new(registry)
+                .on(|m: Decoded<AddPonkaToImage>| async move { kill_on_fourth(m.message) })
+                .unwrap();
+            let queue = upcaster_worker::open_async(&dsn, "q").await.unwrap();
+            AsyncWorker::new(handlers, queue).limits(limits).run().await
+        });
+    } else {
+        let handlers = Handlers::new(&registry)
+            .on(|m: Decoded<AddPonkaToImage>| kill_on_fourth(m.message))
+            .unwrap();
+        let queue = upcaster_worker::open(&dsn, "q").unwrap();
+        Worker::new(handlers).transport(queue).limits(limits).run();
+    }
     true
 }
 
 /// A worker killed with SIGKILL keeps the drain statistics of every message it settled:
 /// counts are written with the settle, not buffered. `test` is the calling test's name, run
-/// again in a child process on `dsn`.
-pub fn counts_survive_a_kill(dsn: &str, test: &str) {
+/// again in a child process on `dsn`, with a worker in `rt`.
+pub fn counts_survive_a_kill(dsn: &str, test: &str, rt: Runtime) {
     let registry = ponka::registry().unwrap();
     let mut t = upcaster_worker::open(dsn, "q").unwrap();
     for id in 1..=6 {
@@ -536,9 +734,14 @@ pub fn counts_survive_a_kill(dsn: &str, test: &str) {
             .unwrap();
         t.send(&bytes).unwrap();
     }
+    let runtime = match rt {
+        Runtime::Blocking => "blocking",
+        Runtime::Tokio => "tokio",
+    };
     let child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads", "1"])
         .env(KILL_CHILD, dsn)
+        .env(KILL_RUNTIME, runtime)
         .output()
         .unwrap();
     assert!(

@@ -133,6 +133,33 @@ pub fn open_with(
     }
 }
 
+/// Opens a queue for the async runtime from its DSN (the same DSNs as [`open`]): Redis on
+/// async connections, the SQLite queue on tokio's blocking threads.
+#[cfg(feature = "tokio")]
+pub async fn open_async(dsn: &str, queue: &str) -> Result<crate::aio::AnyQueue, TransportError> {
+    let scheme = scheme_of(dsn, false)?;
+    match scheme.name {
+        #[cfg(feature = "redis")]
+        "redis" => Ok(crate::aio::AnyQueue::Redis(
+            crate::aio::AsyncRedisTransport::open_dsn(dsn, queue).await?,
+        )),
+        _ => {
+            let (dsn, queue) = (dsn.to_owned(), queue.to_owned());
+            let opened = tokio::task::spawn_blocking(move || open(&dsn, &queue)).await;
+            let transport = opened.map_err(|e| {
+                TransportError::new(
+                    "async open",
+                    crate::TransportErrorKind::Storage,
+                    format!("opening the queue failed: {e}"),
+                )
+            })??;
+            Ok(crate::aio::AnyQueue::Blocking(crate::aio::Blocking::new(
+                transport,
+            )))
+        }
+    }
+}
+
 /// Opens a restart signal from its DSN: a file path (`file://<path>` or a bare absolute
 /// path), or `redis://<host>[:<port>][/<db>]?key=<key>` (feature `redis`).
 pub fn open_restart_signal(dsn: &str) -> Result<Box<dyn RestartSignal>, TransportError> {

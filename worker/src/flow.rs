@@ -195,11 +195,7 @@ impl Run {
         if stop_flag {
             return Some(StopReason::Signal);
         }
-        if let Some(n) = self
-            .limits
-            .messages
-            .filter(|&n| self.report.received >= n)
-        {
+        if let Some(n) = self.limits.messages.filter(|&n| self.report.received >= n) {
             return Some(StopReason::MessageLimit(n));
         }
         if let Some(n) = self
@@ -220,7 +216,9 @@ impl Run {
             {
                 self.last_memory_check = Some(Instant::now());
                 match crate::resident_set_size() {
-                    Some(rss) if rss > limit => return Some(StopReason::MemoryLimit { rss, limit }),
+                    Some(rss) if rss > limit => {
+                        return Some(StopReason::MemoryLimit { rss, limit })
+                    }
                     Some(_) => {}
                     None => {
                         return Some(StopReason::TransportFailed(

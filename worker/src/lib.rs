@@ -93,6 +93,8 @@ use std::time::{Duration, Instant};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisSignal, RedisTransport};
 pub use clock::process_started;
+#[cfg(feature = "tokio")]
+pub use dsn::open_async;
 pub use dsn::{open, open_restart_signal, open_with, Scheme, SCHEMES};
 pub use restart::{FileSignal, RestartSignal, CLOCK_TOLERANCE, DEFAULT_OUTAGE_LIMIT};
 #[cfg(feature = "sqlite")]
@@ -366,6 +368,8 @@ pub enum StopReason {
     Empty,
     /// A transport failed; the message it held, if any, will be delivered again.
     TransportFailed(String),
+    /// The service's shutdown future ended (`AsyncWorker::run_until`, feature `tokio`).
+    Shutdown,
 }
 
 impl fmt::Display for StopReason {
@@ -395,6 +399,7 @@ impl fmt::Display for StopReason {
                 unreadable_for.as_secs_f64()
             ),
             StopReason::Empty => write!(f, "the queue is empty"),
+            StopReason::Shutdown => write!(f, "the service shut it down"),
             StopReason::TransportFailed(e) => write!(f, "{e}"),
         }
     }
@@ -876,15 +881,20 @@ fn report(
 /// Reports `event` to `tracing` (inside the message's span, so a service's own subscriber
 /// sees it with the message's fields) and to the `on_event` callback, if any.
 fn emit(log: &mut Option<Logger<'_>>, event: &Event<'_>) {
+    trace(event);
+    if let Some(log) = log {
+        log(event);
+    }
+}
+
+/// Reports `event` to `tracing`, at its level.
+fn trace(event: &Event<'_>) {
     match event {
         Event::Handled { .. } => tracing::debug!("{event}"),
         Event::Requeued { .. } | Event::Released { .. } => tracing::info!("{event}"),
         Event::Retrying { .. } => tracing::warn!("{event}"),
         Event::Warning { problem } => tracing::warn!("{problem}"),
         Event::Failed { .. } => tracing::error!("{event}"),
-    }
-    if let Some(log) = log {
-        log(event);
     }
 }
 

@@ -64,7 +64,9 @@ impl<Q: Queue + 'static> Blocking<Q> {
 /// The queue, even after a call panicked while holding it: the queue's own transactions
 /// keep its state consistent.
 fn lock<Q>(inner: &Mutex<Q>) -> MutexGuard<'_, Q> {
-    inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    inner
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A delivery to settle, without the body the settle does not send again.
@@ -147,10 +149,7 @@ impl<Q: Queue + 'static> AsyncQueue for Blocking<Q> {
         self.call(|q| q.pending()).await
     }
 
-    async fn release_waiting(
-        &self,
-        readable: Readable,
-    ) -> Result<u64, TransportError> {
+    async fn release_waiting(&self, readable: Readable) -> Result<u64, TransportError> {
         self.call(move |q| q.release_waiting(&mut |body| readable(body)))
             .await
     }

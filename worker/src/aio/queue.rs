@@ -134,10 +134,7 @@ impl AsyncQueue for AnyQueue {
         each!(self, q => q.pending().await)
     }
 
-    async fn release_waiting(
-        &self,
-        readable: Readable,
-    ) -> Result<u64, TransportError> {
+    async fn release_waiting(&self, readable: Readable) -> Result<u64, TransportError> {
         each!(self, q => q.release_waiting(readable).await)
     }
 }
