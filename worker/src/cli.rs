@@ -90,6 +90,9 @@ pub struct ConsumeArgs {
     /// Print a line for every message.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Messages handled at once (async handlers only; default: the program's setting).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..10_000))]
+    pub in_flight: Option<u64>,
 }
 
 fn memory_limit(text: &str) -> Result<u64, String> {
@@ -146,9 +149,35 @@ pub struct StatsArgs {
     pub transports: Vec<String>,
 }
 
+/// The handlers of a console: blocking, or async for the tokio runtime.
+enum Kind<'r> {
+    Blocking(Handlers<'r>),
+    #[cfg(feature = "tokio")]
+    Tokio(crate::aio::AsyncHandlers),
+}
+
+impl Kind<'_> {
+    fn check(&self, bytes: &[u8]) -> Result<(&'static str, u32), upcaster::Error> {
+        match self {
+            Kind::Blocking(h) => h.check(bytes),
+            #[cfg(feature = "tokio")]
+            Kind::Tokio(h) => h.check(bytes),
+        }
+    }
+
+    fn registry(&self) -> &upcaster::Registry {
+        match self {
+            Kind::Blocking(h) => h.registry(),
+            #[cfg(feature = "tokio")]
+            Kind::Tokio(h) => h.registry(),
+        }
+    }
+}
+
 /// A program's worker set-up: its handlers, its named transports and its restart signal.
 pub struct Console<'r> {
-    handlers: Handlers<'r>,
+    handlers: Kind<'r>,
+    in_flight: usize,
     transports: Vec<(String, String)>,
     restart: Option<String>,
     retry: RetryPolicy,
@@ -160,13 +189,36 @@ impl<'r> Console<'r> {
     /// A console for `handlers`, with no transports yet.
     pub fn new(handlers: Handlers<'r>) -> Self {
         Console {
-            handlers,
+            handlers: Kind::Blocking(handlers),
+            in_flight: 1,
             transports: Vec::new(),
             restart: None,
             retry: RetryPolicy::default(),
             poll: Duration::from_secs(1),
             created: Instant::now(),
         }
+    }
+
+    /// A console for async `handlers`: run its commands with [`Console::run_async`] inside
+    /// a tokio runtime. `consume` runs an [`AsyncWorker`](crate::aio::AsyncWorker) with up
+    /// to [`Console::in_flight`] messages at once (`--in-flight` overrides it).
+    #[cfg(feature = "tokio")]
+    pub fn new_async(handlers: crate::aio::AsyncHandlers) -> Console<'static> {
+        Console {
+            handlers: Kind::Tokio(handlers),
+            in_flight: 1,
+            transports: Vec::new(),
+            restart: None,
+            retry: RetryPolicy::default(),
+            poll: Duration::from_secs(1),
+            created: Instant::now(),
+        }
+    }
+
+    /// How many messages `consume` handles at once with async handlers (1 by default).
+    pub fn in_flight(mut self, n: usize) -> Self {
+        self.in_flight = n.max(1);
+        self
     }
 
     /// Names a transport by its DSN (see [`crate::open`]); the name is what `consume`,
@@ -196,10 +248,37 @@ impl<'r> Console<'r> {
         self
     }
 
-    /// Runs `command`, printing to stdout (results) and stderr (logs).
+    /// Runs `command`, printing to stdout (results) and stderr (logs). With async handlers,
+    /// `consume` needs [`Console::run_async`].
     pub fn run(self, command: Command) -> ExitCode {
         let result = match command {
             Command::Consume(args) => self.consume(args),
+            command => self.look(command),
+        };
+        exit(result)
+    }
+
+    /// Runs `command` as [`Console::run`] does, in the tokio runtime: `consume` runs the
+    /// async worker, and the other commands, which block, run on a blocking thread. SIGTERM
+    /// and SIGINT stop `consume` between messages, as with blocking handlers.
+    #[cfg(feature = "tokio")]
+    pub async fn run_async(self, command: Command) -> ExitCode
+    where
+        'r: 'static,
+    {
+        let result = match command {
+            Command::Consume(args) => self.consume_async(args).await,
+            command => tokio::task::spawn_blocking(move || self.look(command))
+                .await
+                .unwrap_or_else(|e| Err(format!("the command failed: {e}"))),
+        };
+        exit(result)
+    }
+
+    /// The commands that look at or repair the transports, not `consume`.
+    fn look(self, command: Command) -> Result<ExitCode, String> {
+        match command {
+            Command::Consume(_) => Err("consume runs through Console::run".to_owned()),
             Command::StopWorkers => self.stop_workers(),
             Command::Failed(FailedCommand::Show { id, transport, max }) => {
                 self.failed_show(id.as_deref(), transport.as_deref(), max)
@@ -214,19 +293,23 @@ impl<'r> Console<'r> {
                 self.failed_remove(&ids, transport.as_deref())
             }
             Command::Stats(args) => self.stats(&args.transports),
-        };
-        match result {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
         }
     }
 
     /// The named transports (all when `names` is empty), opened; with [`Access::Existing`]
     /// (the commands that only look) a queue that is not there is an error, not created.
     fn open(&self, names: &[String], access: Access) -> Result<Vec<Named>, String> {
+        self.chosen(names)?
+            .into_iter()
+            .map(|(name, dsn)| {
+                let transport = open_with(dsn, name, access).map_err(|e| e.to_string())?;
+                Ok((name.clone(), transport))
+            })
+            .collect()
+    }
+
+    /// The named transports' names and DSNs (all when `names` is empty).
+    fn chosen(&self, names: &[String]) -> Result<Vec<&(String, String)>, String> {
         if self.transports.is_empty() {
             return Err("no transport is configured".to_owned());
         }
@@ -247,13 +330,7 @@ impl<'r> Console<'r> {
                 })
                 .collect::<Result<_, _>>()?
         };
-        chosen
-            .into_iter()
-            .map(|(name, dsn)| {
-                let transport = open_with(dsn, name, access).map_err(|e| e.to_string())?;
-                Ok((name.clone(), transport))
-            })
-            .collect()
+        Ok(chosen)
     }
 
     fn only(&self, transport: Option<&str>) -> Vec<String> {
@@ -272,15 +349,15 @@ impl<'r> Console<'r> {
         }
     }
 
-    fn consume(self, args: ConsumeArgs) -> Result<ExitCode, String> {
+    /// What `consume` does before its worker runs, in either runtime: the checks, the
+    /// start time, the limits, the restart signal, the log.
+    fn before_consume(&self, args: &ConsumeArgs, names: &[String]) -> Result<Consuming, String> {
         if args.memory_limit.is_some() && resident_set_size().is_none() {
             return Err("--memory-limit needs /proc/self/status, which only Linux has".to_owned());
         }
         // Before anything that can wait: a restart requested while the transports open (an
         // SQLite lock, a Redis connect) is later than this, and stops the worker.
         let started = process_started().map_or(self.created, |p| p.min(self.created));
-        let transports = self.open(&args.transports, Access::Create)?;
-        let names: Vec<String> = transports.iter().map(|(n, _)| n.clone()).collect();
         let limits = Limits {
             messages: args.limit,
             time: args.time_limit.map(Duration::from_secs),
@@ -311,7 +388,40 @@ impl<'r> Console<'r> {
             .with_max_level(level)
             .event_format(Plain)
             .try_init();
-        let mut worker = Worker::new(self.handlers)
+        Ok(Consuming {
+            started,
+            limits,
+            restart,
+        })
+    }
+
+    fn consume(self, args: ConsumeArgs) -> Result<ExitCode, String> {
+        if !matches!(self.handlers, Kind::Blocking(_)) {
+            return Err("async handlers consume through Console::run_async".to_owned());
+        }
+        if args.in_flight.is_some_and(|n| n > 1) {
+            return Err(
+                "--in-flight above 1 needs async handlers (Console::new_async); \
+                 run more worker processes instead"
+                    .to_owned(),
+            );
+        }
+        let transports = self.open(&args.transports, Access::Create)?;
+        let names: Vec<String> = transports.iter().map(|(n, _)| n.clone()).collect();
+        let Consuming {
+            started,
+            limits,
+            restart,
+        } = self.before_consume(&args, &names)?;
+        #[allow(clippy::infallible_destructuring_match)] // Not without `tokio`.
+        let handlers = match self.handlers {
+            Kind::Blocking(handlers) => handlers,
+            #[cfg(feature = "tokio")]
+            Kind::Tokio(_) => {
+                return Err("async handlers consume through Console::run_async".to_owned())
+            }
+        };
+        let mut worker = Worker::new(handlers)
             .started_at(started)
             .limits(limits)
             .retry(self.retry)
@@ -325,15 +435,92 @@ impl<'r> Console<'r> {
             worker = worker.restart_signal(signal);
         }
         let report = worker.run();
-        eprintln!("{report}");
-        Ok(match report.reason {
-            StopReason::TransportFailed(_) | StopReason::RestartSignalLost { .. } => {
-                ExitCode::FAILURE
-            }
-            _ => ExitCode::SUCCESS,
-        })
+        Ok(ended(&report))
     }
 
+    #[cfg(feature = "tokio")]
+    async fn consume_async(self, args: ConsumeArgs) -> Result<ExitCode, String>
+    where
+        'r: 'static,
+    {
+        if matches!(self.handlers, Kind::Blocking(_)) {
+            return tokio::task::spawn_blocking(move || self.consume(args))
+                .await
+                .unwrap_or_else(|e| Err(format!("the worker failed: {e}")));
+        }
+        let chosen: Vec<(String, String)> = self
+            .chosen(&args.transports)?
+            .into_iter()
+            .cloned()
+            .collect();
+        let mut queues = Vec::new();
+        for (name, dsn) in &chosen {
+            queues.push(
+                crate::open_async(dsn, name)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        let names: Vec<String> = chosen.iter().map(|(n, _)| n.clone()).collect();
+        let Consuming {
+            started,
+            limits,
+            restart,
+        } = self.before_consume(&args, &names)?;
+        let Kind::Tokio(handlers) = self.handlers else {
+            return Err("consume_async needs async handlers".to_owned());
+        };
+        let mut queues = queues.into_iter();
+        let Some(first) = queues.next() else {
+            return Err("no transport is configured".to_owned());
+        };
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        crate::stop_on_signals(&stop).map_err(|e| format!("cannot listen to signals: {e}"))?;
+        let mut worker = crate::aio::AsyncWorker::new(handlers, first)
+            .started_at(started)
+            .limits(limits)
+            .retry(self.retry)
+            .poll_interval(self.poll)
+            .in_flight(args.in_flight.map_or(self.in_flight, |n| n as usize))
+            .stop_flag(stop);
+        for q in queues {
+            worker = worker.queue(q);
+        }
+        if let Some(signal) = restart {
+            worker = worker.restart_signal(signal);
+        }
+        let report = worker.run().await;
+        Ok(ended(&report))
+    }
+}
+
+/// What `consume` set up before its worker runs.
+struct Consuming {
+    started: Instant,
+    limits: Limits,
+    restart: Option<Box<dyn crate::RestartSignal>>,
+}
+
+/// Prints the report; the exit code a supervisor acts on.
+fn ended(report: &crate::Report) -> ExitCode {
+    eprintln!("{report}");
+    match report.reason {
+        StopReason::TransportFailed(_) | StopReason::RestartSignalLost { .. } => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+fn exit(result: Result<ExitCode, String>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl Console<'_> {
     fn stop_workers(self) -> Result<ExitCode, String> {
         let dsn = self.restart.as_deref().ok_or(
             "no restart signal is configured, so no worker listens for one; \

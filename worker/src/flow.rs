@@ -166,6 +166,7 @@ impl Run {
 
     /// A delivery was decoded for the first time after it was received (the async runtime
     /// decodes in the message's task).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn counted(&mut self, counts_as: &StatCount) {
         *self
             .decoded

@@ -651,12 +651,7 @@ impl<'r> Worker<'r> {
     /// [`Worker::stop_flag`], which would replace the flag the signals set.
     #[cfg(feature = "signals")]
     pub fn stop_on_signals(self) -> std::io::Result<Self> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        use signal_hook::flag;
-        // Registered first, so it sees the flag before the second registration sets it.
-        flag::register_conditional_shutdown(SIGINT, 130, Arc::clone(&self.stop))?;
-        flag::register(SIGTERM, Arc::clone(&self.stop))?;
-        flag::register(SIGINT, Arc::clone(&self.stop))?;
+        stop_on_signals(&self.stop)?;
         Ok(self)
     }
 
@@ -876,6 +871,19 @@ fn report(
         }),
         (Action::Fail(_), _) => {}
     }
+}
+
+/// Makes SIGTERM and SIGINT set `flag`; a SIGINT after a first stop signal (Ctrl-C twice)
+/// ends the process at once.
+#[cfg(feature = "signals")]
+pub(crate) fn stop_on_signals(flag: &Arc<AtomicBool>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::flag;
+    // Registered first, so it sees the flag before the second registration sets it.
+    flag::register_conditional_shutdown(SIGINT, 130, Arc::clone(flag))?;
+    flag::register(SIGTERM, Arc::clone(flag))?;
+    flag::register(SIGINT, Arc::clone(flag))?;
+    Ok(())
 }
 
 /// Reports `event` to `tracing` (inside the message's span, so a service's own subscriber

@@ -70,6 +70,7 @@ pub trait AsyncQueue: Send + Sync + 'static {
 
 /// A queue of any kind this crate has, picked by DSN at run time ([`crate::open_async`]).
 #[non_exhaustive]
+#[allow(clippy::large_enum_variant)] // One or two per worker: their size does not matter.
 pub enum AnyQueue {
     /// A blocking queue run on tokio's blocking threads (the SQLite queue).
     Blocking(super::Blocking<Box<dyn crate::Transport>>),
