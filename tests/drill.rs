@@ -28,11 +28,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use upcaster::{Decoded, Format, Header, Headers, Registry};
+use upcaster_worker::aio::AsyncHandlers;
 use upcaster_worker::cli::{Command as WorkerCommand, Console};
 use upcaster_worker::{Handlers, RetryPolicy, Transport};
 
@@ -62,9 +63,11 @@ fn main() -> ExitCode {
             "drill_check_catches_wrong_upcasts",
             check_catches_wrong_upcasts,
         ),
-        ("drill_embedded", embedded),
+        ("drill_embedded", || embedded(Runtime::Blocking)),
+        ("drill_embedded_tokio", || embedded(Runtime::Tokio)),
     ];
-    drills.push(("drill_redis", redis));
+    drills.push(("drill_redis", || redis(Runtime::Blocking)));
+    drills.push(("drill_redis_tokio", || redis(Runtime::Tokio)));
     drills.retain(|(name, _)| options.selects(name));
     if options.list {
         for (name, _) in &drills {
@@ -180,6 +183,9 @@ impl Options {
 
 #[derive(Parser)]
 struct WorkerCli {
+    /// `blocking` or `tokio`: which runtime the worker runs in.
+    #[arg(long, default_value = "blocking")]
+    runtime: String,
     /// `v1` or `v2`: which release's code.
     code: String,
     /// The queue's DSN.
@@ -197,7 +203,7 @@ fn worker(args: &[String]) -> ExitCode {
         std::iter::once("drill-worker".to_owned()).chain(args.iter().cloned()),
     );
     let log = match OpenOptions::new().create(true).append(true).open(&cli.log) {
-        Ok(f) => Mutex::new(f),
+        Ok(f) => Arc::new(Mutex::new(f)),
         Err(e) => {
             eprintln!("cannot open {}: {e}", cli.log.display());
             return ExitCode::FAILURE;
@@ -208,7 +214,7 @@ fn worker(args: &[String]) -> ExitCode {
         _ => ponka::registry().map_err(|e| e.to_string()),
     };
     let registry = match registry {
-        Ok(r) => r,
+        Ok(r) => Arc::new(r),
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
@@ -216,15 +222,31 @@ fn worker(args: &[String]) -> ExitCode {
     };
     let code = cli.code.clone();
     // `id` from the envelope header, `field` from the payload field the migration renames:
-    // the checker compares the two.
-    let handle = |header: &Header<'_>, field: u64| -> std::io::Result<()> {
-        let id = header.headers.get(MESSAGE_ID).unwrap_or("none");
+    // the checker compares the two. Each line is written whole, as messages in flight
+    // interleave.
+    let line = move |words: String| -> std::io::Result<()> {
         let mut f = log.lock().map_err(|_| std::io::Error::other("log lock"))?;
-        f.write_all(format!("start {id}\n").as_bytes())?;
+        f.write_all(words.as_bytes())
+    };
+    let start = {
+        let line = line.clone();
+        move |header: &Header<'_>| line(format!("start {}\n", id_of(header)))
+    };
+    let end = move |header: &Header<'_>, field: u64| {
+        let arrived = header.version;
+        line(format!("end {} {code} v{arrived} {field}\n", id_of(header)))
+    };
+    let retry = RetryPolicy::default()
+        .future_version_delay(Duration::from_millis(300))
+        .delay(Duration::from_millis(50));
+    if cli.runtime == "tokio" {
+        return tokio_worker(cli, registry, start, end, retry);
+    }
+    let handle = |header: &Header<'_>, field: u64| -> std::io::Result<()> {
+        start(header)?;
         // Some work, so that signals and stop requests arrive while a handler runs.
         std::thread::sleep(Duration::from_micros(300));
-        let arrived = header.version;
-        f.write_all(format!("end {id} {code} v{arrived} {field}\n").as_bytes())
+        end(header, field)
     };
     let handlers = Handlers::new(&registry);
     let handlers = match cli.code.as_str() {
@@ -245,29 +267,104 @@ fn worker(args: &[String]) -> ExitCode {
         .transport("drill", &cli.queue)
         .restart_signal(&cli.restart)
         .poll_interval(Duration::from_millis(100))
-        .retry_policy(
-            RetryPolicy::default()
-                .future_version_delay(Duration::from_millis(300))
-                .delay(Duration::from_millis(50)),
-        )
+        .retry_policy(retry)
         .run(cli.command)
+}
+
+fn id_of(header: &Header<'_>) -> String {
+    header.headers.get(MESSAGE_ID).unwrap_or("none").to_owned()
+}
+
+/// A worker process of the async runtime: the same handler log, written from async
+/// handlers, four messages in flight.
+fn tokio_worker(
+    cli: WorkerCli,
+    registry: Arc<Registry>,
+    start: impl Fn(&Header<'_>) -> std::io::Result<()> + Send + Sync + 'static,
+    end: impl Fn(&Header<'_>, u64) -> std::io::Result<()> + Send + Sync + 'static,
+    retry: RetryPolicy,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("no tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let hooks = Arc::new((start, end));
+    let handlers = AsyncHandlers::new(registry);
+    let handlers = match cli.code.as_str() {
+        "v1" => handlers.on(move |m: Decoded<ponka::v1::AddPonkaToImage>| {
+            let hooks = Arc::clone(&hooks);
+            async move {
+                hooks.0(&m.header)?;
+                tokio::time::sleep(Duration::from_micros(300)).await;
+                hooks.1(&m.header, m.message.image_post_id)
+            }
+        }),
+        _ => handlers.on(move |m: Decoded<ponka::AddPonkaToImage>| {
+            let hooks = Arc::clone(&hooks);
+            async move {
+                hooks.0(&m.header)?;
+                tokio::time::sleep(Duration::from_micros(300)).await;
+                hooks.1(&m.header, m.message.image_post)
+            }
+        }),
+    };
+    let handlers = match handlers {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(
+        Console::new_async(handlers)
+            .in_flight(4)
+            .transport("drill", &cli.queue)
+            .restart_signal(&cli.restart)
+            .poll_interval(Duration::from_millis(100))
+            .retry_policy(retry)
+            .run_async(cli.command),
+    )
 }
 
 // ---------------------------------------------------------------------------------------
 // The drills.
 
-fn embedded() -> Result<(), String> {
-    let dir = scratch("embedded")?;
+/// The runtime of the worker processes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Runtime {
+    Blocking,
+    /// Async handlers, four messages in flight per worker.
+    Tokio,
+}
+
+impl Runtime {
+    fn name(self) -> &'static str {
+        match self {
+            Runtime::Blocking => "blocking",
+            Runtime::Tokio => "tokio",
+        }
+    }
+}
+
+fn embedded(runtime: Runtime) -> Result<(), String> {
+    let dir = scratch(&format!("embedded-{}", runtime.name()))?;
     let queue = format!("sqlite://{}/queue.db?queue=drill", dir.display());
     let restart = format!("{}/restart-requested-at", dir.display());
-    let result = drill(&dir, &queue, &restart);
+    let result = drill(&dir, &queue, &restart, runtime);
     if result.is_ok() {
         let _ = fs::remove_dir_all(&dir);
     }
     result
 }
 
-fn redis() -> Result<(), String> {
+fn redis(runtime: Runtime) -> Result<(), String> {
     let url =
         std::env::var("UPCASTER_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let client = ::redis::Client::open(url.as_str()).map_err(|e| format!("{url}: {e}"))?;
@@ -277,11 +374,11 @@ fn redis() -> Result<(), String> {
              (installs and starts redis-server on 127.0.0.1:6379), or set UPCASTER_REDIS_URL."
         )
     })?;
-    let dir = scratch("redis")?;
-    let stream = format!("upcaster-drill-{}", std::process::id());
+    let dir = scratch(&format!("redis-{}", runtime.name()))?;
+    let stream = format!("upcaster-drill-{}-{}", runtime.name(), std::process::id());
     let queue = format!("{url}?stream={stream}");
     let restart = format!("{url}?key={stream}:restart-requested-at");
-    let result = drill(&dir, &queue, &restart);
+    let result = drill(&dir, &queue, &restart, runtime);
     // The stream, and its derived keys `{<stream>}:…`.
     let mut keys: Vec<String> = Vec::new();
     for pattern in [format!("{stream}*"), format!("{{{stream}}}*")] {
@@ -320,6 +417,7 @@ fn spawn(
     code: &str,
     queue: &str,
     restart: &str,
+    runtime: Runtime,
     command: &[&str],
 ) -> Result<Worker, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -328,6 +426,7 @@ fn spawn(
     let err_file = File::create(&stderr).map_err(|e| e.to_string())?;
     let child = Command::new(exe)
         .arg("worker")
+        .args(["--runtime", runtime.name()])
         .args([code, queue, restart])
         .arg(&log)
         .args(command)
@@ -388,7 +487,11 @@ fn handled_so_far(logs: &[&Path]) -> usize {
         .sum()
 }
 
-fn drill(dir: &Path, queue: &str, restart: &str) -> Result<(), String> {
+fn drill(dir: &Path, queue: &str, restart: &str, runtime: Runtime) -> Result<(), String> {
+    let spawn =
+        |dir: &Path, name: &str, code: &str, queue: &str, restart: &str, command: &[&str]| {
+            spawn(dir, name, code, queue, restart, runtime, command)
+        };
     let v1 = ponka::registry_v1().map_err(|e| e.to_string())?;
     let v2 = ponka::registry().map_err(|e| e.to_string())?;
     let mut transport = upcaster_worker::open(queue, "drill").map_err(|e| e.to_string())?;
@@ -555,21 +658,20 @@ fn analyse(logs: &[(&str, String)]) -> (usize, u64, Vec<String>) {
     let mut handled: BTreeMap<u64, Vec<Handling>> = BTreeMap::new();
     let produced = 1..=V1_MESSAGES + V2_MESSAGES;
     for (name, text) in logs {
-        let mut open: Option<&str> = None;
+        // Messages in flight: an async worker has several at once.
+        let mut open: BTreeSet<&str> = BTreeSet::new();
         for line in text.lines() {
             let words: Vec<&str> = line.split(' ').collect();
             match words.as_slice() {
                 ["start", id] => {
-                    if let Some(prev) = open {
-                        problems.push(format!("{name}: message {prev} started and never ended"));
+                    if !open.insert(id) {
+                        problems.push(format!("{name}: message {id} started twice at once"));
                     }
-                    open = Some(id);
                 }
                 ["end", id, code, arrived, field] => {
-                    if open != Some(*id) {
+                    if !open.remove(id) {
                         problems.push(format!("{name}: end of {id} without its start"));
                     }
-                    open = None;
                     let Ok(id) = id.parse::<u64>() else {
                         problems.push(format!(
                             "{name}: a message without a `{MESSAGE_ID}` header: {line:?}"
@@ -593,7 +695,7 @@ fn analyse(logs: &[(&str, String)]) -> (usize, u64, Vec<String>) {
                 _ => problems.push(format!("{name}: unexpected line {line:?}")),
             }
         }
-        if let Some(id) = open {
+        if let Some(id) = open.first() {
             problems.push(format!("{name} exited inside message {id}"));
         }
     }

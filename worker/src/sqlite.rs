@@ -219,10 +219,17 @@ impl SqliteTransport {
     }
 
     fn take(&mut self, wait: Duration) -> Result<Option<Delivery>, TransportError> {
+        // Waiting for another process's write lock counts against the receive's timeout;
+        // a settle, which may come next (from a message in flight), waits its own time.
+        self.busy(wait.clamp(Duration::from_millis(1), SETTLE_BUSY))?;
+        let taken = self.take_now();
+        self.busy(SETTLE_BUSY)?;
+        taken
+    }
+
+    fn take_now(&mut self) -> Result<Option<Delivery>, TransportError> {
         let now = now_ms_i64();
         let stale = now.saturating_sub(millis(self.reclaim_after));
-        // Waiting for another process's write lock counts against the receive's timeout.
-        self.busy(wait.clamp(Duration::from_millis(1), SETTLE_BUSY))?;
         let tx = match self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -269,7 +276,6 @@ impl SqliteTransport {
         )
         .map_err(failed(&self.name))?;
         tx.commit().map_err(failed(&self.name))?;
-        self.busy(SETTLE_BUSY)?;
         Ok(Some(Delivery {
             id: id.to_string(),
             body,
