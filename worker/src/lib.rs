@@ -6,10 +6,11 @@
 //! consecutive failures, SIGTERM or SIGINT, or a restart requested by `stop-workers`. A
 //! supervisor (systemd, supervisord) then starts it again, with the new code after a deploy.
 //!
-//! The runtime is synchronous: one worker is one thread running one message at a time, as in
-//! Symfony Messenger; run more processes for more throughput. Handlers are plain `Send + Sync`
-//! functions, and no async runtime is required. Every wait is bounded (one second by default), so a stop
-//! condition takes effect while the worker waits for messages.
+//! Two runtimes make the same decisions ([`decision`], one code for both): `aio` (feature
+//! `tokio`) runs async handlers with several messages in flight in a tokio service, and
+//! [`Worker`] is one thread running one message at a time, as in Symfony Messenger, with
+//! plain `Send + Sync` functions as handlers and no async runtime. Every wait is bounded (one
+//! second by default), so a stop condition takes effect while the worker waits for messages.
 //!
 //! Failures never lose a message:
 //! - a handler error (or panic) is retried with exponential backoff and jitter, up to
@@ -31,6 +32,7 @@
 //! | `sqlite` | [`SqliteTransport`], the embedded queue (links the system's SQLite) | rusqlite |
 //! | `sqlite-bundled` (default) | `sqlite`, with SQLite compiled in: nothing to install | rusqlite, cc |
 //! | `redis` | `RedisTransport` and `RedisSignal` (`redis://`; `rediss://` is refused when the DSN is read) | redis |
+//! | `tokio` | `aio`: the async runtime (`aio::Blocking` adapts any blocking queue), `open_async`; with `redis`, `AsyncRedisTransport` | tokio (rt, time, sync, macros); redis's tokio support |
 //! | `signals` (default) | [`Worker::stop_on_signals`]: SIGTERM and SIGINT stop the worker between messages | signal-hook |
 //! | `cli` (default) | `cli`: the `consume`, `stop-workers`, `failed` and `stats` commands, and a plain `tracing` subscriber for them | clap, tracing-subscriber, `signals` |
 //!
