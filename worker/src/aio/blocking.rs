@@ -49,11 +49,10 @@ impl<Q: Queue + 'static> Blocking<Q> {
         f: impl FnOnce(&mut Q) -> Result<T, TransportError> + Send + 'static,
     ) -> Result<T, TransportError> {
         let inner = Arc::clone(&self.inner);
-        let name = self.name.clone();
         let joined = tokio::task::spawn_blocking(move || f(&mut *lock(&inner))).await;
         joined.unwrap_or_else(|e| {
             Err(TransportError::new(
-                name,
+                &self.name,
                 TransportErrorKind::Storage,
                 format!("the blocking call failed: {e}"),
             ))
