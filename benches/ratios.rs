@@ -11,44 +11,24 @@
 //! neighbour slows both alike, and reports the median of the per-round ratios. See
 //! BENCHMARKS.md.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use upcaster::{Decoded, Dispatcher, Format, Migration, Migrations, Registry};
 
+#[path = "common/alloc.rs"]
+mod alloc;
+
 /// Counts allocations, to show that decoding the current version allocates what bare serde
 /// does and no more.
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc::Counting = alloc::Counting;
 
 fn allocations(f: impl Fn()) -> usize {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = alloc::count();
     f();
-    ALLOCATIONS.load(Ordering::Relaxed) - before
+    alloc::count() - before
 }
 
 #[path = "common/order.rs"]

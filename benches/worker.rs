@@ -37,7 +37,9 @@ fn order() -> Order {
     order::order(1)
 }
 
-const GROUP: &str = "upcaster";
+#[path = "common/stream.rs"]
+mod stream;
+use stream::{first_entry, GROUP};
 
 type Failure = Box<dyn std::error::Error>;
 
@@ -55,31 +57,14 @@ fn prefill(conn: &mut Connection, stream: &str, body: &[u8], n: usize) -> Result
     let mut left = n;
     while left > 0 {
         let batch = left.min(1000);
-        let mut pipe = redis::pipe();
-        for _ in 0..batch {
-            pipe.cmd("XADD")
-                .arg(stream)
-                .arg("*")
-                .arg("body")
-                .arg(body)
-                .arg("attempt")
-                .arg("0")
-                .ignore();
-        }
-        pipe.exec(conn)?;
+        stream::entries(stream, body, batch).exec(conn)?;
         left -= batch;
     }
     Ok(())
 }
 
 fn cleanup(conn: &mut Connection, stream: &str) -> Result<(), Failure> {
-    let mut keys = vec![stream.to_owned()];
-    keys.extend(
-        ["delayed", "failed", "stats", "stats:last-seen"]
-            .iter()
-            .map(|suffix| format!("{{{stream}}}:{suffix}")),
-    );
-    redis::cmd("DEL").arg(&keys).exec(conn)?;
+    redis::cmd("DEL").arg(stream::keys(stream)).exec(conn)?;
     Ok(())
 }
 
@@ -88,67 +73,15 @@ fn bare(conn: &mut Connection, stream: &str, n: usize) -> Result<Duration, Failu
     let started = Instant::now();
     let mut done = 0;
     while done < n {
-        let reply: Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg("bare")
-            .arg("COUNT")
-            .arg(1)
-            .arg("BLOCK")
-            .arg(1000)
-            .arg("STREAMS")
-            .arg(stream)
-            .arg(">")
-            .query(conn)?;
+        let reply: Value = stream::read_one(stream).query(conn)?;
         let Some((id, body)) = first_entry(reply) else {
             return Err(format!("the stream ran dry after {done} of {n} messages").into());
         };
         black_box(serde_json::from_slice::<Order>(&body)?);
-        redis::pipe()
-            .cmd("XACK")
-            .arg(stream)
-            .arg(GROUP)
-            .arg(&id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(stream)
-            .arg(&id)
-            .ignore()
-            .exec(conn)?;
+        stream::settle(stream, &id).exec(conn)?;
         done += 1;
     }
     Ok(started.elapsed())
-}
-
-/// `[[stream, [[id, [field, value, …]]]]]` → the id and the `body` field.
-fn first_entry(reply: Value) -> Option<(Vec<u8>, Vec<u8>)> {
-    let Value::Array(streams) = reply else {
-        return None;
-    };
-    let Value::Array(mut pair) = streams.into_iter().next()? else {
-        return None;
-    };
-    let Value::Array(entries) = pair.pop()? else {
-        return None;
-    };
-    let Value::Array(mut entry) = entries.into_iter().next()? else {
-        return None;
-    };
-    let Value::Array(fields) = entry.pop()? else {
-        return None;
-    };
-    let Value::BulkString(id) = entry.pop()? else {
-        return None;
-    };
-    let mut fields = fields.into_iter();
-    while let (Some(Value::BulkString(name)), Some(Value::BulkString(value))) =
-        (fields.next(), fields.next())
-    {
-        if name == b"body" {
-            return Some((id, value));
-        }
-    }
-    None
 }
 
 /// A worker run over `n` messages of a pre-filled stream: the time `run` took (connecting

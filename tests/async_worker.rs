@@ -303,44 +303,15 @@ async fn the_blocking_adapter_works_on_a_current_thread_runtime() {
 
 #[test]
 fn an_async_handler_s_events_carry_the_message_span_with_type_version_and_ids() {
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let s = Scratch::new("tracing");
-    let mut q = s.queue();
-    let mut headers = upcaster::Headers::new();
-    headers.insert("message-id", "m-42");
-    headers.insert("correlation-id", "order-7");
-    let bytes = ponka::registry_v1()
-        .unwrap()
-        .encode_with_headers(
-            &ponka::v1::AddPonkaToImage { image_post_id: 42 },
-            &headers,
-            Format::Json,
-        )
-        .unwrap();
-    q.send(&bytes).unwrap();
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
+    s.queue().send(&common::traced_message()).unwrap();
+    let captured = common::Captured::default();
     // A runtime on this thread, so that the subscriber set here sees the tasks' events.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    tracing::subscriber::with_default(subscriber, || {
+    tracing::subscriber::with_default(captured.subscriber(), || {
         let handlers = AsyncHandlers::new(registry())
             .on(|m: Decoded<AddPonkaToImage>| async move {
                 tokio::task::yield_now().await;
@@ -357,27 +328,5 @@ fn an_async_handler_s_events_carry_the_message_span_with_type_version_and_ids() 
         );
         assert_eq!(report.handled, 1);
     });
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let line = log
-        .lines()
-        .find(|l| l.contains("adding Ponka"))
-        .unwrap_or_else(|| panic!("no handler event in:\n{log}"));
-    for field in [
-        "message{",
-        "transport=\"sqlite://",
-        "id=1",
-        "attempt=0",
-        "type=\"AddPonkaToImage\"",
-        "version=1",
-        "message_id=\"m-42\"",
-        "correlation_id=\"order-7\"",
-        "image_post=42",
-    ] {
-        assert!(line.contains(field), "`{field}` missing from: {line}");
-    }
-    assert!(
-        log.lines()
-            .any(|l| l.contains("DEBUG") && l.contains("handled AddPonkaToImage")),
-        "{log}"
-    );
+    common::assert_handler_event_in_message_span(&captured.text());
 }

@@ -922,41 +922,12 @@ common::contract::transport_contract!(contract_fixture);
 
 #[test]
 fn each_message_has_a_tracing_span_with_its_type_version_ids_and_transport() {
-    use std::io::Write;
-    use std::sync::Mutex;
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-    impl Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().write(bytes)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let s = Scratch::new("tracing");
     let registry = today();
     let mut q = s.queue();
-    let mut headers = upcaster::Headers::new();
-    headers.insert("message-id", "m-42");
-    headers.insert("correlation-id", "order-7");
-    let bytes = ponka::registry_v1()
-        .unwrap()
-        .encode_with_headers(
-            &v1::AddPonkaToImage { image_post_id: 42 },
-            &headers,
-            Format::Json,
-        )
-        .unwrap();
-    q.send(&bytes).unwrap();
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
+    q.send(&common::traced_message()).unwrap();
+    let captured = common::Captured::default();
+    tracing::subscriber::with_default(captured.subscriber(), || {
         let handlers = Handlers::new(&registry)
             .on(|m: Decoded<AddPonkaToImage>| {
                 // A handler's own event, inside the message's span.
@@ -970,29 +941,7 @@ fn each_message_has_a_tracing_span_with_its_type_version_ids_and_transport() {
             .run();
         assert_eq!(report.handled, 1);
     });
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let line = log
-        .lines()
-        .find(|l| l.contains("adding Ponka"))
-        .unwrap_or_else(|| panic!("no handler event in:\n{log}"));
-    for field in [
-        "message{",
-        "transport=\"sqlite://",
-        "id=1",
-        "attempt=0",
-        "type=\"AddPonkaToImage\"",
-        "version=1",
-        "message_id=\"m-42\"",
-        "correlation_id=\"order-7\"",
-        "image_post=42",
-    ] {
-        assert!(line.contains(field), "`{field}` missing from: {line}");
-    }
-    assert!(
-        log.lines()
-            .any(|l| l.contains("DEBUG") && l.contains("handled AddPonkaToImage")),
-        "{log}"
-    );
+    common::assert_handler_event_in_message_span(&captured.text());
 }
 
 #[test]

@@ -15,12 +15,14 @@
 //! `redis://…?key=…`) point them elsewhere; `--code v1` runs yesterday's worker.
 
 mod messages;
+mod places;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use messages::{v1, AddPonkaToImage, DeleteImagePost, ImagePostDeletedEvent};
+use places::{queue_dsn, restart_dsn};
 use upcaster::{Decoded, Dispatcher, Format, Headers, Registry};
 use upcaster_worker::cli::{Command, Console};
 use upcaster_worker::prelude::*;
@@ -76,26 +78,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn queue_dsn() -> String {
-    std::env::var("PONKA_QUEUE").unwrap_or_else(|_| {
-        format!(
-            "sqlite://{}/target/ponka/queue.db",
-            env!("CARGO_MANIFEST_DIR")
-        )
-    })
-}
-
-/// One absolute place for every release: a path that moved with a deploy would lose the
-/// request.
-fn restart_dsn() -> String {
-    std::env::var("PONKA_RESTART").unwrap_or_else(|_| {
-        format!(
-            "{}/target/ponka/restart-requested-at",
-            env!("CARGO_MANIFEST_DIR")
-        )
-    })
 }
 
 fn registry(code: Code) -> Result<Registry, Box<dyn std::error::Error>> {

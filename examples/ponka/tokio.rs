@@ -14,6 +14,7 @@
 
 #[allow(dead_code)]
 mod messages;
+mod places;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use messages::{v1, AddPonkaToImage, DeleteImagePost, ImagePostDeletedEvent};
+use places::{queue_dsn, restart_dsn};
 use upcaster::{Decoded, Format, Registry};
 use upcaster_worker::aio::{AsyncHandlers, AsyncQueue, AsyncWorker};
 use upcaster_worker::cli::{Command, Console};
@@ -107,24 +109,6 @@ async fn main() -> ExitCode {
             }
         },
     }
-}
-
-fn queue_dsn() -> String {
-    std::env::var("PONKA_QUEUE").unwrap_or_else(|_| {
-        format!(
-            "sqlite://{}/target/ponka/queue.db",
-            env!("CARGO_MANIFEST_DIR")
-        )
-    })
-}
-
-fn restart_dsn() -> String {
-    std::env::var("PONKA_RESTART").unwrap_or_else(|_| {
-        format!(
-            "{}/target/ponka/restart-requested-at",
-            env!("CARGO_MANIFEST_DIR")
-        )
-    })
 }
 
 /// Yesterday's code fills a fresh queue; today's async worker drains it.

@@ -60,3 +60,78 @@ impl<T: Copy> Shared<T> {
         *self.0.lock().unwrap() = value;
     }
 }
+
+/// A `tracing` writer that keeps what it is given, for tests that read the log.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// A subscriber writing here, at DEBUG and above, without colours.
+    pub fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .finish()
+    }
+
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The message whose handler emits `adding Ponka` (`image_post=42`): a v1 AddPonkaToImage
+/// with a `message-id` and a `correlation-id`.
+pub fn traced_message() -> Vec<u8> {
+    let mut headers = upcaster::Headers::new();
+    headers.insert("message-id", "m-42");
+    headers.insert("correlation-id", "order-7");
+    ponka::registry_v1()
+        .unwrap()
+        .encode_with_headers(
+            &ponka::v1::AddPonkaToImage { image_post_id: 42 },
+            &headers,
+            upcaster::Format::Json,
+        )
+        .unwrap()
+}
+
+/// Checks that the handler's `adding Ponka` event of [`traced_message`], delivered as id 1
+/// by an SQLite queue, carries the message span's fields, and that the worker logged it
+/// handled at DEBUG.
+pub fn assert_handler_event_in_message_span(log: &str) {
+    let line = log
+        .lines()
+        .find(|l| l.contains("adding Ponka"))
+        .unwrap_or_else(|| panic!("no handler event in:\n{log}"));
+    for field in [
+        "message{",
+        "transport=\"sqlite://",
+        "id=1",
+        "attempt=0",
+        "type=\"AddPonkaToImage\"",
+        "version=1",
+        "message_id=\"m-42\"",
+        "correlation_id=\"order-7\"",
+        "image_post=42",
+    ] {
+        assert!(line.contains(field), "`{field}` missing from: {line}");
+    }
+    assert!(
+        log.lines()
+            .any(|l| l.contains("DEBUG") && l.contains("handled AddPonkaToImage")),
+        "{log}"
+    );
+}

@@ -188,8 +188,12 @@ pub struct Console<'r> {
 impl<'r> Console<'r> {
     /// A console for `handlers`, with no transports yet.
     pub fn new(handlers: Handlers<'r>) -> Self {
+        Console::with(Kind::Blocking(handlers))
+    }
+
+    fn with(handlers: Kind<'r>) -> Self {
         Console {
-            handlers: Kind::Blocking(handlers),
+            handlers,
             in_flight: 1,
             transports: Vec::new(),
             restart: None,
@@ -204,15 +208,7 @@ impl<'r> Console<'r> {
     /// to [`Console::in_flight`] messages at once (`--in-flight` overrides it).
     #[cfg(feature = "tokio")]
     pub fn new_async(handlers: crate::aio::AsyncHandlers) -> Console<'static> {
-        Console {
-            handlers: Kind::Tokio(handlers),
-            in_flight: 1,
-            transports: Vec::new(),
-            restart: None,
-            retry: RetryPolicy::default(),
-            poll: Duration::from_secs(1),
-            created: Instant::now(),
-        }
+        Console::<'static>::with(Kind::Tokio(handlers))
     }
 
     /// How many messages `consume` handles at once with async handlers (1 by default).
