@@ -4,9 +4,9 @@
 //! one. Without it they fail, never skip. Each test works on its own stream and deletes its keys.
 
 mod common;
+mod redis_support;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,78 +16,7 @@ use upcaster_worker::{
     Delivery, FailureRecord, RedisSignal, RedisTransport, RestartSignal, StatRow,
 };
 
-fn redis_url() -> String {
-    let url =
-        std::env::var("UPCASTER_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let reached = redis::Client::open(url.as_str()).and_then(|c| {
-        let mut conn = c.get_connection_with_timeout(Duration::from_secs(5))?;
-        redis::cmd("PING").query::<String>(&mut conn)
-    });
-    if let Err(e) = reached {
-        panic!(
-            "cannot reach Redis at {url} ({e}): these tests need a Redis server; \
-             run .ci/redis to start one on 127.0.0.1:6379, or set UPCASTER_REDIS_URL"
-        );
-    }
-    url
-}
-
-/// A DSN: the server's URL with `params` added to its query.
-fn dsn(url: &str, params: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}{params}")
-}
-
-/// A stream of one test, its keys deleted when it goes out of scope (a failing test too).
-struct Stream {
-    url: String,
-    name: String,
-}
-
-impl Stream {
-    fn new(test: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        Stream {
-            url: redis_url(),
-            name: format!(
-                "upcaster-test:{}-{}-{nanos:08x}:{test}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ),
-        }
-    }
-
-    fn dsn(&self) -> String {
-        dsn(&self.url, &format!("stream={}", self.name))
-    }
-
-    fn open(&self) -> RedisTransport {
-        RedisTransport::open_dsn(&self.dsn(), "unused").unwrap_or_else(|e| {
-            panic!("{e} (is Redis running? .ci/redis starts one)");
-        })
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        let n = &self.name;
-        let keys = [
-            n.clone(),
-            format!("{{{n}}}:delayed"),
-            format!("{{{n}}}:failed"),
-            format!("{{{n}}}:stats"),
-            format!("{{{n}}}:stats:last-seen"),
-        ];
-        if let Ok(mut conn) = redis::Client::open(self.url.as_str())
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
-        {
-            let _ = redis::cmd("DEL").arg(&keys).exec(&mut conn);
-        }
-    }
-}
+use redis_support::{dsn, raw, redis_url, Stream};
 
 /// Receives, failing rather than hanging if the transport blocks far past `timeout`.
 fn receive_within(
@@ -115,13 +44,6 @@ fn receive_one(t: &mut RedisTransport, patience: Duration) -> Option<Delivery> {
         }
     }
     None
-}
-
-/// A plain connection, for what the transport does not expose.
-fn raw(url: &str) -> redis::Connection {
-    redis::Client::open(url)
-        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
-        .expect("a Redis connection")
 }
 
 /// The stream's length: entries waiting or taken, not yet settled.

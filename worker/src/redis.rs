@@ -30,6 +30,7 @@
 //! (the worker fails it as malformed), and an `attempt` that is not a count is read as 0, so
 //! no entry stops the workers.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -42,12 +43,12 @@ use crate::transport::{
 };
 
 /// How long connecting may take before the transport gives up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The socket's read timeout beyond a `BLOCK`: a server that stopped answering fails the
 /// worker instead of hanging it.
-const REPLY_MARGIN: Duration = Duration::from_secs(30);
+pub(crate) const REPLY_MARGIN: Duration = Duration::from_secs(30);
 /// How often due retries are moved back to the stream, at most (one script call).
-const DELAYED_EVERY: Duration = Duration::from_millis(200);
+pub(crate) const DELAYED_EVERY: Duration = Duration::from_millis(200);
 /// Delayed-set members a starting worker looks through for messages it can now read.
 const RELEASE_SCAN: i64 = 1000;
 /// Due retries moved per script call; more are moved on the next receive.
@@ -62,7 +63,7 @@ const SIGNAL_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// not hold the worker between messages for long.
 const SIGNAL_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 /// XAUTOCLAIM calls per scan: each looks at ten pending entries at most (Redis 7).
-const RECLAIM_STEPS: usize = 100;
+pub(crate) const RECLAIM_STEPS: usize = 100;
 /// The longest `BLOCK` of one `XREADGROUP`, in ms; a longer receive blocks again. Redis takes
 /// `BLOCK` as milliseconds added to its clock, so a huge one is refused or waits forever.
 const MAX_BLOCK_MS: u64 = 60_000;
@@ -72,7 +73,7 @@ const MAX_DELAY_MS: u64 = 1_000_000_000_000_000;
 /// The largest count Redis reads (`COUNT`, min-idle times, `HINCRBY`): a signed 64-bit one.
 const REDIS_MAX: u64 = i64::MAX as u64;
 /// The socket timeouts of the clean-up a dropped transport does, best effort.
-const DROP_TIMEOUT: Duration = Duration::from_millis(500);
+pub(crate) const DROP_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// `true` (1) when entry `ARGV[2]` is pending for consumer `ARGV[3]` of group `ARGV[1]` on
 /// stream `KEYS[1]`: the check that opens every script settling a delivery.
@@ -258,7 +259,7 @@ return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 
 /// The scripts, by index into the script hashes a transport keeps.
 #[derive(Clone, Copy)]
-enum Lua {
+pub(crate) enum Lua {
     Ack,
     Retry,
     MoveDue,
@@ -269,7 +270,7 @@ enum Lua {
 }
 
 impl Lua {
-    const COUNT: usize = 7;
+    pub(crate) const COUNT: usize = 7;
 
     fn text(self) -> &'static str {
         match self {
@@ -283,7 +284,7 @@ impl Lua {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Lua::Ack => "the ack script",
             Lua::Retry => "the retry script",
@@ -294,6 +295,697 @@ impl Lua {
             Lua::Release => "the script releasing messages for newer code",
         }
     }
+
+    /// `SCRIPT LOAD` of this script.
+    pub(crate) fn load(self) -> redis::Cmd {
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(self.text());
+        load
+    }
+
+    /// The hash that `SCRIPT LOAD` of this script answered.
+    pub(crate) fn loaded(self, name: &str, reply: &Value) -> Result<String, TransportError> {
+        text(reply).ok_or_else(|| {
+            TransportError::new(
+                name,
+                TransportErrorKind::Broker,
+                format!(
+                    "SCRIPT LOAD of {} gave an unexpected reply {}",
+                    self.name(),
+                    describe(reply)
+                ),
+            )
+        })
+    }
+
+    /// The error when every try of [`EVAL_TRIES`] met `NOSCRIPT`.
+    pub(crate) fn forgotten(self, name: &str) -> TransportError {
+        TransportError::new(
+            name,
+            TransportErrorKind::Broker,
+            format!(
+                "EVALSHA of {} failed: the server forgot the script right after loading it",
+                self.name()
+            ),
+        )
+    }
+}
+
+/// Tries of one script call, each loading the script again after `NOSCRIPT`.
+pub(crate) const EVAL_TRIES: usize = 3;
+
+/// One call of a script: its keys and arguments, built once for both transports.
+pub(crate) struct Call<'a> {
+    pub(crate) lua: Lua,
+    keys: Vec<&'a str>,
+    args: Vec<Cow<'a, [u8]>>,
+}
+
+impl Call<'_> {
+    /// `EVALSHA` of the call, with the script's hash.
+    pub(crate) fn evalsha(&self, sha: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(sha).arg(self.keys.len()).arg(&self.keys);
+        for arg in &self.args {
+            cmd.arg(arg.as_ref());
+        }
+        cmd
+    }
+}
+
+/// One queue's names (its keys, group and consumer), with the commands, script calls and
+/// reply readers of both transports: the blocking [`RedisTransport`] and the async one only
+/// do the I/O around them, so the two work on one stream at once.
+pub(crate) struct Keys {
+    /// The DSN without its password: what errors and logs name.
+    pub(crate) name: String,
+    pub(crate) stream: String,
+    pub(crate) delayed: String,
+    pub(crate) failed: String,
+    pub(crate) stats: String,
+    pub(crate) last_seen: String,
+    pub(crate) group: String,
+    pub(crate) consumer: String,
+    pub(crate) reclaim_after: Duration,
+}
+
+impl Keys {
+    /// Reads `redis://…[?stream=<name>&group=<group>&reclaim_after=<seconds>]` without
+    /// connecting: the stream defaults to `queue`, the group to `upcaster`, the reclaim
+    /// timeout to 300 s; unknown parameters and braces in the stream's name are refused.
+    pub(crate) fn from_dsn(dsn: &str, queue: &str) -> Result<Keys, TransportError> {
+        let parsed = Dsn::parse(dsn)?;
+        parsed.only(&["stream", "group", "reclaim_after", "protocol"])?;
+        let name = parsed.shown();
+        let stream = parsed.param("stream").unwrap_or(queue).to_owned();
+        let group = parsed.param("group").unwrap_or("upcaster").to_owned();
+        if stream.is_empty() || group.is_empty() {
+            return Err(TransportError::configuration(
+                &name,
+                "the stream and group names must not be empty",
+            ));
+        }
+        let reclaim_after = match parsed.param("reclaim_after") {
+            Some(secs) => seconds(secs).ok_or_else(|| {
+                TransportError::configuration(&name, "reclaim_after is not seconds")
+            })?,
+            None => Duration::from_secs(300),
+        };
+        // Braces would change the stream's hash slot, and its derived keys (below) start with
+        // one: no stream name can then coincide with another queue's derived key.
+        if stream.contains(['{', '}']) {
+            return Err(TransportError::configuration(
+                &name,
+                format!("the stream name `{stream}` must not contain `{{` or `}}`"),
+            ));
+        }
+        // `{<stream>}` is a hash tag: a cluster would put every key of one queue in the slot
+        // of the stream itself.
+        let tag = format!("{{{stream}}}");
+        Ok(Keys {
+            delayed: format!("{tag}:delayed"),
+            failed: format!("{tag}:failed"),
+            stats: format!("{tag}:stats"),
+            last_seen: format!("{tag}:stats:last-seen"),
+            name,
+            stream,
+            group,
+            consumer: crate::transport::consumer_name(),
+            reclaim_after,
+        })
+    }
+
+    pub(crate) fn bad_reply(&self, command: &str, what: impl fmt::Display) -> TransportError {
+        TransportError::new(
+            &self.name,
+            TransportErrorKind::Broker,
+            format!("{command} gave an unexpected reply: {what}"),
+        )
+    }
+
+    pub(crate) fn reclaim_every(&self) -> Duration {
+        self.reclaim_after.clamp(RECLAIM_MIN, RECLAIM_EVERY)
+    }
+
+    /// `TYPE` of the stream, for [`Access::Existing`].
+    pub(crate) fn stream_type(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("TYPE");
+        cmd.arg(&self.stream);
+        cmd
+    }
+
+    /// Refuses a stream that `TYPE` did not find: commands that only look create none.
+    pub(crate) fn must_exist(&self, kind: &Value) -> Result<(), TransportError> {
+        if text(kind).as_deref() == Some("stream") {
+            return Ok(());
+        }
+        Err(TransportError::configuration(
+            &self.name,
+            format!(
+                "no stream `{}` here; this command creates none: check the DSN",
+                self.stream
+            ),
+        ))
+    }
+
+    /// `XGROUP CREATE`, from 0: a new group also takes what was sent before any worker ran.
+    pub(crate) fn create_group(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("CREATE")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg("0")
+            .arg("MKSTREAM");
+        cmd
+    }
+
+    /// `XADD` of a new message, attempt 0.
+    pub(crate) fn add(&self, body: &[u8]) -> redis::Cmd {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&self.stream)
+            .arg("*")
+            .arg("body")
+            .arg(body)
+            .arg("attempt")
+            .arg("0");
+        cmd
+    }
+
+    /// The id `XADD` answered.
+    pub(crate) fn added(&self, reply: &Value) -> Result<String, TransportError> {
+        text(reply).ok_or_else(|| self.bad_reply("XADD", describe(reply)))
+    }
+
+    /// `XREADGROUP` of at most `count` entries from `from` (`>`: new entries; `0`: this
+    /// consumer's own pending ones), blocking for `block_ms` (see [`block_ms`]) if given.
+    pub(crate) fn read(&self, block_ms: Option<u64>, from: &str, count: usize) -> redis::Cmd {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count);
+        if let Some(ms) = block_ms {
+            cmd.arg("BLOCK").arg(ms);
+        }
+        cmd.arg("STREAMS").arg(&self.stream).arg(from);
+        cmd
+    }
+
+    /// The deliveries of an `XREADGROUP` reply. An entry without fields is one of this
+    /// consumer's own (`own`, read from `0`) deleted meanwhile, and is skipped; from `>` it
+    /// is an error.
+    pub(crate) fn read_reply(
+        &self,
+        reply: Value,
+        own: bool,
+    ) -> Result<Vec<Delivery>, TransportError> {
+        const COMMAND: &str = "XREADGROUP";
+        // RESP2: [[stream, [entry]]]; RESP3: {stream: [entry]}; nil when nothing came.
+        let entries = match reply {
+            Value::Nil => return Ok(Vec::new()),
+            Value::Array(streams) => match streams.into_iter().next() {
+                None => return Ok(Vec::new()),
+                Some(Value::Array(mut pair)) if pair.len() == 2 => pair.swap_remove(1),
+                Some(other) => return Err(self.bad_reply(COMMAND, describe(&other))),
+            },
+            Value::Map(streams) => match streams.into_iter().next() {
+                None => return Ok(Vec::new()),
+                Some((_, entries)) => entries,
+            },
+            other => return Err(self.bad_reply(COMMAND, describe(&other))),
+        };
+        let entries = array(entries).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
+        let mut deliveries = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match self.delivery(COMMAND, entry, false)? {
+                Some(delivery) => deliveries.push(delivery),
+                None if own => {}
+                None => return Err(self.bad_reply(COMMAND, "an entry without fields")),
+            }
+        }
+        Ok(deliveries)
+    }
+
+    /// One `XAUTOCLAIM` step from `cursor`: takes over one entry idle longer than
+    /// `reclaim_after`.
+    pub(crate) fn autoclaim(&self, cursor: &str) -> redis::Cmd {
+        let min_idle = saturate(self.reclaim_after.as_millis(), REDIS_MAX);
+        let mut cmd = redis::cmd("XAUTOCLAIM");
+        cmd.arg(&self.stream)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(min_idle)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1);
+        cmd
+    }
+
+    /// An `XAUTOCLAIM` reply: the next cursor (`0-0`: the scan is done), and the entries
+    /// taken over, as reclaimed deliveries whose count [`Keys::deliveries`] has yet to set.
+    pub(crate) fn autoclaimed(
+        &self,
+        reply: Value,
+    ) -> Result<(String, Vec<Delivery>), TransportError> {
+        const COMMAND: &str = "XAUTOCLAIM";
+        // [next cursor, entries] (6.2), plus the ids of deleted entries (7.0).
+        let mut parts = match reply {
+            Value::Array(parts) if parts.len() >= 2 => parts,
+            other => return Err(self.bad_reply(COMMAND, describe(&other))),
+        };
+        let entries = std::mem::take(&mut parts[1]);
+        let cursor = text(&parts[0]).ok_or_else(|| self.bad_reply(COMMAND, describe(&parts[0])))?;
+        let entries = array(entries).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
+        let mut deliveries = Vec::with_capacity(entries.len());
+        for entry in entries {
+            // An entry deleted while pending comes back without fields, or as nil (6.2):
+            // nothing to deliver.
+            if matches!(entry, Value::Nil) {
+                continue;
+            }
+            if let Some(delivery) = self.delivery(COMMAND, entry, true)? {
+                deliveries.push(delivery);
+            }
+        }
+        Ok((cursor, deliveries))
+    }
+
+    /// `XPENDING` of entry `id` for this consumer.
+    pub(crate) fn pending_of(&self, id: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("XPENDING");
+        cmd.arg(&self.stream)
+            .arg(&self.group)
+            .arg(id)
+            .arg(id)
+            .arg(1)
+            .arg(&self.consumer);
+        cmd
+    }
+
+    /// How many times an entry was delivered (`XAUTOCLAIM` counts its own), from its
+    /// [`Keys::pending_of`] reply; `None` when it is not pending for this consumer.
+    pub(crate) fn deliveries(&self, reply: Value) -> Result<Option<u32>, TransportError> {
+        const COMMAND: &str = "XPENDING";
+        // [[id, consumer, idle ms, deliveries]], or empty.
+        let rows = array(reply).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        let count = match &row {
+            Value::Array(fields) if fields.len() >= 4 => int(&fields[3]),
+            _ => None,
+        };
+        match count {
+            // Saturated, and at least this delivery.
+            Some(n) => Ok(Some(u32::try_from(n.max(1)).unwrap_or(u32::MAX))),
+            None => Err(self.bad_reply(COMMAND, describe(&row))),
+        }
+    }
+
+    /// A stream entry `[id, [field, value, …]]` as a delivery (its first: `deliveries` 1);
+    /// `None` for an entry without fields (deleted while pending). An entry without a `body`
+    /// field has an empty body, which the worker fails as malformed; an `attempt` that is not
+    /// a count is 0. Neither is an error: another producer's entry must not stop the workers.
+    fn delivery(
+        &self,
+        command: &str,
+        entry: Value,
+        reclaimed: bool,
+    ) -> Result<Option<Delivery>, TransportError> {
+        let (id, fields) = parse_entry(entry).map_err(|what| self.bad_reply(command, what))?;
+        let Some(fields) = fields else {
+            return Ok(None);
+        };
+        let mut body = Vec::new();
+        let mut attempt = 0;
+        let mut counted = false;
+        for (field, value) in fields {
+            match field.as_slice() {
+                b"body" => body = value,
+                b"attempt" => attempt = attempt_count(&value),
+                b"counted" => counted = value == b"1",
+                _ => {}
+            }
+        }
+        Ok(Some(Delivery {
+            id,
+            body,
+            attempt,
+            reclaimed,
+            deliveries: 1,
+            counted,
+            counts_as: None,
+        }))
+    }
+
+    /// A settling script's reply: `true` when it settled the delivery, `false` when the entry
+    /// was no longer pending for this consumer (reclaimed by another, which settles it).
+    pub(crate) fn settled(&self, lua: Lua, reply: &Value) -> Result<bool, TransportError> {
+        match int(reply) {
+            Some(1) => Ok(true),
+            Some(0) => Ok(false),
+            _ => Err(self.bad_reply(&format!("EVALSHA of {}", lua.name()), describe(reply))),
+        }
+    }
+
+    /// The fail script's reply: the failed entry's id, or `None` when the delivery was no
+    /// longer ours (the consumer that took it over settles it).
+    pub(crate) fn failed_id(&self, reply: &Value) -> Result<Option<String>, TransportError> {
+        match reply {
+            Value::Int(0) => Ok(None),
+            id => match text(id) {
+                Some(id) => Ok(Some(id)),
+                None => Err(self.bad_reply("EVALSHA of the fail script", describe(id))),
+            },
+        }
+    }
+
+    /// The move of due retries' reply: how many it moved, and the milliseconds until the
+    /// next member is due (-1: none).
+    pub(crate) fn moved(&self, reply: &Value) -> Result<(i64, i64), TransportError> {
+        let (moved, wait) = match reply {
+            Value::Array(v) if v.len() == 2 => (int(&v[0]), int(&v[1])),
+            _ => (None, None),
+        };
+        match (moved, wait) {
+            (Some(moved), Some(wait)) => Ok((moved, wait)),
+            _ => Err(self.bad_reply("EVALSHA of the script moving due retries", describe(reply))),
+        }
+    }
+
+    /// `XLEN` and `ZCARD` in one round trip: what [`Keys::pending_reply`] adds up.
+    pub(crate) fn counts(&self) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.cmd("XLEN")
+            .arg(&self.stream)
+            .cmd("ZCARD")
+            .arg(&self.delayed);
+        pipe
+    }
+
+    /// Messages waiting or being handled, delayed retries included, from [`Keys::counts`].
+    pub(crate) fn pending_reply(&self, reply: &Value) -> Result<u64, TransportError> {
+        let counts = match reply {
+            Value::Array(v) if v.len() == 2 => Some((&v[0], &v[1])),
+            _ => None,
+        };
+        let sum = counts.and_then(|(waiting, delayed)| {
+            let waiting = u64::try_from(int(waiting)?).ok()?;
+            let delayed = u64::try_from(int(delayed)?).ok()?;
+            Some(waiting.saturating_add(delayed))
+        });
+        sum.ok_or_else(|| self.bad_reply("XLEN + ZCARD", describe(reply)))
+    }
+
+    /// The first members of the delayed set, where those waiting for newer code are.
+    pub(crate) fn delayed_members(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(&self.delayed).arg(0).arg(RELEASE_SCAN - 1);
+        cmd
+    }
+
+    /// The members of a [`Keys::delayed_members`] reply that wait for newer code.
+    pub(crate) fn waiting(&self, reply: Value) -> Result<Vec<Waiting>, TransportError> {
+        const COMMAND: &str = "ZRANGE";
+        let members = array(reply).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
+        let mut waiting = Vec::new();
+        for member in members {
+            let member = into_bytes(member).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
+            if let Some(body) = waiting_body(&member) {
+                let body_at = member.len() - body.len();
+                waiting.push(Waiting { member, body_at });
+            }
+        }
+        Ok(waiting)
+    }
+
+    /// Deletes this consumer from the group unless messages are still pending for it.
+    pub(crate) fn forget_consumer(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(FORGET_CONSUMER_LUA)
+            .arg(1)
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&self.consumer);
+        cmd
+    }
+
+    /// Settles a delivery (see [`ACK_LUA`]).
+    pub(crate) fn ack_call<'a>(&'a self, delivery: &'a Delivery) -> Call<'a> {
+        let (field, at) = count_args(delivery);
+        Call {
+            lua: Lua::Ack,
+            keys: vec![&self.stream, &self.stats, &self.last_seen],
+            args: vec![
+                self.group.as_bytes().into(),
+                delivery.id.as_bytes().into(),
+                self.consumer.as_bytes().into(),
+                field.into_bytes().into(),
+                at.into_bytes().into(),
+            ],
+        }
+    }
+
+    /// Puts a delivery back (see [`RETRY_LUA`]): at once, or in the delayed set, marked as
+    /// waiting for newer code when `newer`. With the delay in ms, 0 when at once.
+    pub(crate) fn put_back_call<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        delay: Duration,
+        attempt: u32,
+        newer: bool,
+    ) -> (Call<'a>, u64) {
+        // Never at once for newer code: the mark lives in the delayed set.
+        let delay = if newer {
+            delay.max(Duration::from_millis(1))
+        } else {
+            delay
+        };
+        // Rounded up: a delay, however short, never means at once.
+        let ms = saturate(delay.as_micros().div_ceil(1000), MAX_DELAY_MS);
+        let (field, at) = count_args(delivery);
+        let flag = |on: bool| -> Cow<'a, [u8]> { if on { b"1" } else { b"0" }.as_slice().into() };
+        let call = Call {
+            lua: Lua::Retry,
+            keys: vec![&self.stream, &self.delayed, &self.stats, &self.last_seen],
+            args: vec![
+                self.group.as_bytes().into(),
+                delivery.id.as_bytes().into(),
+                self.consumer.as_bytes().into(),
+                ms.to_string().into_bytes().into(),
+                attempt.to_string().into_bytes().into(),
+                delivery.body.as_slice().into(),
+                flag(delivery.counted),
+                flag(newer),
+                field.into_bytes().into(),
+                at.into_bytes().into(),
+            ],
+        };
+        (call, ms)
+    }
+
+    /// Moves a delivery's bytes and `record` to the failure stream (see [`FAIL_LUA`]).
+    pub(crate) fn fail_call<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        record: &'a FailureRecord,
+    ) -> Call<'a> {
+        let (field, at) = count_args(delivery);
+        let mut args: Vec<Cow<'a, [u8]>> = vec![
+            self.group.as_bytes().into(),
+            delivery.id.as_bytes().into(),
+            self.consumer.as_bytes().into(),
+            field.into_bytes().into(),
+            at.into_bytes().into(),
+            b"body".as_slice().into(),
+            delivery.body.as_slice().into(),
+            b"class".as_slice().into(),
+            record.class.as_bytes().into(),
+            b"error".as_slice().into(),
+            record.error.as_bytes().into(),
+            b"attempts".as_slice().into(),
+            record.attempts.to_string().into_bytes().into(),
+            b"failed_at".as_slice().into(),
+            record.failed_at_ms.to_string().into_bytes().into(),
+        ];
+        if delivery.counted {
+            args.extend([b"counted".as_slice().into(), b"1".as_slice().into()]);
+        }
+        // Unknown type or version: the field is left out.
+        if let Some(type_name) = &record.type_name {
+            args.extend([b"type".as_slice().into(), type_name.as_bytes().into()]);
+        }
+        if let Some(version) = record.version {
+            args.extend([
+                b"version".as_slice().into(),
+                version.to_string().into_bytes().into(),
+            ]);
+        }
+        Call {
+            lua: Lua::Fail,
+            keys: vec![&self.stream, &self.failed, &self.stats, &self.last_seen],
+            args,
+        }
+    }
+
+    /// Moves due retries back to the stream (see [`MOVE_DUE_LUA`]).
+    pub(crate) fn move_due_call(&self) -> Call<'_> {
+        Call {
+            lua: Lua::MoveDue,
+            keys: vec![&self.delayed, &self.stream, &self.failed],
+            args: vec![DELAYED_BATCH.to_string().into_bytes().into()],
+        }
+    }
+
+    /// Moves one member waiting for newer code back to the stream (see [`RELEASE_LUA`]).
+    pub(crate) fn release_call<'a>(&'a self, member: &'a [u8]) -> Call<'a> {
+        Call {
+            lua: Lua::Release,
+            keys: vec![&self.delayed, &self.stream],
+            args: vec![member.into()],
+        }
+    }
+
+    /// Moves failed entry `id` back to the stream (see [`REQUEUE_LUA`]).
+    fn requeue_call<'a>(&'a self, id: &'a str) -> Call<'a> {
+        Call {
+            lua: Lua::Requeue,
+            keys: vec![&self.failed, &self.stream],
+            args: vec![id.as_bytes().into()],
+        }
+    }
+
+    /// Adds decode counts (see [`STATS_LUA`]).
+    fn stats_call(&self, rows: &[StatRow]) -> Call<'_> {
+        let mut args = Vec::with_capacity(rows.len() * 3);
+        for row in rows {
+            // Redis counts in i64; the script keeps a sum at its largest too.
+            args.push(
+                format!("{}\t{}", row.type_name, row.version)
+                    .into_bytes()
+                    .into(),
+            );
+            args.push(row.count.min(REDIS_MAX).to_string().into_bytes().into());
+            args.push(row.last_seen_ms.to_string().into_bytes().into());
+        }
+        Call {
+            lua: Lua::Stats,
+            keys: vec![&self.stats, &self.last_seen],
+            args,
+        }
+    }
+}
+
+/// A delayed-set member waiting for newer code.
+pub(crate) struct Waiting {
+    pub(crate) member: Vec<u8>,
+    body_at: usize,
+}
+
+impl Waiting {
+    /// The message's bytes.
+    pub(crate) fn body(&self) -> &[u8] {
+        &self.member[self.body_at..]
+    }
+}
+
+/// When a receive's housekeeping runs next: what both transports keep between receives.
+pub(crate) struct Schedule {
+    /// When the next reclaim scan may run, and where it goes on from.
+    next_reclaim: Instant,
+    reclaim_cursor: String,
+    /// When the delayed set may next be checked, and when its first member is due (as last
+    /// seen; `None`: it was empty).
+    next_delayed_check: Instant,
+    delayed_due: Option<Instant>,
+}
+
+impl Schedule {
+    /// Everything due at once: the first receive scans and checks.
+    pub(crate) fn new() -> Self {
+        let now = Instant::now();
+        Schedule {
+            next_reclaim: now,
+            reclaim_cursor: "0-0".to_owned(),
+            next_delayed_check: now,
+            delayed_due: None,
+        }
+    }
+
+    pub(crate) fn delayed_check_due(&self, now: Instant) -> bool {
+        now >= self.next_delayed_check
+    }
+
+    pub(crate) fn reclaim_due(&self, now: Instant) -> bool {
+        now >= self.next_reclaim
+    }
+
+    pub(crate) fn reclaim_cursor(&self) -> &str {
+        &self.reclaim_cursor
+    }
+
+    /// After a move of due retries at `now` ([`Keys::moved`]).
+    pub(crate) fn moved(&mut self, moved: i64, wait_ms: i64, now: Instant) {
+        // A full batch may leave more due: look again on the next receive.
+        self.next_delayed_check = if moved >= DELAYED_BATCH {
+            now
+        } else {
+            now + DELAYED_EVERY
+        };
+        self.delayed_due = u64::try_from(wait_ms)
+            .ok()
+            .map(|ms| later(now, Duration::from_millis(ms)));
+    }
+
+    /// Keeps a reclaim step's next cursor; `true` when the scan reached the end.
+    pub(crate) fn scanned(&mut self, cursor: String) -> bool {
+        self.reclaim_cursor = cursor;
+        self.reclaim_cursor == "0-0"
+    }
+
+    /// A scan delivered: more may wait, so it goes on at the next receive.
+    pub(crate) fn reclaim_on(&mut self) {
+        self.next_reclaim = Instant::now();
+    }
+
+    /// A scan reached the end of the pending list: the next one waits `every`.
+    pub(crate) fn reclaim_done(&mut self, every: Duration) {
+        self.next_reclaim = Instant::now() + every;
+    }
+
+    /// A retry put back by this transport falls due at `due`: wake for it even if no other
+    /// worker moves it first.
+    pub(crate) fn retry_due(&mut self, due: Instant) {
+        self.delayed_due = Some(self.delayed_due.map_or(due, |d| d.min(due)));
+    }
+
+    /// Messages were released from the delayed set: look at it on the next receive.
+    pub(crate) fn check_delayed_now(&mut self) {
+        self.next_delayed_check = Instant::now();
+    }
+
+    /// When a read waiting until `deadline` should return instead: sooner for the next
+    /// reclaim scan or due retry.
+    pub(crate) fn wake(&self, deadline: Instant) -> Instant {
+        let mut wake = deadline.min(self.next_reclaim);
+        if let Some(due) = self.delayed_due {
+            wake = wake.min(due.max(self.next_delayed_check));
+        }
+        wake
+    }
+}
+
+/// When a retry put back with a delay of `ms` ([`Keys::put_back_call`]) falls due; `None`
+/// for one put back at once.
+pub(crate) fn retry_wake(ms: u64) -> Option<Instant> {
+    (ms > 0).then(|| later(Instant::now(), Duration::from_millis(ms)))
+}
+
+/// A read's `BLOCK` in ms: never 0, which would wait forever, so at least 1 ms, rounded up;
+/// at most [`MAX_BLOCK_MS`] (a receive blocks again while its timeout lasts).
+pub(crate) fn block_ms(block: Duration) -> u64 {
+    saturate(block.as_micros().div_ceil(1000), MAX_BLOCK_MS).max(1)
 }
 
 /// A queue on a Redis stream with a consumer group, for workers on many hosts (Redis ≥ 6.2).
@@ -337,22 +1029,8 @@ impl Lua {
 /// ```
 pub struct RedisTransport {
     link: Link,
-    name: String,
-    stream: String,
-    delayed: String,
-    failed: String,
-    stats: String,
-    last_seen: String,
-    group: String,
-    consumer: String,
-    reclaim_after: Duration,
-    /// When the next reclaim scan may run, and where it goes on from.
-    next_reclaim: Instant,
-    reclaim_cursor: String,
-    /// When the delayed set may next be checked, and when its first member is due (as last
-    /// seen; `None`: it was empty).
-    next_delayed_check: Instant,
-    delayed_due: Option<Instant>,
+    keys: Keys,
+    schedule: Schedule,
     /// Script hashes from `SCRIPT LOAD`, loaded on first use and again after `NOSCRIPT`.
     shas: [Option<String>; Lua::COUNT],
 }
@@ -360,11 +1038,11 @@ pub struct RedisTransport {
 impl fmt::Debug for RedisTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisTransport")
-            .field("name", &self.name)
-            .field("stream", &self.stream)
-            .field("group", &self.group)
-            .field("consumer", &self.consumer)
-            .field("reclaim_after", &self.reclaim_after)
+            .field("name", &self.keys.name)
+            .field("stream", &self.keys.stream)
+            .field("group", &self.keys.group)
+            .field("consumer", &self.keys.consumer)
+            .field("reclaim_after", &self.keys.reclaim_after)
             .finish_non_exhaustive()
     }
 }
@@ -380,76 +1058,22 @@ impl RedisTransport {
     /// Opens a DSN as [`RedisTransport::open_dsn`]; with [`Access::Existing`] the stream must
     /// exist, and neither it nor the group is created.
     pub fn open_dsn_with(dsn: &str, queue: &str, access: Access) -> Result<Self, TransportError> {
-        let parsed = Dsn::parse(dsn)?;
-        parsed.only(&["stream", "group", "reclaim_after", "protocol"])?;
-        let name = parsed.shown();
-        let stream = parsed.param("stream").unwrap_or(queue).to_owned();
-        let group = parsed.param("group").unwrap_or("upcaster").to_owned();
-        if stream.is_empty() || group.is_empty() {
-            return Err(TransportError::configuration(
-                &name,
-                "the stream and group names must not be empty",
-            ));
-        }
-        let reclaim_after = match parsed.param("reclaim_after") {
-            Some(secs) => seconds(secs).ok_or_else(|| {
-                TransportError::configuration(&name, "reclaim_after is not seconds")
-            })?,
-            None => Duration::from_secs(300),
-        };
-        // Braces would change the stream's hash slot, and its derived keys (below) start with
-        // one: no stream name can then coincide with another queue's derived key.
-        if stream.contains(['{', '}']) {
-            return Err(TransportError::configuration(
-                &name,
-                format!("the stream name `{stream}` must not contain `{{` or `}}`"),
-            ));
-        }
-        let link = Link::open(dsn, &name, REPLY_MARGIN)?;
-        let now = Instant::now();
-        // `{<stream>}` is a hash tag: a cluster would put every key of one queue in the slot
-        // of the stream itself.
-        let tag = format!("{{{stream}}}");
+        let keys = Keys::from_dsn(dsn, queue)?;
+        let link = Link::open(dsn, &keys.name, REPLY_MARGIN)?;
         let mut transport = RedisTransport {
             link,
-            delayed: format!("{tag}:delayed"),
-            failed: format!("{tag}:failed"),
-            stats: format!("{tag}:stats"),
-            last_seen: format!("{tag}:stats:last-seen"),
-            name,
-            stream,
-            group,
-            consumer: crate::transport::consumer_name(),
-            reclaim_after,
-            next_reclaim: now,
-            reclaim_cursor: "0-0".to_owned(),
-            next_delayed_check: now,
-            delayed_due: None,
+            keys,
+            schedule: Schedule::new(),
             shas: Default::default(),
         };
         if access == Access::Existing {
             let kind = transport
                 .link
-                .query("TYPE", redis::cmd("TYPE").arg(&transport.stream))?;
-            if text(&kind).as_deref() != Some("stream") {
-                return Err(TransportError::configuration(
-                    &transport.name,
-                    format!(
-                        "no stream `{}` here; this command creates none: check the DSN",
-                        transport.stream
-                    ),
-                ));
-            }
+                .query("TYPE", &transport.keys.stream_type())?;
+            transport.keys.must_exist(&kind)?;
             return Ok(transport);
         }
-        // From 0: a new group also takes what was sent before any worker ran.
-        let mut create = redis::cmd("XGROUP");
-        create
-            .arg("CREATE")
-            .arg(&transport.stream)
-            .arg(&transport.group)
-            .arg("0")
-            .arg("MKSTREAM");
+        let create = transport.keys.create_group();
         match transport.link.run(|c| create.query::<Value>(c)) {
             Ok(_) => {}
             Err(Failure::Redis(e)) if e.code() == Some("BUSYGROUP") => {}
@@ -463,168 +1087,75 @@ impl RedisTransport {
     /// runs out is handed to another consumer and handled twice. `Duration::MAX` never
     /// reclaims in practice (Redis is asked for its largest idle time).
     pub fn reclaim_after(mut self, timeout: Duration) -> Self {
-        self.reclaim_after = timeout;
+        self.keys.reclaim_after = timeout;
         self
     }
 
     /// The stream this transport reads.
     pub fn stream(&self) -> &str {
-        &self.stream
+        &self.keys.stream
     }
 
     /// The consumer group this transport reads in.
     pub fn group(&self) -> &str {
-        &self.group
+        &self.keys.group
     }
 
     /// This transport's consumer name in the group (host, process id and a random suffix).
     pub fn consumer(&self) -> &str {
-        &self.consumer
-    }
-
-    fn bad_reply(&self, command: &str, what: impl fmt::Display) -> TransportError {
-        TransportError::new(
-            &self.name,
-            TransportErrorKind::Broker,
-            format!("{command} gave an unexpected reply: {what}"),
-        )
+        &self.keys.consumer
     }
 
     fn query(&mut self, command: &str, cmd: &redis::Cmd) -> Result<Value, TransportError> {
         self.link.query(command, cmd)
     }
 
-    fn reclaim_every(&self) -> Duration {
-        self.reclaim_after.clamp(RECLAIM_MIN, RECLAIM_EVERY)
-    }
-
     /// The time-gated work of a receive: a reclaim scan (which may deliver) and the move of
     /// due retries. Costs nothing on most calls.
     fn housekeeping(&mut self) -> Result<Option<Delivery>, TransportError> {
         let now = Instant::now();
-        if now >= self.next_delayed_check {
+        if self.schedule.delayed_check_due(now) {
             self.move_due()?;
         }
-        if now >= self.next_reclaim {
+        if self.schedule.reclaim_due(now) {
             return self.reclaim();
         }
         Ok(None)
     }
 
     fn move_due(&mut self) -> Result<(), TransportError> {
-        let batch = DELAYED_BATCH.to_string();
-        let reply = eval(
-            &mut self.link,
-            &mut self.shas,
-            Lua::MoveDue,
-            &[&self.delayed, &self.stream, &self.failed],
-            &[batch.as_bytes()],
-        )?;
-        let now = Instant::now();
-        let (moved, wait) = match &reply {
-            Value::Array(v) if v.len() == 2 => (int(&v[0]), int(&v[1])),
-            _ => (None, None),
-        };
-        let (Some(moved), Some(wait)) = (moved, wait) else {
-            return Err(
-                self.bad_reply("EVALSHA of the script moving due retries", describe(&reply))
-            );
-        };
-        // A full batch may leave more due: look again on the next receive.
-        self.next_delayed_check = if moved >= DELAYED_BATCH {
-            now
-        } else {
-            now + DELAYED_EVERY
-        };
-        self.delayed_due = u64::try_from(wait)
-            .ok()
-            .map(|ms| later(now, Duration::from_millis(ms)));
+        let reply = eval(&mut self.link, &mut self.shas, &self.keys.move_due_call())?;
+        let (moved, wait) = self.keys.moved(&reply)?;
+        self.schedule.moved(moved, wait, Instant::now());
         Ok(())
     }
 
     /// One reclaim scan over the group's pending entries, from where the last one stopped;
     /// delivers the first entry idle longer than `reclaim_after`.
     fn reclaim(&mut self) -> Result<Option<Delivery>, TransportError> {
-        const COMMAND: &str = "XAUTOCLAIM";
-        let min_idle = saturate(self.reclaim_after.as_millis(), REDIS_MAX);
         for _ in 0..RECLAIM_STEPS {
-            let reply = self.query(
-                COMMAND,
-                redis::cmd("XAUTOCLAIM")
-                    .arg(&self.stream)
-                    .arg(&self.group)
-                    .arg(&self.consumer)
-                    .arg(min_idle)
-                    .arg(&self.reclaim_cursor)
-                    .arg("COUNT")
-                    .arg(1),
-            )?;
-            // [next cursor, entries] (6.2), plus the ids of deleted entries (7.0).
-            let mut parts = match reply {
-                Value::Array(parts) if parts.len() >= 2 => parts,
-                other => return Err(self.bad_reply(COMMAND, describe(&other))),
-            };
-            let entries = std::mem::take(&mut parts[1]);
-            let cursor =
-                text(&parts[0]).ok_or_else(|| self.bad_reply(COMMAND, describe(&parts[0])))?;
-            let done = cursor == "0-0";
-            self.reclaim_cursor = cursor;
-            let entries = array(entries).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
-            for entry in entries {
-                // An entry deleted while pending comes back without fields, or as nil (6.2):
-                // nothing to deliver.
-                if matches!(entry, Value::Nil) {
-                    continue;
-                }
-                let Some(mut delivery) = self.delivery(COMMAND, entry, true)? else {
-                    continue;
-                };
+            let cmd = self.keys.autoclaim(self.schedule.reclaim_cursor());
+            let reply = self.query("XAUTOCLAIM", &cmd)?;
+            let (cursor, deliveries) = self.keys.autoclaimed(reply)?;
+            let done = self.schedule.scanned(cursor);
+            for mut delivery in deliveries {
+                let reply = self.query("XPENDING", &self.keys.pending_of(&delivery.id))?;
                 // None: it went to another consumer in between; not ours to deliver.
-                let Some(deliveries) = self.delivery_count(&delivery.id)? else {
+                let Some(deliveries) = self.keys.deliveries(reply)? else {
                     continue;
                 };
                 delivery.deliveries = deliveries;
                 // More may wait: scan on at the next receive.
-                self.next_reclaim = Instant::now();
+                self.schedule.reclaim_on();
                 return Ok(Some(delivery));
             }
             if done {
-                self.next_reclaim = Instant::now() + self.reclaim_every();
+                self.schedule.reclaim_done(self.keys.reclaim_every());
                 return Ok(None);
             }
         }
         // A long pending list: go on at the next receive rather than hold this one.
         Ok(None)
-    }
-
-    /// How many times entry `id` was delivered (`XAUTOCLAIM` counts its own), from
-    /// `XPENDING`; `None` when it is not pending for this consumer.
-    fn delivery_count(&mut self, id: &str) -> Result<Option<u32>, TransportError> {
-        const COMMAND: &str = "XPENDING";
-        let reply = self.query(
-            COMMAND,
-            redis::cmd("XPENDING")
-                .arg(&self.stream)
-                .arg(&self.group)
-                .arg(id)
-                .arg(id)
-                .arg(1)
-                .arg(&self.consumer),
-        )?;
-        // [[id, consumer, idle ms, deliveries]], or empty.
-        let rows = array(reply).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
-        let Some(row) = rows.into_iter().next() else {
-            return Ok(None);
-        };
-        let count = match &row {
-            Value::Array(fields) if fields.len() >= 4 => int(&fields[3]),
-            _ => None,
-        };
-        match count {
-            // Saturated, and at least this delivery.
-            Some(n) => Ok(Some(u32::try_from(n.max(1)).unwrap_or(u32::MAX))),
-            None => Err(self.bad_reply(COMMAND, describe(&row))),
-        }
     }
 
     /// One `XREADGROUP` for a new entry; `block` `None` asks without waiting.
@@ -640,20 +1171,11 @@ impl RedisTransport {
         from: &str,
     ) -> Result<Option<Delivery>, TransportError> {
         const COMMAND: &str = "XREADGROUP";
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&self.group)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(1);
-        if let Some(block) = block {
-            // BLOCK 0 would wait forever: never less than 1 ms, rounded up; at most
-            // MAX_BLOCK_MS (receive blocks again while its timeout lasts).
-            let ms = saturate(block.as_micros().div_ceil(1000), MAX_BLOCK_MS).max(1);
+        let block_ms = block.map(block_ms);
+        if let Some(ms) = block_ms {
             self.link.fit_read_timeout(Duration::from_millis(ms))?;
-            cmd.arg("BLOCK").arg(ms);
         }
-        cmd.arg("STREAMS").arg(&self.stream).arg(from);
+        let cmd = self.keys.read(block_ms, from, 1);
         let reply = match cmd.query::<Value>(self.link.conn()?) {
             Ok(reply) => reply,
             // A signal interrupts a blocking read (socket reads with a timeout are not
@@ -670,80 +1192,10 @@ impl RedisTransport {
             }
             Err(e) => return Err(self.link.failed(COMMAND, Failure::Redis(e))),
         };
-        // RESP2: [[stream, [entry]]]; RESP3: {stream: [entry]}; nil when nothing came.
-        let entries = match reply {
-            Value::Nil => return Ok(None),
-            Value::Array(streams) => match streams.into_iter().next() {
-                None => return Ok(None),
-                Some(Value::Array(mut pair)) if pair.len() == 2 => pair.swap_remove(1),
-                Some(other) => return Err(self.bad_reply(COMMAND, describe(&other))),
-            },
-            Value::Map(streams) => match streams.into_iter().next() {
-                None => return Ok(None),
-                Some((_, entries)) => entries,
-            },
-            other => return Err(self.bad_reply(COMMAND, describe(&other))),
-        };
-        let entries = array(entries).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
-        match entries.into_iter().next() {
-            None => Ok(None),
-            Some(entry) => match self.delivery(COMMAND, entry, false)? {
-                Some(delivery) => Ok(Some(delivery)),
-                // Our own pending entry, deleted meanwhile: nothing to deliver.
-                None if from != ">" => Ok(None),
-                None => Err(self.bad_reply(COMMAND, "an entry without fields")),
-            },
-        }
+        Ok(self.keys.read_reply(reply, from != ">")?.into_iter().next())
     }
 
-    /// A settling script's reply: `true` when it settled the delivery, `false` when the entry
-    /// was no longer pending for this consumer (reclaimed by another, which settles it).
-    fn settled(&self, lua: Lua, reply: &Value) -> Result<bool, TransportError> {
-        match int(reply) {
-            Some(1) => Ok(true),
-            Some(0) => Ok(false),
-            _ => Err(self.bad_reply(&format!("EVALSHA of {}", lua.name()), describe(reply))),
-        }
-    }
-
-    /// A stream entry `[id, [field, value, …]]` as a delivery (its first: `deliveries` 1);
-    /// `None` for an entry without fields (deleted while pending). An entry without a `body`
-    /// field has an empty body, which the worker fails as malformed; an `attempt` that is not
-    /// a count is 0. Neither is an error: another producer's entry must not stop the workers.
-    fn delivery(
-        &self,
-        command: &str,
-        entry: Value,
-        reclaimed: bool,
-    ) -> Result<Option<Delivery>, TransportError> {
-        let (id, fields) = parse_entry(entry).map_err(|what| self.bad_reply(command, what))?;
-        let Some(fields) = fields else {
-            return Ok(None);
-        };
-        let mut body = Vec::new();
-        let mut attempt = 0;
-        let mut counted = false;
-        for (field, value) in fields {
-            match field.as_slice() {
-                b"body" => body = value,
-                b"attempt" => attempt = attempt_count(&value),
-                b"counted" => counted = value == b"1",
-                _ => {}
-            }
-        }
-        Ok(Some(Delivery {
-            id,
-            body,
-            attempt,
-            reclaimed,
-            deliveries: 1,
-            counted,
-            counts_as: None,
-        }))
-    }
-
-    /// Puts a delivery back (see [`RETRY_LUA`]): at once, or in the delayed set, marked as
-    /// waiting for newer code when `newer`.
+    /// Puts a delivery back ([`Keys::put_back_call`]).
     fn put_back(
         &mut self,
         delivery: &Delivery,
@@ -751,33 +1203,13 @@ impl RedisTransport {
         attempt: u32,
         newer: bool,
     ) -> Result<(), TransportError> {
-        // Rounded up: a delay, however short, never means at once.
-        let ms = saturate(delay.as_micros().div_ceil(1000), MAX_DELAY_MS);
-        let (ms_text, attempt_text) = (ms.to_string(), attempt.to_string());
-        let (field, at) = count_args(delivery);
-        let reply = eval(
-            &mut self.link,
-            &mut self.shas,
-            Lua::Retry,
-            &[&self.stream, &self.delayed, &self.stats, &self.last_seen],
-            &[
-                self.group.as_bytes(),
-                delivery.id.as_bytes(),
-                self.consumer.as_bytes(),
-                ms_text.as_bytes(),
-                attempt_text.as_bytes(),
-                &delivery.body,
-                if delivery.counted { b"1" } else { b"0" },
-                if newer { b"1" } else { b"0" },
-                field.as_bytes(),
-                at.as_bytes(),
-            ],
-        )?;
+        let (call, ms) = self.keys.put_back_call(delivery, delay, attempt, newer);
+        let reply = eval(&mut self.link, &mut self.shas, &call)?;
         // Not ours any more: the consumer that took it over settles it.
-        if self.settled(Lua::Retry, &reply)? && ms > 0 {
-            // Wake for it even if no other worker moves it first.
-            let due = later(Instant::now(), Duration::from_millis(ms));
-            self.delayed_due = Some(self.delayed_due.map_or(due, |d| d.min(due)));
+        if self.keys.settled(Lua::Retry, &reply)? {
+            if let Some(due) = retry_wake(ms) {
+                self.schedule.retry_due(due);
+            }
         }
         Ok(())
     }
@@ -793,7 +1225,7 @@ impl RedisTransport {
             Ok(id)
         } else {
             Err(TransportError::configuration(
-                &self.name,
+                &self.keys.name,
                 format!("`{id}` is not a stream entry id (<ms>-<seq>)"),
             ))
         }
@@ -801,12 +1233,12 @@ impl RedisTransport {
 
     fn failed_message(&self, entry: Value) -> Result<Option<FailedMessage>, TransportError> {
         const COMMAND: &str = "XRANGE";
-        let (id, fields) = parse_entry(entry).map_err(|what| self.bad_reply(COMMAND, what))?;
+        let (id, fields) = parse_entry(entry).map_err(|what| self.keys.bad_reply(COMMAND, what))?;
         let Some(fields) = fields else {
             return Ok(None);
         };
         let bad = |field: &str| {
-            self.bad_reply(
+            self.keys.bad_reply(
                 COMMAND,
                 format!("failed entry {id} has a missing or bad `{field}` field"),
             )
@@ -850,7 +1282,7 @@ impl RedisTransport {
     /// Reads a hash whose fields are `<type>\t<version>` and values integers.
     fn stat_fields(&self, reply: Value) -> Result<Vec<(StatKey, u64)>, TransportError> {
         const COMMAND: &str = "HGETALL";
-        let pairs = field_pairs(reply).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
+        let pairs = field_pairs(reply).map_err(|v| self.keys.bad_reply(COMMAND, describe(&v)))?;
         pairs
             .into_iter()
             .map(|(field, value)| {
@@ -863,7 +1295,7 @@ impl RedisTransport {
                     .and_then(|n| n.parse::<u64>().ok());
                 match (key, n) {
                     (Some(key), Some(n)) => Ok((key, n)),
-                    _ => Err(self.bad_reply(
+                    _ => Err(self.keys.bad_reply(
                         COMMAND,
                         format!(
                             "a statistics field {:?} = {:?}",
@@ -879,21 +1311,12 @@ impl RedisTransport {
 
 impl Queue for RedisTransport {
     fn name(&self) -> &str {
-        &self.name
+        &self.keys.name
     }
 
     fn send(&mut self, body: &[u8]) -> Result<String, TransportError> {
-        let reply = self.query(
-            "XADD",
-            redis::cmd("XADD")
-                .arg(&self.stream)
-                .arg("*")
-                .arg("body")
-                .arg(body)
-                .arg("attempt")
-                .arg("0"),
-        )?;
-        text(&reply).ok_or_else(|| self.bad_reply("XADD", describe(&reply)))
+        let reply = self.query("XADD", &self.keys.add(body))?;
+        self.keys.added(&reply)
     }
 
     fn receive(&mut self, timeout: Duration) -> Result<Option<Delivery>, TransportError> {
@@ -906,10 +1329,7 @@ impl Queue for RedisTransport {
                 return self.read(None);
             }
             // Wake for the next reclaim scan or due retry, if sooner than the deadline.
-            let mut wake = deadline.min(self.next_reclaim);
-            if let Some(due) = self.delayed_due {
-                wake = wake.min(due.max(self.next_delayed_check));
-            }
+            let wake = self.schedule.wake(deadline);
             let now = Instant::now();
             if let Some(delivery) = self.read(Some(wake.saturating_duration_since(now)))? {
                 return Ok(Some(delivery));
@@ -922,21 +1342,12 @@ impl Queue for RedisTransport {
 
     fn ack(&mut self, delivery: &Delivery) -> Result<(), TransportError> {
         // One round trip, XACK and XDEL (and the count) together or not at all.
-        let (field, at) = count_args(delivery);
         let reply = eval(
             &mut self.link,
             &mut self.shas,
-            Lua::Ack,
-            &[&self.stream, &self.stats, &self.last_seen],
-            &[
-                self.group.as_bytes(),
-                delivery.id.as_bytes(),
-                self.consumer.as_bytes(),
-                field.as_bytes(),
-                at.as_bytes(),
-            ],
+            &self.keys.ack_call(delivery),
         )?;
-        self.settled(Lua::Ack, &reply).map(|_| ())
+        self.keys.settled(Lua::Ack, &reply).map(|_| ())
     }
 
     fn retry_later(
@@ -953,8 +1364,6 @@ impl Queue for RedisTransport {
         delivery: &Delivery,
         delay: Duration,
     ) -> Result<(), TransportError> {
-        // Never at once: the mark lives in the delayed set.
-        let delay = delay.max(Duration::from_millis(1));
         self.put_back(delivery, delay, delivery.attempt, true)
     }
 
@@ -962,37 +1371,20 @@ impl Queue for RedisTransport {
         &mut self,
         readable: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Result<u64, TransportError> {
-        const COMMAND: &str = "ZRANGE";
-        let reply = self.query(
-            COMMAND,
-            redis::cmd("ZRANGE")
-                .arg(&self.delayed)
-                .arg(0)
-                .arg(RELEASE_SCAN - 1),
-        )?;
-        let members = array(reply).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
+        let reply = self.query("ZRANGE", &self.keys.delayed_members())?;
         let mut released = 0;
-        for member in members {
-            let member = into_bytes(member).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
-            let Some(body) = waiting_body(&member) else {
-                continue;
-            };
-            if !readable(body) {
+        for waiting in self.keys.waiting(reply)? {
+            if !readable(waiting.body()) {
                 continue;
             }
-            let reply = eval(
-                &mut self.link,
-                &mut self.shas,
-                Lua::Release,
-                &[&self.delayed, &self.stream],
-                &[&member],
-            )?;
+            let call = self.keys.release_call(&waiting.member);
+            let reply = eval(&mut self.link, &mut self.shas, &call)?;
             if int(&reply) == Some(1) {
                 released += 1;
             }
         }
         if released > 0 {
-            self.next_delayed_check = Instant::now();
+            self.schedule.check_delayed_now();
         }
         Ok(released)
     }
@@ -1002,73 +1394,18 @@ impl Queue for RedisTransport {
         delivery: &Delivery,
         record: &FailureRecord,
     ) -> Result<Option<String>, TransportError> {
-        let (attempts, failed_at) = (record.attempts.to_string(), record.failed_at_ms.to_string());
-        let version = record.version.map(|v| v.to_string());
-        let (field, at) = count_args(delivery);
-        let mut args: Vec<&[u8]> = vec![
-            self.group.as_bytes(),
-            delivery.id.as_bytes(),
-            self.consumer.as_bytes(),
-            field.as_bytes(),
-            at.as_bytes(),
-            b"body",
-            &delivery.body,
-            b"class",
-            record.class.as_bytes(),
-            b"error",
-            record.error.as_bytes(),
-            b"attempts",
-            attempts.as_bytes(),
-            b"failed_at",
-            failed_at.as_bytes(),
-        ];
-        if delivery.counted {
-            args.extend([b"counted".as_slice(), b"1"]);
-        }
-        // Unknown type or version: the field is left out.
-        if let Some(type_name) = &record.type_name {
-            args.extend([b"type".as_slice(), type_name.as_bytes()]);
-        }
-        if let Some(version) = &version {
-            args.extend([b"version".as_slice(), version.as_bytes()]);
-        }
-        let reply = eval(
-            &mut self.link,
-            &mut self.shas,
-            Lua::Fail,
-            &[&self.stream, &self.failed, &self.stats, &self.last_seen],
-            &args,
-        )?;
-        // Not ours any more: no failure record; the consumer that took it over settles it.
-        match reply {
-            Value::Int(0) => Ok(None),
-            ref id => match text(id) {
-                Some(id) => Ok(Some(id)),
-                None => Err(self.bad_reply("EVALSHA of the fail script", describe(id))),
-            },
-        }
+        let call = self.keys.fail_call(delivery, record);
+        let reply = eval(&mut self.link, &mut self.shas, &call)?;
+        self.keys.failed_id(&reply)
     }
 
     fn pending(&mut self) -> Result<u64, TransportError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("XLEN")
-            .arg(&self.stream)
-            .cmd("ZCARD")
-            .arg(&self.delayed);
-        let (waiting, delayed): (Value, Value) = self
+        let pipe = self.keys.counts();
+        let reply = self
             .link
-            .run(|c| pipe.query(c))
+            .run(|c| pipe.query::<Value>(c))
             .map_err(|e| self.link.failed("XLEN + ZCARD", e))?;
-        match (
-            int(&waiting).map(u64::try_from),
-            int(&delayed).map(u64::try_from),
-        ) {
-            (Some(Ok(w)), Some(Ok(d))) => Ok(w.saturating_add(d)),
-            _ => Err(self.bad_reply(
-                "XLEN + ZCARD",
-                format!("{} and {}", describe(&waiting), describe(&delayed)),
-            )),
-        }
+        self.keys.pending_reply(&reply)
     }
 }
 
@@ -1080,13 +1417,13 @@ impl FailureStore for RedisTransport {
         let reply = self.query(
             "XRANGE",
             redis::cmd("XRANGE")
-                .arg(&self.failed)
+                .arg(&self.keys.failed)
                 .arg("-")
                 .arg("+")
                 .arg("COUNT")
                 .arg(saturate(limit, REDIS_MAX)),
         )?;
-        let entries = array(reply).map_err(|v| self.bad_reply("XRANGE", describe(&v)))?;
+        let entries = array(reply).map_err(|v| self.keys.bad_reply("XRANGE", describe(&v)))?;
         let mut messages = Vec::with_capacity(entries.len());
         for entry in entries {
             if let Some(message) = self.failed_message(entry)? {
@@ -1098,25 +1435,21 @@ impl FailureStore for RedisTransport {
 
     fn requeue_failed(&mut self, id: &str) -> Result<bool, TransportError> {
         let id = self.entry_id(id)?;
-        let reply = eval(
-            &mut self.link,
-            &mut self.shas,
-            Lua::Requeue,
-            &[&self.failed, &self.stream],
-            &[id.as_bytes()],
-        )?;
+        let reply = eval(&mut self.link, &mut self.shas, &self.keys.requeue_call(id))?;
         match int(&reply) {
             Some(n) => Ok(n == 1),
-            None => Err(self.bad_reply("EVALSHA of the requeue script", describe(&reply))),
+            None => Err(self
+                .keys
+                .bad_reply("EVALSHA of the requeue script", describe(&reply))),
         }
     }
 
     fn remove_failed(&mut self, id: &str) -> Result<bool, TransportError> {
         let id = self.entry_id(id)?;
-        let reply = self.query("XDEL", redis::cmd("XDEL").arg(&self.failed).arg(id))?;
+        let reply = self.query("XDEL", redis::cmd("XDEL").arg(&self.keys.failed).arg(id))?;
         match int(&reply) {
             Some(n) => Ok(n == 1),
-            None => Err(self.bad_reply("XDEL", describe(&reply))),
+            None => Err(self.keys.bad_reply("XDEL", describe(&reply))),
         }
     }
 }
@@ -1126,30 +1459,16 @@ impl DrainStats for RedisTransport {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut args = Vec::with_capacity(rows.len() * 3);
-        for row in rows {
-            // Redis counts in i64; the script keeps a sum at its largest too.
-            args.push(format!("{}\t{}", row.type_name, row.version));
-            args.push(row.count.min(REDIS_MAX).to_string());
-            args.push(row.last_seen_ms.to_string());
-        }
-        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        eval(
-            &mut self.link,
-            &mut self.shas,
-            Lua::Stats,
-            &[&self.stats, &self.last_seen],
-            &args,
-        )?;
+        eval(&mut self.link, &mut self.shas, &self.keys.stats_call(rows))?;
         Ok(())
     }
 
     fn stats(&mut self) -> Result<Vec<StatRow>, TransportError> {
         let mut pipe = redis::pipe();
         pipe.cmd("HGETALL")
-            .arg(&self.stats)
+            .arg(&self.keys.stats)
             .cmd("HGETALL")
-            .arg(&self.last_seen);
+            .arg(&self.keys.last_seen);
         let reply: (Value, Value) = self
             .link
             .run(|c| pipe.query(c))
@@ -1183,13 +1502,7 @@ impl Drop for RedisTransport {
         };
         let _ = conn.set_read_timeout(Some(DROP_TIMEOUT));
         let _ = conn.set_write_timeout(Some(DROP_TIMEOUT));
-        let _ = redis::cmd("EVAL")
-            .arg(FORGET_CONSUMER_LUA)
-            .arg(1)
-            .arg(&self.stream)
-            .arg(&self.group)
-            .arg(&self.consumer)
-            .query::<Value>(conn);
+        let _ = self.keys.forget_consumer().query::<Value>(conn);
     }
 }
 
@@ -1347,8 +1660,8 @@ struct Link {
     read_timeout: Duration,
 }
 
-/// Why a command on a [`Link`] failed.
-enum Failure {
+/// Why a command failed, on a [`Link`] or on the async transport's connections.
+pub(crate) enum Failure {
     /// Redis answered with an error, or the socket failed on the second try.
     Redis(redis::RedisError),
     /// The socket failed, and no new connection could be opened.
@@ -1423,26 +1736,7 @@ impl Link {
     }
 
     fn failed(&self, command: &str, failure: Failure) -> TransportError {
-        let doing = format!("{command} failed");
-        match failure {
-            Failure::Redis(e) => {
-                let kind = if e.is_io_error() || e.is_connection_dropped() {
-                    TransportErrorKind::Connection
-                } else {
-                    TransportErrorKind::Broker
-                };
-                TransportError::new(&self.name, kind, doing).caused_by(e)
-            }
-            Failure::Lost(e, c) => TransportError::new(
-                &self.name,
-                TransportErrorKind::Connection,
-                format!("{doing}: {e}; reconnecting failed"),
-            )
-            .caused_by(c),
-            Failure::Unconnected(c) => {
-                TransportError::new(&self.name, TransportErrorKind::Connection, doing).caused_by(c)
-            }
-        }
+        failed(&self.name, command, failure)
     }
 
     /// Raises the socket's read timeout when a `BLOCK` would outlast it.
@@ -1457,6 +1751,31 @@ impl Link {
     }
 }
 
+/// The error of `command` of transport `name`: a connection error when the socket failed or
+/// timed out (the broker may come back), a broker error when Redis answered with one.
+pub(crate) fn failed(name: &str, command: &str, failure: Failure) -> TransportError {
+    let doing = format!("{command} failed");
+    match failure {
+        Failure::Redis(e) => {
+            let kind = if e.is_io_error() || e.is_connection_dropped() {
+                TransportErrorKind::Connection
+            } else {
+                TransportErrorKind::Broker
+            };
+            TransportError::new(name, kind, doing).caused_by(e)
+        }
+        Failure::Lost(e, c) => TransportError::new(
+            name,
+            TransportErrorKind::Connection,
+            format!("{doing}: {e}; reconnecting failed"),
+        )
+        .caused_by(c),
+        Failure::Unconnected(c) => {
+            TransportError::new(name, TransportErrorKind::Connection, doing).caused_by(c)
+        }
+    }
+}
+
 /// Runs a script by its hash, loading it first if this connection has not, or if the server
 /// lost it (a restart, `SCRIPT FLUSH`). A socket failure runs it once more on a fresh
 /// connection ([`Link`]): every settling script checks that the entry is still ours, so a
@@ -1464,50 +1783,30 @@ impl Link {
 fn eval(
     link: &mut Link,
     shas: &mut [Option<String>; Lua::COUNT],
-    lua: Lua,
-    keys: &[&str],
-    args: &[&[u8]],
+    call: &Call<'_>,
 ) -> Result<Value, TransportError> {
-    let what = lua.name();
-    for _ in 0..3 {
+    let (lua, what) = (call.lua, call.lua.name());
+    for _ in 0..EVAL_TRIES {
         let sha = match &shas[lua as usize] {
             Some(sha) => sha.clone(),
             None => {
-                let mut load = redis::cmd("SCRIPT");
-                load.arg("LOAD").arg(lua.text());
+                let load = lua.load();
                 let reply = link
                     .run(|c| load.query::<Value>(c))
                     .map_err(|e| link.failed(&format!("SCRIPT LOAD of {what}"), e))?;
-                let sha = text(&reply).ok_or_else(|| {
-                    TransportError::new(
-                        &link.name,
-                        TransportErrorKind::Broker,
-                        format!(
-                            "SCRIPT LOAD of {what} gave an unexpected reply {}",
-                            describe(&reply)
-                        ),
-                    )
-                })?;
+                let sha = lua.loaded(&link.name, &reply)?;
                 shas[lua as usize] = Some(sha.clone());
                 sha
             }
         };
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&sha).arg(keys.len()).arg(keys);
-        for arg in args {
-            cmd.arg(*arg);
-        }
+        let cmd = call.evalsha(&sha);
         match link.run(|c| cmd.query::<Value>(c)) {
             Ok(v) => return Ok(v),
             Err(Failure::Redis(e)) if e.code() == Some("NOSCRIPT") => shas[lua as usize] = None,
             Err(e) => return Err(link.failed(&format!("EVALSHA of {what}"), e)),
         }
     }
-    Err(TransportError::new(
-        &link.name,
-        TransportErrorKind::Broker,
-        format!("EVALSHA of {what} failed: the server forgot the script right after loading it"),
-    ))
+    Err(lua.forgotten(&link.name))
 }
 
 /// The body of a delayed-set member `<attempt>[c]n:<id>:<body>` marked as waiting for newer
@@ -1550,22 +1849,28 @@ fn attempt_count(value: &[u8]) -> u32 {
 }
 
 /// `at + wait`, or a year on where that would overflow (a wait of `Duration::MAX`).
-fn later(at: Instant, wait: Duration) -> Instant {
+pub(crate) fn later(at: Instant, wait: Duration) -> Instant {
     at.checked_add(wait)
         .or_else(|| at.checked_add(Duration::from_secs(365 * 24 * 3600)))
         .unwrap_or(at)
 }
 
+/// The client of a DSN (nothing connects yet).
+pub(crate) fn client(dsn: &str, name: &str) -> Result<redis::Client, TransportError> {
+    redis::Client::open(dsn)
+        .map_err(|e| TransportError::configuration(name, "not a Redis DSN").caused_by(e))
+}
+
+/// A connection that could not be opened.
+pub(crate) fn connect_failed(name: &str, e: redis::RedisError) -> TransportError {
+    TransportError::new(name, TransportErrorKind::Connection, "connecting failed").caused_by(e)
+}
+
 /// Connects with a bounded wait, and bounds every reply too.
 fn connect(dsn: &str, name: &str, reply_timeout: Duration) -> Result<Connection, TransportError> {
-    let client = redis::Client::open(dsn)
-        .map_err(|e| TransportError::configuration(name, "not a Redis DSN").caused_by(e))?;
-    let conn = client
+    let conn = client(dsn, name)?
         .get_connection_with_timeout(CONNECT_TIMEOUT)
-        .map_err(|e| {
-            TransportError::new(name, TransportErrorKind::Connection, "connecting failed")
-                .caused_by(e)
-        })?;
+        .map_err(|e| connect_failed(name, e))?;
     conn.set_read_timeout(Some(reply_timeout))
         .and_then(|()| conn.set_write_timeout(Some(reply_timeout)))
         .map_err(|e| {
@@ -1590,7 +1895,7 @@ fn text(v: &Value) -> Option<String> {
 }
 
 /// A reply's integer, whether sent as one or as text.
-fn int(v: &Value) -> Option<i64> {
+pub(crate) fn int(v: &Value) -> Option<i64> {
     match v {
         Value::Int(n) => Some(*n),
         Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
