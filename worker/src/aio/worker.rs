@@ -222,7 +222,10 @@ impl<Q: AsyncQueue> AsyncWorker<Q> {
     }
 
     /// How many messages may be handled at once (1 by default, at least 1). With more than
-    /// one, messages of one queue may finish out of order, as with several workers.
+    /// one, messages of one queue may finish out of order, as with several workers. A
+    /// message's settle (its ack, retry or failure) does not hold its place: the next
+    /// message is taken while the ack is on its way, and every settle ends before the
+    /// worker returns.
     pub fn in_flight(mut self, n: usize) -> Self {
         self.in_flight = n.max(1);
         self
@@ -321,6 +324,7 @@ async fn drain<Q: AsyncQueue>(
     let mut shut = false;
     let mut tasks: JoinSet<Result<Done, TransportError>> = JoinSet::new();
     let mut failed: Option<StopReason> = None;
+    let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));
     if let Err(e) = release_waiting(shared).await {
         return StopReason::TransportFailed(e.to_string());
     }
@@ -334,14 +338,18 @@ async fn drain<Q: AsyncQueue>(
         if let Some(reason) = should_stop(shared, run, restart.as_ref(), stop).await {
             break reason;
         }
-        // A free slot, or a reason to stop.
-        if tasks.len() >= in_flight {
-            tokio::select! {
-                done = tasks.join_next() => tally(run, done, &mut failed),
-                () = &mut shutdown, if !shut => shut = true,
+        // A free handler slot, or a reason to stop. Settles do not hold a slot: the next
+        // message is taken while the last one's ack is on its way.
+        let permit = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                tokio::select! {
+                    done = tasks.join_next(), if !tasks.is_empty() => tally(run, done, &mut failed),
+                    () = &mut shutdown, if !shut => shut = true,
+                }
+                continue;
             }
-            continue;
-        }
+        };
         let wait = run.wait(poll);
         let received = {
             let mut receive = std::pin::pin!(receive(shared, wait));
@@ -358,7 +366,20 @@ async fn drain<Q: AsyncQueue>(
         match received {
             Ok(Some((i, delivery))) => {
                 run.received(None);
-                tasks.spawn(handle(Arc::clone(shared), i, delivery));
+                let shared = Arc::clone(shared);
+                if in_flight == 1 {
+                    // Nothing to overlap with: handled here, without a task's hand-off
+                    // between threads; only its settle goes on beside the next receive.
+                    let handled = handler(&shared, i, delivery).await;
+                    drop(permit);
+                    tasks.spawn(settle(shared, i, handled));
+                } else {
+                    tasks.spawn(async move {
+                        let handled = handler(&shared, i, delivery).await;
+                        drop(permit);
+                        settle(shared, i, handled).await
+                    });
+                }
             }
             Ok(None) if run.stop_when_empty() && tasks.is_empty() => {
                 match all_empty(shared).await {
@@ -487,14 +508,19 @@ async fn all_empty<Q: AsyncQueue>(shared: &Shared<Q>) -> Result<bool, TransportE
     Ok(true)
 }
 
-/// One message's task: decode, run the handler, settle as the decision core says.
-async fn handle<Q: AsyncQueue>(
-    shared: Arc<Shared<Q>>,
-    i: usize,
-    mut delivery: Delivery,
-) -> Result<Done, TransportError> {
-    let queue = &shared.queues[i];
-    let span = flow::span(queue.name(), &delivery);
+/// A message whose handler has run (or that was settled without one): what to do with it.
+struct Handled {
+    delivery: Delivery,
+    span: tracing::Span,
+    action: Action,
+    /// Its type and arrived version, if it decoded.
+    decoded: Option<(&'static str, u32)>,
+}
+
+/// Decodes a delivery and runs its handler, in the message's span; the decision core says
+/// what becomes of it.
+async fn handler<Q: AsyncQueue>(shared: &Shared<Q>, i: usize, mut delivery: Delivery) -> Handled {
+    let span = flow::span(shared.queues[i].name(), &delivery);
     let started = {
         let _in_span = span.enter();
         flow::start(&mut delivery, &shared.retry, |body| {
@@ -502,29 +528,50 @@ async fn handle<Q: AsyncQueue>(
             Ok((pending.type_name, pending.version, pending.future))
         })
     };
+    let (action, decoded) = match started {
+        Started::Settle(action) => (action, None),
+        Started::Run {
+            type_name,
+            version,
+            handler,
+        } => {
+            let result = match CatchUnwind(handler).instrument(span.clone()).await {
+                Ok(result) => result,
+                Err(panic) => Err(format!("handler panicked: {panic}").into()),
+            };
+            let action = flow::finish(&delivery, type_name, version, &result, &shared.retry);
+            (action, Some((type_name, version)))
+        }
+    };
+    Handled {
+        delivery,
+        span,
+        action,
+        decoded,
+    }
+}
+
+/// Settles a handled message as the decision core said, and reports it.
+async fn settle<Q: AsyncQueue>(
+    shared: Arc<Shared<Q>>,
+    i: usize,
+    handled: Handled,
+) -> Result<Done, TransportError> {
+    let Handled {
+        mut delivery,
+        span,
+        action,
+        decoded,
+    } = handled;
+    let queue = &shared.queues[i];
     async {
-        let (action, handled) = match started {
-            Started::Settle(action) => (action, None),
-            Started::Run {
-                type_name,
-                version,
-                handler,
-            } => {
-                let result = match CatchUnwind(handler).await {
-                    Ok(result) => result,
-                    Err(panic) => Err(format!("handler panicked: {panic}").into()),
-                };
-                let action = flow::finish(&delivery, type_name, version, &result, &shared.retry);
-                (action, Some((type_name, version)))
-            }
-        };
         let failure = action.is_failure();
         let settled = perform(queue, &delivery, &action).await?;
         crate::report(
             queue.name(),
             &delivery,
             action,
-            handled,
+            decoded,
             &settled,
             |event| emit(&shared.log, event),
         );
