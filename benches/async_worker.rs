@@ -7,6 +7,7 @@
 //! cargo bench --bench async_worker                   # the full run
 //! cargo bench --bench async_worker -- --quick        # fewer messages
 //! cargo bench --bench async_worker -- --ratio        # the ratio alone
+//! cargo bench --bench async_worker -- --multi-thread # on tokio's multi-thread runtime
 //! ```
 //!
 //! 1. **Ratio at one in flight.** Both drain a stream pre-filled with the same ~200 B JSON
@@ -195,8 +196,23 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Failure> {
+fn main() -> Result<(), Failure> {
+    // `--multi-thread`: tokio's multi-thread runtime on two threads, as `#[tokio::main]` has
+    // on this machine; otherwise one thread.
+    let runtime = if std::env::args().any(|a| a == "--multi-thread") {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(bench())
+}
+
+async fn bench() -> Result<(), Failure> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let (n, chunk, rounds) = if quick {

@@ -344,8 +344,17 @@ pub(crate) struct Call<'a> {
 impl Call<'_> {
     /// `EVALSHA` of the call, with the script's hash.
     pub(crate) fn evalsha(&self, sha: &str) -> redis::Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(sha).arg(self.keys.len()).arg(&self.keys);
+        // Sized up front: a settle per message, without the command growing as it is built.
+        let size = "EVALSHA".len()
+            + sha.len()
+            + 20
+            + self.keys.iter().map(|k| k.len()).sum::<usize>()
+            + self.args.iter().map(|a| a.len()).sum::<usize>();
+        let mut cmd = redis::Cmd::with_capacity(3 + self.keys.len() + self.args.len(), size);
+        cmd.arg("EVALSHA")
+            .arg(sha)
+            .arg(self.keys.len())
+            .arg(&self.keys);
         for arg in &self.args {
             cmd.arg(arg.as_ref());
         }

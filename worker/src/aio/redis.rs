@@ -71,7 +71,7 @@ pub struct AsyncRedisTransport {
     /// What settles tell the next receive, which may hold `receiving` for its whole wait.
     nudge: Mutex<Nudge>,
     /// Ids of deliveries handed out and not yet settled.
-    in_flight: Mutex<HashSet<String>>,
+    in_flight: Mutex<HashSet<EntryId>>,
     /// The runtime the connections run on, for the clean-up on drop.
     runtime: Option<Handle>,
 }
@@ -186,20 +186,24 @@ impl AsyncRedisTransport {
     async fn eval(&self, call: &Call<'_>) -> Result<Value, TransportError> {
         let (lua, what) = (call.lua, call.lua.name());
         for _ in 0..EVAL_TRIES {
-            let known = lock(&self.shas)[lua as usize].clone();
-            let sha = match known {
-                Some(sha) => sha,
+            // Built while the hash is borrowed: no copy of it per settle.
+            let known = lock(&self.shas)[lua as usize]
+                .as_deref()
+                .map(|sha| call.evalsha(sha));
+            let cmd = match known {
+                Some(cmd) => cmd,
                 None => {
                     let reply = self
                         .link
                         .query(&format!("SCRIPT LOAD of {what}"), &lua.load())
                         .await?;
                     let sha = lua.loaded(&self.keys.name, &reply)?;
-                    lock(&self.shas)[lua as usize] = Some(sha.clone());
-                    sha
+                    let cmd = call.evalsha(&sha);
+                    lock(&self.shas)[lua as usize] = Some(sha);
+                    cmd
                 }
             };
-            match self.link.run(Request::Cmd(&call.evalsha(&sha))).await {
+            match self.link.run(Request::Cmd(&cmd)).await {
                 Ok(v) => return Ok(v),
                 Err(Failure::Redis(e)) if e.code() == Some("NOSCRIPT") => {
                     lock(&self.shas)[lua as usize] = None;
@@ -214,7 +218,7 @@ impl AsyncRedisTransport {
     /// an entry left unsettled is pending, to be delivered again.
     async fn settle(&self, delivery: &Delivery, call: &Call<'_>) -> Result<Value, TransportError> {
         let reply = self.eval(call).await;
-        lock(&self.in_flight).remove(&delivery.id);
+        lock(&self.in_flight).remove(&EntryId::of(&delivery.id));
         reply
     }
 
@@ -310,7 +314,7 @@ impl AsyncRedisTransport {
                 // Ours, and its handler is slower than `reclaim_after`: its task settles it.
                 // Checked before XPENDING, so that one settled after the check is no longer
                 // pending there.
-                let handling = lock(&self.in_flight).contains(&delivery.id);
+                let handling = lock(&self.in_flight).contains(&EntryId::of(&delivery.id));
                 if handling {
                     continue;
                 }
@@ -403,7 +407,29 @@ impl AsyncRedisTransport {
         };
         let own = self.keys.read_reply(reply, true)?;
         state.recover = false;
-        Ok(own.into_iter().find(|d| !handling.contains(&d.id)))
+        Ok(own
+            .into_iter()
+            .find(|d| !handling.contains(&EntryId::of(&d.id))))
+    }
+}
+
+/// A stream entry id, `<ms>-<seq>`, as numbers: kept for each delivery in flight without a
+/// copy of its text. An id of another shape (never sent by Redis) is hashed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct EntryId(u64, u64);
+
+impl EntryId {
+    fn of(id: &str) -> EntryId {
+        let parsed = id
+            .split_once('-')
+            .and_then(|(ms, seq)| Some(EntryId(ms.parse().ok()?, seq.parse().ok()?)));
+        parsed.unwrap_or_else(|| {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::hash::DefaultHasher::new();
+            id.hash(&mut hasher);
+            // Out of the range of real ids' milliseconds.
+            EntryId(u64::MAX, hasher.finish())
+        })
     }
 }
 
@@ -421,7 +447,7 @@ impl AsyncQueue for AsyncRedisTransport {
         let mut state = self.receiving.lock().await;
         let got = self.receive_in(&mut state, timeout).await?;
         if let Some(delivery) = &got {
-            lock(&self.in_flight).insert(delivery.id.clone());
+            lock(&self.in_flight).insert(EntryId::of(&delivery.id));
         }
         Ok(got)
     }
