@@ -330,3 +330,49 @@ fn an_async_handler_s_events_carry_the_message_span_with_type_version_and_ids() 
     });
     common::assert_handler_event_in_message_span(&captured.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_time_memory_and_failure_limits_stop_the_async_worker_too() {
+    let s = Scratch::new("limits");
+    let registry = registry();
+    let mut q = s.filled(&registry, 10);
+    let failing = || {
+        AsyncHandlers::new(registry.clone())
+            .on(|_: Decoded<AddPonkaToImage>| async { Err::<(), _>("no ponka today") })
+            .unwrap()
+    };
+    // Three failed attempts in a row, with two in flight: it stops taking messages once the
+    // third failure is settled (those in flight and settling may add a few).
+    let report = AsyncWorker::new(failing(), Blocking::new(s.queue()))
+        .in_flight(2)
+        .retry(RetryPolicy::default().max_retries(0))
+        .limits(Limits::default().failures(3))
+        .run()
+        .await;
+    assert_eq!(report.reason, StopReason::FailureLimit(3), "{report}");
+    assert!((3..=7).contains(&report.received), "{report}");
+    assert_eq!(report.failed, report.received, "each taken message settled");
+    assert_eq!(q.pending().unwrap(), 10 - report.received);
+
+    let report = AsyncWorker::new(failing(), Blocking::new(s.queue()))
+        .limits(Limits::default().memory(1))
+        .run()
+        .await;
+    assert!(
+        matches!(report.reason, StopReason::MemoryLimit { limit: 1, .. }),
+        "{report}"
+    );
+    assert_eq!(report.received, 0);
+
+    let empty = Scratch::new("time");
+    let started = std::time::Instant::now();
+    let report = AsyncWorker::new(failing(), Blocking::new(empty.queue()))
+        .limits(Limits::default().time(Duration::from_millis(300)))
+        .run()
+        .await;
+    assert_eq!(
+        report.reason,
+        StopReason::TimeLimit(Duration::from_millis(300))
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}

@@ -335,6 +335,13 @@ async fn drain<Q: AsyncQueue>(
         if shut {
             break StopReason::Shutdown;
         }
+        // What finished meanwhile counts before the stop conditions are checked.
+        while let Some(done) = tasks.try_join_next() {
+            tally(run, Some(done), &mut failed);
+        }
+        if let Some(reason) = failed.take() {
+            break reason;
+        }
         if let Some(reason) = should_stop(shared, run, restart.as_ref(), stop).await {
             break reason;
         }
