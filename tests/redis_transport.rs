@@ -629,7 +629,7 @@ fn a_killed_worker_keeps_the_counts_of_what_it_settled() {
     }
     let stream = Stream::new("killed");
     common::contract::counts_survive_a_kill(
-        &stream.dsn(),
+        &format!("{}&reclaim_after=0.2", stream.dsn()),
         "a_killed_worker_keeps_the_counts_of_what_it_settled",
         common::contract::Runtime::Blocking,
     );
@@ -642,7 +642,7 @@ fn a_killed_async_worker_keeps_the_counts_of_what_it_settled() {
     }
     let stream = Stream::new("killed-async");
     common::contract::counts_survive_a_kill(
-        &stream.dsn(),
+        &format!("{}&reclaim_after=0.2", stream.dsn()),
         "a_killed_async_worker_keeps_the_counts_of_what_it_settled",
         common::contract::Runtime::Tokio,
     );

@@ -950,7 +950,7 @@ fn a_killed_worker_keeps_the_counts_of_what_it_settled() {
         return;
     }
     let s = Scratch::new("killed");
-    let dsn = format!("sqlite://{}/queue.db", s.0.display());
+    let dsn = format!("sqlite://{}/queue.db?reclaim_after=0.2", s.0.display());
     common::contract::counts_survive_a_kill(
         &dsn,
         "a_killed_worker_keeps_the_counts_of_what_it_settled",
@@ -964,7 +964,7 @@ fn a_killed_async_worker_keeps_the_counts_of_what_it_settled() {
         return;
     }
     let s = Scratch::new("killed-async");
-    let dsn = format!("sqlite://{}/queue.db", s.0.display());
+    let dsn = format!("sqlite://{}/queue.db?reclaim_after=0.2", s.0.display());
     common::contract::counts_survive_a_kill(
         &dsn,
         "a_killed_async_worker_keeps_the_counts_of_what_it_settled",

@@ -723,8 +723,9 @@ pub fn killed_child() -> bool {
 }
 
 /// A worker killed with SIGKILL keeps the drain statistics of every message it settled:
-/// counts are written with the settle, not buffered. `test` is the calling test's name, run
-/// again in a child process on `dsn`, with a worker in `rt`.
+/// counts are written with the settle, not buffered; and the message it held is counted
+/// when another worker settles it. `test` is the calling test's name, run again in a child
+/// process on `dsn` (with a reclaim timeout under 300 ms), with a worker in `rt`.
 pub fn counts_survive_a_kill(dsn: &str, test: &str, rt: Runtime) {
     let registry = ponka::registry().unwrap();
     let mut t = upcaster_worker::open(dsn, "q").unwrap();
@@ -749,7 +750,25 @@ pub fn counts_survive_a_kill(dsn: &str, test: &str, rt: Runtime) {
         "the child was not killed: {}",
         String::from_utf8_lossy(&child.stdout)
     );
-    let counted: u64 = t.stats().unwrap().iter().map(|r| r.count).sum();
-    assert_eq!(counted, 3, "messages 1 to 3 were acked before the kill");
+    let counted =
+        |t: &mut Box<dyn Transport>| -> u64 { t.stats().unwrap().iter().map(|r| r.count).sum() };
+    assert_eq!(
+        counted(&mut t),
+        3,
+        "messages 1 to 3 were acked before the kill"
+    );
     assert_eq!(t.pending().unwrap(), 3, "4 (held when killed), 5 and 6");
+    // Another worker takes 4 back once the reclaim timeout passes, and 5 and 6: each of the
+    // six is counted once, 4 too, whose first delivery never settled.
+    std::thread::sleep(Duration::from_millis(300));
+    let handlers = Handlers::new(&registry)
+        .on(|_: Decoded<AddPonkaToImage>| Ok::<(), &str>(()))
+        .unwrap();
+    let report = Worker::new(handlers)
+        .transport(upcaster_worker::open(dsn, "q").unwrap())
+        .poll_interval(Duration::from_millis(50))
+        .limits(Limits::default().stop_when_empty())
+        .run();
+    assert_eq!(report.handled, 3, "{report}");
+    assert_eq!(counted(&mut t), 6, "each message counted once");
 }

@@ -150,10 +150,12 @@ pub fn decide(
 }
 
 /// Whether a delivery that decoded counts in the drain statistics: each message once, the
-/// first time it decodes, never again after a retry, the failure transport and `failed
-/// retry` (the transport keeps [`Delivery::counted`]), nor on a redelivery after a crash.
+/// first time it decodes and settles, never again after a retry, the failure transport and
+/// `failed retry` (the transport keeps [`Delivery::counted`]). A count is written with the
+/// settle, so a redelivery after a crash counts: the delivery that crashed never settled,
+/// and its count never landed.
 pub fn counts(delivery: &Delivery) -> bool {
-    !delivery.counted && delivery.deliveries <= 1
+    !delivery.counted
 }
 
 fn record(
@@ -432,7 +434,10 @@ mod tests {
             counts(&delivery(2, 1)),
             "first decoded on a retry (an unknown type that newer code knows)"
         );
-        assert!(!counts(&delivery(0, 2)), "a redelivery after a crash");
+        assert!(
+            counts(&delivery(0, 2)),
+            "a redelivery after a crash: the first delivery's count never landed"
+        );
         let counted = Delivery {
             counted: true,
             ..delivery(0, 1)
