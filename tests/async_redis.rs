@@ -374,3 +374,46 @@ async fn a_read_cut_off_delivers_what_its_consumer_was_given_and_nothing_in_flig
     q.ack(&held).await.unwrap();
     assert_eq!(q.pending().await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn a_worker_that_stops_leaves_no_consumer_behind_in_the_group() {
+    use upcaster::{Decoded, Format};
+    let stream = Stream::new("async-close");
+    let registry = Arc::new(
+        upcaster::Registry::builder()
+            .register::<Ping>()
+            .build()
+            .unwrap(),
+    );
+    let queue = open(&stream).await;
+    for n in 0..3 {
+        queue
+            .send(&registry.encode(&Ping { n }, Format::Json).unwrap())
+            .await
+            .unwrap();
+    }
+    let handlers = upcaster_worker::aio::AsyncHandlers::new(registry)
+        .on(|_: Decoded<Ping>| async { Ok::<(), std::io::Error>(()) })
+        .unwrap();
+    let report = upcaster_worker::aio::AsyncWorker::new(handlers, queue)
+        .in_flight(2)
+        .poll_interval(Duration::from_millis(50))
+        .limits(upcaster_worker::Limits::default().stop_when_empty())
+        .run()
+        .await;
+    assert_eq!(report.handled, 3, "{report}");
+    // Still inside the runtime: what the worker left is in the group now, not after a drop.
+    let consumers: redis::Value = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&stream.name)
+        .arg("upcaster")
+        .query(&mut raw(&stream.url))
+        .unwrap();
+    assert_eq!(consumers, redis::Value::Array(Vec::new()), "{consumers:?}");
+}
+
+#[derive(serde::Serialize, serde::Deserialize, upcaster::Message)]
+#[message(version = 1)]
+struct Ping {
+    n: u32,
+}

@@ -250,6 +250,10 @@ macro_rules! transport_contract {
                         c::crash_reclaim(&fixture("reclaim"), $runtime);
                     }
                     #[test]
+                    fn a_consumer_is_never_handed_back_a_message_it_holds() {
+                        c::holder_is_not_handed_its_own(&fixture("own"), $runtime);
+                    }
+                    #[test]
                     fn a_delayed_retry_comes_back_after_its_delay_with_its_attempt() {
                         c::delayed_retry(&fixture("delayed"), $runtime);
                     }
@@ -387,6 +391,32 @@ pub fn crash_reclaim(f: &Fixture, rt: Runtime) {
     assert_eq!(again.attempt, held.attempt, "a crash spends no attempt");
     second.ack(&again).unwrap();
     assert_eq!(second.pending().unwrap(), 0);
+}
+
+/// A handler slower than the reclaim timeout keeps its message: its own consumer is not
+/// handed it again (the async runtime receives while handlers run), another one is.
+pub fn holder_is_not_handed_its_own(f: &Fixture, rt: Runtime) {
+    let mut a = f.open(rt);
+    a.send(b"slow").unwrap();
+    let held = receive_one(&mut a);
+    std::thread::sleep(RECLAIM_AFTER * 2);
+    assert_eq!(
+        a.receive(RECLAIM_AFTER * 2).unwrap(),
+        None,
+        "handed back to the consumer holding it"
+    );
+    let mut b = f.open(rt);
+    let again = receive_one(&mut b);
+    assert_eq!(
+        (again.body.as_slice(), again.reclaimed),
+        (&b"slow"[..], true)
+    );
+    assert_eq!(again.deliveries, 2);
+    // Its new holder settles it; the first one's late ack changes nothing.
+    a.ack(&held).unwrap();
+    assert_eq!(b.pending().unwrap(), 1);
+    b.ack(&again).unwrap();
+    assert_eq!(b.pending().unwrap(), 0);
 }
 
 pub fn delayed_retry(f: &Fixture, rt: Runtime) {

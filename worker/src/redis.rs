@@ -63,7 +63,9 @@ const SIGNAL_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// not hold the worker between messages for long.
 const SIGNAL_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 /// XAUTOCLAIM calls per scan: each looks at ten pending entries at most (Redis 7).
-pub(crate) const RECLAIM_STEPS: usize = 100;
+pub(crate) const RECLAIM_STEPS: usize = 10;
+/// Entries a reclaim scan lists at a time.
+pub(crate) const RECLAIM_PAGE: usize = 10;
 /// The longest `BLOCK` of one `XREADGROUP`, in ms; a longer receive blocks again. Redis takes
 /// `BLOCK` as milliseconds added to its clock, so a huge one is refused or waits forever.
 const MAX_BLOCK_MS: u64 = 60_000;
@@ -536,80 +538,78 @@ impl Keys {
         Ok(deliveries)
     }
 
-    /// One `XAUTOCLAIM` step from `cursor`: takes over one entry idle longer than
-    /// `reclaim_after`.
-    pub(crate) fn autoclaim(&self, cursor: &str) -> redis::Cmd {
+    /// `XPENDING … IDLE`: a page of the group's entries idle for longer than
+    /// `reclaim_after`, after `cursor` (`-` from the start, `(<id>` after an entry).
+    pub(crate) fn idle_pending(&self, cursor: &str) -> redis::Cmd {
         let min_idle = saturate(self.reclaim_after.as_millis(), REDIS_MAX);
-        let mut cmd = redis::cmd("XAUTOCLAIM");
+        let mut cmd = redis::cmd("XPENDING");
+        cmd.arg(&self.stream)
+            .arg(&self.group)
+            .arg("IDLE")
+            .arg(min_idle)
+            .arg(cursor)
+            .arg("+")
+            .arg(RECLAIM_PAGE);
+        cmd
+    }
+
+    /// An [`Keys::idle_pending`] reply: each entry's id, whether this consumer holds it, and
+    /// how often it was delivered.
+    pub(crate) fn idle_rows(&self, reply: Value) -> Result<Vec<IdleEntry>, TransportError> {
+        const COMMAND: &str = "XPENDING";
+        // [[id, consumer, idle ms, deliveries], …]
+        let rows = array(reply).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
+        rows.into_iter()
+            .map(|row| {
+                let fields = match &row {
+                    Value::Array(fields) if fields.len() >= 4 => fields,
+                    _ => return Err(self.bad_reply(COMMAND, describe(&row))),
+                };
+                match (text(&fields[0]), text(&fields[1]), int(&fields[3])) {
+                    (Some(id), Some(consumer), Some(n)) => Ok(IdleEntry {
+                        ours: consumer == self.consumer,
+                        id,
+                        deliveries: u32::try_from(n.max(0)).unwrap_or(u32::MAX),
+                    }),
+                    _ => Err(self.bad_reply(COMMAND, describe(&row))),
+                }
+            })
+            .collect()
+    }
+
+    /// `XCLAIM` of entry `id` for this consumer, if it is still idle for longer than
+    /// `reclaim_after` (another consumer may have taken it since it was listed).
+    pub(crate) fn claim(&self, id: &str) -> redis::Cmd {
+        let min_idle = saturate(self.reclaim_after.as_millis(), REDIS_MAX);
+        let mut cmd = redis::cmd("XCLAIM");
         cmd.arg(&self.stream)
             .arg(&self.group)
             .arg(&self.consumer)
             .arg(min_idle)
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(1);
+            .arg(id);
         cmd
     }
 
-    /// An `XAUTOCLAIM` reply: the next cursor (`0-0`: the scan is done), and the entries
-    /// taken over, as reclaimed deliveries whose count [`Keys::deliveries`] has yet to set.
-    pub(crate) fn autoclaimed(
+    /// An [`Keys::claim`] reply as a reclaimed delivery, its count set from `listed`; `None`
+    /// when another consumer took it first, or it was deleted while pending.
+    pub(crate) fn claimed(
         &self,
         reply: Value,
-    ) -> Result<(String, Vec<Delivery>), TransportError> {
-        const COMMAND: &str = "XAUTOCLAIM";
-        // [next cursor, entries] (6.2), plus the ids of deleted entries (7.0).
-        let mut parts = match reply {
-            Value::Array(parts) if parts.len() >= 2 => parts,
-            other => return Err(self.bad_reply(COMMAND, describe(&other))),
-        };
-        let entries = std::mem::take(&mut parts[1]);
-        let cursor = text(&parts[0]).ok_or_else(|| self.bad_reply(COMMAND, describe(&parts[0])))?;
-        let entries = array(entries).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
-        let mut deliveries = Vec::with_capacity(entries.len());
+        listed: &IdleEntry,
+    ) -> Result<Option<Delivery>, TransportError> {
+        const COMMAND: &str = "XCLAIM";
+        let entries = array(reply).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
         for entry in entries {
-            // An entry deleted while pending comes back without fields, or as nil (6.2):
-            // nothing to deliver.
             if matches!(entry, Value::Nil) {
                 continue;
             }
-            if let Some(delivery) = self.delivery(COMMAND, entry, true)? {
-                deliveries.push(delivery);
+            if let Some(mut delivery) = self.delivery(COMMAND, entry, true)? {
+                // This claim is one more delivery.
+                delivery.deliveries = listed.deliveries.saturating_add(1).max(2);
+                return Ok(Some(delivery));
             }
         }
-        Ok((cursor, deliveries))
-    }
-
-    /// `XPENDING` of entry `id` for this consumer.
-    pub(crate) fn pending_of(&self, id: &str) -> redis::Cmd {
-        let mut cmd = redis::cmd("XPENDING");
-        cmd.arg(&self.stream)
-            .arg(&self.group)
-            .arg(id)
-            .arg(id)
-            .arg(1)
-            .arg(&self.consumer);
-        cmd
-    }
-
-    /// How many times an entry was delivered (`XAUTOCLAIM` counts its own), from its
-    /// [`Keys::pending_of`] reply; `None` when it is not pending for this consumer.
-    pub(crate) fn deliveries(&self, reply: Value) -> Result<Option<u32>, TransportError> {
-        const COMMAND: &str = "XPENDING";
-        // [[id, consumer, idle ms, deliveries]], or empty.
-        let rows = array(reply).map_err(|v| self.bad_reply(COMMAND, describe(&v)))?;
-        let Some(row) = rows.into_iter().next() else {
-            return Ok(None);
-        };
-        let count = match &row {
-            Value::Array(fields) if fields.len() >= 4 => int(&fields[3]),
-            _ => None,
-        };
-        match count {
-            // Saturated, and at least this delivery.
-            Some(n) => Ok(Some(u32::try_from(n.max(1)).unwrap_or(u32::MAX))),
-            None => Err(self.bad_reply(COMMAND, describe(&row))),
-        }
+        Ok(None)
     }
 
     /// A stream entry `[id, [field, value, …]]` as a delivery (its first: `deliveries` 1);
@@ -900,6 +900,15 @@ impl Waiting {
 }
 
 /// When a receive's housekeeping runs next: what both transports keep between receives.
+/// A pending entry a reclaim scan found idle.
+pub(crate) struct IdleEntry {
+    pub(crate) id: String,
+    /// Whether this consumer holds it: a consumer never takes back its own (its handler may
+    /// still be running, in the async runtime); other consumers reclaim it.
+    pub(crate) ours: bool,
+    pub(crate) deliveries: u32,
+}
+
 pub(crate) struct Schedule {
     /// When the next reclaim scan may run, and where it goes on from.
     next_reclaim: Instant,
@@ -916,7 +925,7 @@ impl Schedule {
         let now = Instant::now();
         Schedule {
             next_reclaim: now,
-            reclaim_cursor: "0-0".to_owned(),
+            reclaim_cursor: "-".to_owned(),
             next_delayed_check: now,
             delayed_due: None,
         }
@@ -948,9 +957,9 @@ impl Schedule {
     }
 
     /// Keeps a reclaim step's next cursor; `true` when the scan reached the end.
-    pub(crate) fn scanned(&mut self, cursor: String) -> bool {
-        self.reclaim_cursor = cursor;
-        self.reclaim_cursor == "0-0"
+    /// The scan went past entry `id`: the next page starts after it.
+    pub(crate) fn scanned(&mut self, id: &str) {
+        self.reclaim_cursor = format!("({id}");
     }
 
     /// A scan delivered: more may wait, so it goes on at the next receive.
@@ -958,8 +967,9 @@ impl Schedule {
         self.next_reclaim = Instant::now();
     }
 
-    /// A scan reached the end of the pending list: the next one waits `every`.
+    /// A scan reached the end of the pending list: the next one starts over, after `every`.
     pub(crate) fn reclaim_done(&mut self, every: Duration) {
+        self.reclaim_cursor = "-".to_owned();
         self.next_reclaim = Instant::now() + every;
     }
 
@@ -1143,20 +1153,21 @@ impl RedisTransport {
     /// delivers the first entry idle longer than `reclaim_after`.
     fn reclaim(&mut self) -> Result<Option<Delivery>, TransportError> {
         for _ in 0..RECLAIM_STEPS {
-            let cmd = self.keys.autoclaim(self.schedule.reclaim_cursor());
-            let reply = self.query("XAUTOCLAIM", &cmd)?;
-            let (cursor, deliveries) = self.keys.autoclaimed(reply)?;
-            let done = self.schedule.scanned(cursor);
-            for mut delivery in deliveries {
-                let reply = self.query("XPENDING", &self.keys.pending_of(&delivery.id))?;
-                // None: it went to another consumer in between; not ours to deliver.
-                let Some(deliveries) = self.keys.deliveries(reply)? else {
+            let cmd = self.keys.idle_pending(self.schedule.reclaim_cursor());
+            let reply = self.query("XPENDING", &cmd)?;
+            let rows = self.keys.idle_rows(reply)?;
+            let done = rows.len() < RECLAIM_PAGE;
+            for row in rows {
+                self.schedule.scanned(&row.id);
+                if row.ours {
                     continue;
-                };
-                delivery.deliveries = deliveries;
-                // More may wait: scan on at the next receive.
-                self.schedule.reclaim_on();
-                return Ok(Some(delivery));
+                }
+                let reply = self.query("XCLAIM", &self.keys.claim(&row.id))?;
+                if let Some(delivery) = self.keys.claimed(reply, &row)? {
+                    // More may wait: scan on at the next receive.
+                    self.schedule.reclaim_on();
+                    return Ok(Some(delivery));
+                }
             }
             if done {
                 self.schedule.reclaim_done(self.keys.reclaim_every());

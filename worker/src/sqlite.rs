@@ -238,6 +238,8 @@ impl SqliteTransport {
             Err(e) if is_busy(&e) => return Ok(None),
             Err(e) => return Err(failed(&self.name)(e)),
         };
+        // A consumer never takes back a message it holds (its handler may still be running,
+        // in the async runtime): other consumers reclaim it.
         // A body stored as text by another producer is read as its bytes, and an attempt
         // out of range is clamped: a row no worker can read would stall the queue.
         let row = tx
@@ -245,9 +247,10 @@ impl SqliteTransport {
                 "SELECT id, CAST(body AS BLOB), attempt, taken_at IS NOT NULL, deliveries,
                         counted != 0
                  FROM upcaster_messages
-                 WHERE queue = ?1 AND available_at <= ?2 AND (taken_at IS NULL OR taken_at <= ?3)
+                 WHERE queue = ?1 AND available_at <= ?2
+                   AND (taken_at IS NULL OR (taken_at <= ?3 AND taken_by IS NOT ?4))
                  ORDER BY available_at, id LIMIT 1",
-                params![self.queue, now, stale],
+                params![self.queue, now, stale, self.consumer],
                 |r| {
                     Ok((
                         r.get::<_, i64>(0)?,

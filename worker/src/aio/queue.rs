@@ -66,6 +66,13 @@ pub trait AsyncQueue: Send + Sync + 'static {
         &self,
         readable: Readable,
     ) -> impl Future<Output = Result<u64, TransportError>> + Send;
+
+    /// Tidies up once a worker is done with the queue (best effort; the worker calls it after
+    /// its last settle). Redis deletes this consumer from its group when it holds nothing,
+    /// so restarted workers do not pile up; the default does nothing.
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// A queue of any kind this crate has, picked by DSN at run time ([`crate::open_async`]).

@@ -15,8 +15,8 @@ use tokio::runtime::Handle;
 use super::{AsyncQueue, Readable};
 use crate::redis::{
     block_ms, client, connect_failed, failed, int, later, retry_wake, Call, Failure, Keys, Lua,
-    Schedule, CONNECT_TIMEOUT, DELAYED_EVERY, DROP_TIMEOUT, EVAL_TRIES, RECLAIM_STEPS,
-    REPLY_MARGIN,
+    Schedule, CONNECT_TIMEOUT, DELAYED_EVERY, DROP_TIMEOUT, EVAL_TRIES, RECLAIM_PAGE,
+    RECLAIM_STEPS, REPLY_MARGIN,
 };
 use crate::transport::{Access, Delivery, FailureRecord, TransportError};
 
@@ -306,28 +306,23 @@ impl AsyncRedisTransport {
     /// One reclaim scan, as the blocking transport's.
     async fn reclaim(&self, schedule: &mut Schedule) -> Result<Option<Delivery>, TransportError> {
         for _ in 0..RECLAIM_STEPS {
-            let cmd = self.keys.autoclaim(schedule.reclaim_cursor());
-            let reply = self.link.query("XAUTOCLAIM", &cmd).await?;
-            let (cursor, deliveries) = self.keys.autoclaimed(reply)?;
-            let done = schedule.scanned(cursor);
-            for mut delivery in deliveries {
-                // Ours, and its handler is slower than `reclaim_after`: its task settles it.
-                // Checked before XPENDING, so that one settled after the check is no longer
-                // pending there.
-                let handling = lock(&self.in_flight).contains(&EntryId::of(&delivery.id));
-                if handling {
+            let cmd = self.keys.idle_pending(schedule.reclaim_cursor());
+            let rows = self
+                .keys
+                .idle_rows(self.link.query("XPENDING", &cmd).await?)?;
+            let done = rows.len() < RECLAIM_PAGE;
+            for row in rows {
+                schedule.scanned(&row.id);
+                // Its own are in flight here: their tasks settle them.
+                if row.ours {
                     continue;
                 }
-                let cmd = self.keys.pending_of(&delivery.id);
-                let reply = self.link.query("XPENDING", &cmd).await?;
-                // None: it went to another consumer in between; not ours to deliver.
-                let Some(deliveries) = self.keys.deliveries(reply)? else {
-                    continue;
-                };
-                delivery.deliveries = deliveries;
-                // More may wait: scan on at the next receive.
-                schedule.reclaim_on();
-                return Ok(Some(delivery));
+                let reply = self.link.query("XCLAIM", &self.keys.claim(&row.id)).await?;
+                if let Some(delivery) = self.keys.claimed(reply, &row)? {
+                    // More may wait: scan on at the next receive.
+                    schedule.reclaim_on();
+                    return Ok(Some(delivery));
+                }
             }
             if done {
                 schedule.reclaim_done(self.keys.reclaim_every());
@@ -436,6 +431,21 @@ impl EntryId {
 impl AsyncQueue for AsyncRedisTransport {
     fn name(&self) -> &str {
         &self.keys.name
+    }
+
+    /// Deletes this consumer from the group unless messages are still pending for it (one
+    /// script: the check and the delete), with a short reply timeout; errors are ignored.
+    async fn close(&self) {
+        let conn = self.link.current.lock().await.conn.clone();
+        let Some(mut conn) = conn else {
+            return;
+        };
+        conn.set_response_timeout(DROP_TIMEOUT);
+        let _ = self
+            .keys
+            .forget_consumer()
+            .query_async::<Value>(&mut conn)
+            .await;
     }
 
     async fn send(&self, body: &[u8]) -> Result<String, TransportError> {

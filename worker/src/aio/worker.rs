@@ -404,6 +404,9 @@ async fn drain<Q: AsyncQueue>(
     while let Some(done) = tasks.join_next().await {
         tally(run, Some(done), &mut late);
     }
+    for q in &shared.queues {
+        q.close().await;
+    }
     match late {
         Some(failure) if !matches!(reason, StopReason::TransportFailed(_)) => failure,
         _ => reason,
