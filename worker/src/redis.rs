@@ -62,7 +62,7 @@ const SIGNAL_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// The restart signal's socket timeouts: its replies are immediate, and a hung server must
 /// not hold the worker between messages for long.
 const SIGNAL_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
-/// XAUTOCLAIM calls per scan: each looks at ten pending entries at most (Redis 7).
+/// Pages of idle pending entries a reclaim scan reads before it goes on at the next receive.
 pub(crate) const RECLAIM_STEPS: usize = 10;
 /// Entries a reclaim scan lists at a time.
 pub(crate) const RECLAIM_PAGE: usize = 10;
@@ -1011,11 +1011,12 @@ pub(crate) fn block_ms(block: Duration) -> u64 {
 ///
 /// - A message is delivered to one consumer of the group at a time; the hot path is one
 ///   `XREADGROUP` to take a message and one script call (`EVALSHA`) to settle it.
-/// - A message taken by a consumer that died is taken back with `XAUTOCLAIM` once it has been
-///   pending for [`RedisTransport::reclaim_after`] (5 minutes by default), and delivered with
-///   [`Delivery::reclaimed`] set and [`Delivery::deliveries`] read from `XPENDING` (one more
-///   round trip, on this path only). Scans run on the first receive, then every 5 s (or every
-///   `reclaim_after`, if shorter).
+/// - A message taken by a consumer that died is taken back once it has been pending for
+///   [`RedisTransport::reclaim_after`] (5 minutes by default): a scan lists idle entries
+///   (`XPENDING … IDLE`) and claims one another consumer holds (`XCLAIM`, which checks the
+///   idle time again), and delivers it with [`Delivery::reclaimed`] set and
+///   [`Delivery::deliveries`] counted. A consumer never takes back its own entries. Scans run
+///   on the first receive, then every 5 s (or every `reclaim_after`, if shorter).
 /// - **`reclaim_after` must exceed the slowest handler.** A message still being handled when
 ///   it runs out is delivered to another consumer too, and handled twice; the first
 ///   consumer's ack, retry or fail then does nothing, as the message is no longer its own.
