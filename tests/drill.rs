@@ -68,6 +68,8 @@ fn main() -> ExitCode {
     ];
     drills.push(("drill_redis", || redis(Runtime::Blocking)));
     drills.push(("drill_redis_tokio", || redis(Runtime::Tokio)));
+    drills.push(("drill_postgres", || postgres(Runtime::Blocking)));
+    drills.push(("drill_postgres_tokio", || postgres(Runtime::Tokio)));
     drills.retain(|(name, _)| options.selects(name));
     if options.list {
         for (name, _) in &drills {
@@ -391,6 +393,37 @@ fn redis(runtime: Runtime) -> Result<(), String> {
     if !keys.is_empty() {
         let _: Result<(), _> = ::redis::cmd("DEL").arg(&keys).query(&mut conn);
     }
+    if result.is_ok() {
+        let _ = fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+fn postgres(runtime: Runtime) -> Result<(), String> {
+    let url = std::env::var("UPCASTER_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).map_err(|e| {
+        format!(
+            "no PostgreSQL at {url} ({e}). The PostgreSQL drill needs a real server: run \
+             `.ci/postgres` (installs and starts PostgreSQL on 127.0.0.1:5432), or set \
+             UPCASTER_POSTGRES_URL."
+        )
+    })?;
+    let dir = scratch(&format!("postgres-{}", runtime.name()))?;
+    let queue_name = format!("drill-{}-{}", runtime.name(), std::process::id());
+    let queue = format!("{url}?queue={queue_name}");
+    let restart = format!("{url}?key={queue_name}");
+    let result = drill(&dir, &queue, &restart, runtime);
+    for table in ["upcaster_messages", "upcaster_failed", "upcaster_stats"] {
+        let _ = client.execute(
+            &format!("DELETE FROM {table} WHERE queue = $1"),
+            &[&queue_name],
+        );
+    }
+    let _ = client.execute(
+        "DELETE FROM upcaster_restart WHERE key = $1",
+        &[&queue_name],
+    );
     if result.is_ok() {
         let _ = fs::remove_dir_all(&dir);
     }

@@ -602,7 +602,9 @@ fn contract_fixture(name: &str) -> common::contract::Fixture {
     let stream = Stream::new(name);
     let dsn = stream.dsn();
     let again = dsn.clone();
+    let shown = dsn.clone();
     common::contract::Fixture {
+        dsn: shown,
         make: Box::new(move || {
             let queue = RedisTransport::open_dsn(&dsn, "unused").unwrap();
             Box::new(queue.reclaim_after(common::contract::RECLAIM_AFTER))
@@ -621,29 +623,3 @@ fn contract_fixture(name: &str) -> common::contract::Fixture {
 }
 
 common::contract::transport_contract!(contract_fixture);
-
-#[test]
-fn a_killed_worker_keeps_the_counts_of_what_it_settled() {
-    if common::contract::killed_child() {
-        return;
-    }
-    let stream = Stream::new("killed");
-    common::contract::counts_survive_a_kill(
-        &format!("{}&reclaim_after=0.2", stream.dsn()),
-        "a_killed_worker_keeps_the_counts_of_what_it_settled",
-        common::contract::Runtime::Blocking,
-    );
-}
-
-#[test]
-fn a_killed_async_worker_keeps_the_counts_of_what_it_settled() {
-    if common::contract::killed_child() {
-        return;
-    }
-    let stream = Stream::new("killed-async");
-    common::contract::counts_survive_a_kill(
-        &format!("{}&reclaim_after=0.2", stream.dsn()),
-        "a_killed_async_worker_keeps_the_counts_of_what_it_settled",
-        common::contract::Runtime::Tokio,
-    );
-}

@@ -902,20 +902,15 @@ fn registries_dispatchers_and_handlers_are_send_and_sync_and_workers_move_betwee
 fn contract_fixture(name: &str) -> common::contract::Fixture {
     let s = Scratch::new(&format!("contract-{name}"));
     let path = s.0.join("queue.db");
-    let open = move || {
-        let queue = SqliteTransport::open(&path, "async").unwrap();
-        Box::new(queue.reclaim_after(common::contract::RECLAIM_AFTER))
-            as Box<dyn upcaster_worker::Transport>
-    };
-    let open = Arc::new(open);
-    let again = Arc::clone(&open);
-    common::contract::Fixture {
-        make: Box::new(move || open()),
-        make_async: Box::new(move || {
-            upcaster_worker::aio::AnyQueue::Blocking(upcaster_worker::aio::Blocking::new(again()))
-        }),
-        _cleanup: Box::new(s),
-    }
+    let dsn = format!("sqlite://{}?queue=async", path.display());
+    common::contract::Fixture::blocking(
+        dsn,
+        move || {
+            let queue = SqliteTransport::open(&path, "async").unwrap();
+            Box::new(queue.reclaim_after(common::contract::RECLAIM_AFTER))
+        },
+        s,
+    )
 }
 
 common::contract::transport_contract!(contract_fixture);
@@ -942,32 +937,4 @@ fn each_message_has_a_tracing_span_with_its_type_version_ids_and_transport() {
         assert_eq!(report.handled, 1);
     });
     common::assert_handler_event_in_message_span(&captured.text());
-}
-
-#[test]
-fn a_killed_worker_keeps_the_counts_of_what_it_settled() {
-    if common::contract::killed_child() {
-        return;
-    }
-    let s = Scratch::new("killed");
-    let dsn = format!("sqlite://{}/queue.db?reclaim_after=0.2", s.0.display());
-    common::contract::counts_survive_a_kill(
-        &dsn,
-        "a_killed_worker_keeps_the_counts_of_what_it_settled",
-        common::contract::Runtime::Blocking,
-    );
-}
-
-#[test]
-fn a_killed_async_worker_keeps_the_counts_of_what_it_settled() {
-    if common::contract::killed_child() {
-        return;
-    }
-    let s = Scratch::new("killed-async");
-    let dsn = format!("sqlite://{}/queue.db?reclaim_after=0.2", s.0.display());
-    common::contract::counts_survive_a_kill(
-        &dsn,
-        "a_killed_async_worker_keeps_the_counts_of_what_it_settled",
-        common::contract::Runtime::Tokio,
-    );
 }

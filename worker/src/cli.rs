@@ -347,7 +347,12 @@ impl<'r> Console<'r> {
 
     /// What `consume` does before its worker runs, in either runtime: the checks, the
     /// start time, the limits, the restart signal, the log.
-    fn before_consume(&self, args: &ConsumeArgs, names: &[String]) -> Result<Consuming, String> {
+    fn before_consume(
+        &self,
+        args: &ConsumeArgs,
+        names: &[String],
+        restart: Option<Box<dyn crate::RestartSignal>>,
+    ) -> Result<Consuming, String> {
         if args.memory_limit.is_some() && resident_set_size().is_none() {
             return Err("--memory-limit needs /proc/self/status, which only Linux has".to_owned());
         }
@@ -361,8 +366,6 @@ impl<'r> Console<'r> {
             failures: args.failure_limit,
             stop_when_empty: args.stop_when_empty,
         };
-        let restart = self.restart.as_deref().map(open_restart_signal).transpose();
-        let restart = restart.map_err(|e| e.to_string())?;
         let listening = match &restart {
             Some(signal) => format!("listening for stop-workers at {}", signal.name()),
             None => "no restart signal configured: stop-workers cannot reach it".to_owned(),
@@ -404,11 +407,13 @@ impl<'r> Console<'r> {
         }
         let transports = self.open(&args.transports, Access::Create)?;
         let names: Vec<String> = transports.iter().map(|(n, _)| n.clone()).collect();
+        let restart = self.restart.as_deref().map(open_restart_signal).transpose();
+        let restart = restart.map_err(|e| e.to_string())?;
         let Consuming {
             started,
             limits,
             restart,
-        } = self.before_consume(&args, &names)?;
+        } = self.before_consume(&args, &names, restart)?;
         #[allow(clippy::infallible_destructuring_match)] // Not without `tokio`.
         let handlers = match self.handlers {
             Kind::Blocking(handlers) => handlers,
@@ -458,11 +463,19 @@ impl<'r> Console<'r> {
             );
         }
         let names: Vec<String> = chosen.iter().map(|(n, _)| n.clone()).collect();
+        // A blocking client (PostgreSQL's) must not connect on the executor.
+        let dsn = self.restart.clone();
+        let restart = tokio::task::spawn_blocking(move || {
+            dsn.as_deref().map(open_restart_signal).transpose()
+        })
+        .await
+        .map_err(|e| format!("opening the restart signal failed: {e}"))?
+        .map_err(|e| e.to_string())?;
         let Consuming {
             started,
             limits,
             restart,
-        } = self.before_consume(&args, &names)?;
+        } = self.before_consume(&args, &names, restart)?;
         let Kind::Tokio(handlers) = self.handlers else {
             return Err("consume_async needs async handlers".to_owned());
         };

@@ -40,6 +40,20 @@ pub const SCHEMES: &[Scheme] = &[
         available: cfg!(feature = "redis"),
     },
     Scheme {
+        name: "postgres",
+        opens: "a PostgreSQL queue table: postgres://[user[:password]@]<host>[:<port>]/<database>[?queue=<name>&reclaim_after=<seconds>], or a restart signal: postgres://…/<database>?key=<key>",
+        feature: Some("postgres"),
+        restart_signal: true,
+        available: cfg!(feature = "postgres"),
+    },
+    Scheme {
+        name: "postgresql",
+        opens: "the same as postgres://",
+        feature: Some("postgres"),
+        restart_signal: true,
+        available: cfg!(feature = "postgres"),
+    },
+    Scheme {
         name: "rediss",
         opens: "Redis over TLS",
         feature: None,
@@ -99,7 +113,9 @@ fn scheme_of(dsn: &str, for_signal: bool) -> Result<&'static Scheme, TransportEr
 /// - `sqlite://<path>[?queue=<name>&reclaim_after=<seconds>]`, the embedded queue (a file,
 ///   nothing to run; feature `sqlite`);
 /// - `redis://<host>[:<port>][/<db>][?stream=<name>&group=<group>&reclaim_after=<seconds>]`,
-///   Redis Streams (feature `redis`).
+///   Redis Streams (feature `redis`);
+/// - `postgres://[user[:password]@]<host>[:<port>]/<database>[?queue=<name>&reclaim_after=<seconds>]`,
+///   a PostgreSQL table (feature `postgres`).
 ///
 /// `queue` names the queue when the DSN does not.
 pub fn open(dsn: &str, queue: &str) -> Result<Box<dyn Transport>, TransportError> {
@@ -123,6 +139,10 @@ pub fn open_with(
         "redis" => Ok(Box::new(crate::redis::RedisTransport::open_dsn_with(
             dsn, queue, access,
         )?)),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Box::new(
+            crate::postgres::PostgresTransport::open_dsn_with(dsn, queue, access)?,
+        )),
         _ => {
             let _ = (queue, access);
             Err(TransportError::configuration(
@@ -134,7 +154,7 @@ pub fn open_with(
 }
 
 /// Opens a queue for the async runtime from its DSN (the same DSNs as [`open`]): Redis on
-/// async connections, the SQLite queue on tokio's blocking threads.
+/// async connections, the SQLite and PostgreSQL queues on tokio's blocking threads.
 #[cfg(feature = "tokio")]
 pub async fn open_async(dsn: &str, queue: &str) -> Result<crate::aio::AnyQueue, TransportError> {
     let scheme = scheme_of(dsn, false)?;
@@ -161,7 +181,8 @@ pub async fn open_async(dsn: &str, queue: &str) -> Result<crate::aio::AnyQueue, 
 }
 
 /// Opens a restart signal from its DSN: a file path (`file://<path>` or a bare absolute
-/// path), or `redis://<host>[:<port>][/<db>]?key=<key>` (feature `redis`).
+/// path), `redis://<host>[:<port>][/<db>]?key=<key>` (feature `redis`), or
+/// `postgres://…/<database>?key=<key>` (feature `postgres`).
 pub fn open_restart_signal(dsn: &str) -> Result<Box<dyn RestartSignal>, TransportError> {
     if !dsn.contains("://") || dsn.starts_with("file://") {
         let path = dsn.strip_prefix("file://").unwrap_or(dsn);
@@ -186,7 +207,7 @@ pub fn open_restart_signal(dsn: &str) -> Result<Box<dyn RestartSignal>, Transpor
             format!("restart signal {}", e.transport),
             e.kind,
             format!(
-                "{} (a restart signal is a file path, file://<path> or redis://<host>?key=<key>)",
+                "{} (a restart signal is a file path, file://<path>, redis://<host>?key=<key> or postgres://…?key=<key>)",
                 e.problem
             ),
         )
@@ -194,6 +215,8 @@ pub fn open_restart_signal(dsn: &str) -> Result<Box<dyn RestartSignal>, Transpor
     match scheme.name {
         #[cfg(feature = "redis")]
         "redis" => Ok(Box::new(crate::redis::RedisSignal::open_dsn(dsn)?)),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Box::new(crate::postgres::PostgresSignal::open_dsn(dsn)?)),
         _ => Err(TransportError::configuration(
             format!("restart signal {}", redact(dsn)),
             "expected an absolute file path (or file://<path>) or redis://<host>?key=<key>",

@@ -32,6 +32,7 @@
 //! | `sqlite` | [`SqliteTransport`], the embedded queue (links the system's SQLite) | rusqlite |
 //! | `sqlite-bundled` (default) | `sqlite`, with SQLite compiled in: nothing to install | rusqlite, cc |
 //! | `redis` | `RedisTransport` and `RedisSignal` (`redis://`; `rediss://` is refused when the DSN is read) | redis |
+//! | `postgres` | `PostgresTransport` and `PostgresSignal` (`postgres://`; no TLS yet) | postgres (tokio-postgres) |
 //! | `tokio` | `aio`: the async runtime (`aio::Blocking` adapts any blocking queue), `open_async`; with `redis`, `AsyncRedisTransport` | tokio (rt, time, sync, macros); redis's tokio support |
 //! | `signals` (default) | [`Worker::stop_on_signals`]: SIGTERM and SIGINT stop the worker between messages | signal-hook |
 //! | `cli` (default) | `cli`: the `consume`, `stop-workers`, `failed` and `stats` commands, and a plain `tracing` subscriber for them | clap, tracing-subscriber, `signals` |
@@ -78,6 +79,8 @@ mod clock;
 pub mod decision;
 mod dsn;
 mod flow;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
 mod restart;
@@ -92,6 +95,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "postgres")]
+pub use self::postgres::{PostgresSignal, PostgresTransport};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisSignal, RedisTransport};
 pub use clock::process_started;

@@ -29,17 +29,18 @@ use crate::transport::{Delivery, FailureRecord, Queue, TransportError, Transport
 /// # std::fs::remove_dir_all(dir).ok();
 /// # Ok(()) }
 /// ```
-pub struct Blocking<Q> {
-    inner: Arc<Mutex<Q>>,
-    name: String,
+pub struct Blocking<Q: Queue + 'static> {
+    /// `None` once dropped: the queue itself is closed on a blocking thread.
+    inner: Arc<Mutex<Option<Q>>>,
+    name: Arc<str>,
 }
 
 impl<Q: Queue + 'static> Blocking<Q> {
     /// Wraps `queue`.
     pub fn new(queue: Q) -> Self {
         Blocking {
-            name: queue.name().to_owned(),
-            inner: Arc::new(Mutex::new(queue)),
+            name: queue.name().into(),
+            inner: Arc::new(Mutex::new(Some(queue))),
         }
     }
 
@@ -49,7 +50,16 @@ impl<Q: Queue + 'static> Blocking<Q> {
         f: impl FnOnce(&mut Q) -> Result<T, TransportError> + Send + 'static,
     ) -> Result<T, TransportError> {
         let inner = Arc::clone(&self.inner);
-        let joined = tokio::task::spawn_blocking(move || f(&mut *lock(&inner))).await;
+        let name = Arc::clone(&self.name);
+        let joined = tokio::task::spawn_blocking(move || match lock(&inner).as_mut() {
+            Some(queue) => f(queue),
+            None => Err(TransportError::new(
+                name,
+                TransportErrorKind::Configuration,
+                "the queue was closed",
+            )),
+        })
+        .await;
         joined.unwrap_or_else(|e| {
             Err(TransportError::new(
                 &self.name,
@@ -57,6 +67,17 @@ impl<Q: Queue + 'static> Blocking<Q> {
                 format!("the blocking call failed: {e}"),
             ))
         })
+    }
+}
+
+impl<Q: Queue + 'static> Drop for Blocking<Q> {
+    /// Drops the queue on a blocking thread when inside a runtime: closing a blocking
+    /// client (PostgreSQL's drives a runtime of its own) must not block the executor.
+    fn drop(&mut self) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let queue = lock(&self.inner).take();
+            runtime.spawn_blocking(move || drop(queue));
+        }
     }
 }
 

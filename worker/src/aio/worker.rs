@@ -306,7 +306,21 @@ impl<Q: AsyncQueue> AsyncWorker<Q> {
         let shared = Arc::new(shared);
         let mut run = flow::Run::new(limits, started, outage_limit);
         let restart = restart.map(|s| Arc::new(Mutex::new(s)));
-        let reason = drain(&shared, &mut run, in_flight, restart, &stop, poll, shutdown).await;
+        let reason = drain(
+            &shared,
+            &mut run,
+            in_flight,
+            restart.clone(),
+            &stop,
+            poll,
+            shutdown,
+        )
+        .await;
+        // Closed on a blocking thread: a blocking client (PostgreSQL's) must not close on
+        // the executor.
+        if let Some(signal) = restart {
+            let _ = tokio::task::spawn_blocking(move || drop(signal)).await;
+        }
         run.finish(reason)
     }
 }
