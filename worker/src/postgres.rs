@@ -198,29 +198,7 @@ impl PostgresTransport {
     /// lock, so that workers starting together apply each version once. The versions
     /// applied are recorded in `upcaster_schema`.
     pub fn setup(&mut self) -> Result<(), TransportError> {
-        let name = self.name.clone();
-        let err = |e: postgres::Error| TransportError::storage(&name, "setting up the tables", e);
-        let mut tx = self.client.transaction().map_err(err)?;
-        // One key for every upcaster setup in this database.
-        tx.execute("SELECT pg_advisory_xact_lock(7236912874)", &[])
-            .map_err(err)?;
-        tx.batch_execute("CREATE TABLE IF NOT EXISTS upcaster_schema (version INTEGER NOT NULL)")
-            .map_err(err)?;
-        let have: Option<i32> = tx
-            .query_opt("SELECT max(version) FROM upcaster_schema", &[])
-            .map_err(err)?
-            .and_then(|row| row.get(0));
-        let have = usize::try_from(have.unwrap_or(0)).unwrap_or(0);
-        for (i, migration) in MIGRATIONS.iter().enumerate().skip(have) {
-            tx.batch_execute(migration).map_err(err)?;
-            let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
-            tx.execute(
-                "INSERT INTO upcaster_schema (version) VALUES ($1)",
-                &[&version],
-            )
-            .map_err(err)?;
-        }
-        tx.commit().map_err(err)
+        setup(&mut self.client, &self.name)
     }
 
     /// The schema version the database has; 0 when it has none.
@@ -605,6 +583,32 @@ impl DrainStats for PostgresTransport {
     }
 }
 
+/// Applies the schema versions the database lacks ([`PostgresTransport::setup`]).
+fn setup(client: &mut Client, name: &str) -> Result<(), TransportError> {
+    let err = |e: postgres::Error| TransportError::storage(name, "setting up the tables", e);
+    let mut tx = client.transaction().map_err(err)?;
+    // One key for every upcaster setup in this database.
+    tx.execute("SELECT pg_advisory_xact_lock(7236912874)", &[])
+        .map_err(err)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS upcaster_schema (version INTEGER NOT NULL)")
+        .map_err(err)?;
+    let have: Option<i32> = tx
+        .query_opt("SELECT max(version) FROM upcaster_schema", &[])
+        .map_err(err)?
+        .and_then(|row| row.get(0));
+    let have = usize::try_from(have.unwrap_or(0)).unwrap_or(0);
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(have) {
+        tx.batch_execute(migration).map_err(err)?;
+        let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        tx.execute(
+            "INSERT INTO upcaster_schema (version) VALUES ($1)",
+            &[&version],
+        )
+        .map_err(err)?;
+    }
+    tx.commit().map_err(err)
+}
+
 /// The error of a PostgreSQL call on the queue `name`, for `map_err` while a transaction
 /// borrows the client.
 fn failed(name: &str) -> impl Fn(postgres::Error) -> TransportError + '_ {
@@ -688,7 +692,7 @@ impl PostgresSignal {
     /// Opens `postgres://…/database?key=<key>`, creating the tables if needed. The key is
     /// required: two applications sharing a database must not restart each other's workers.
     pub fn open_dsn(dsn: &str) -> Result<Self, TransportError> {
-        let (client, parsed) = connect(dsn, &["key"])?;
+        let (mut client, parsed) = connect(dsn, &["key"])?;
         let name = format!("{} (restart signal)", parsed.shown());
         let key = match parsed.param("key") {
             Some(key) if !key.is_empty() => key.to_owned(),
@@ -699,21 +703,8 @@ impl PostgresSignal {
                 ))
             }
         };
-        let mut queue = PostgresTransport {
-            client,
-            name: name.clone(),
-            queue: String::new(),
-            channel: String::new(),
-            consumer: String::new(),
-            reclaim_after: Duration::ZERO,
-            listening: false,
-        };
-        queue.setup()?;
-        Ok(PostgresSignal {
-            client: queue.client,
-            name,
-            key,
-        })
+        setup(&mut client, &name)?;
+        Ok(PostgresSignal { client, name, key })
     }
 }
 
