@@ -161,3 +161,73 @@ fn a_message_sent_while_a_consumer_waits_is_received_in_that_wait() {
     sender.join().unwrap();
     assert_eq!(got.map(|d| d.body), Some(b"wake".to_vec()));
 }
+
+#[test]
+fn errors_carry_the_server_s_own_message() {
+    let url = postgres_url();
+    let missing = match url.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/upcaster_no_such_database"),
+        None => panic!("{url} names no database"),
+    };
+    let e = PostgresTransport::open_dsn(&missing, "q").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("upcaster_no_such_database\" does not exist"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_row_delivered_as_often_as_an_integer_holds_is_still_delivered() {
+    let queue = TestQueue::new("deliveries");
+    let mut t = PostgresTransport::open_dsn(&queue.dsn(), "q").unwrap();
+    let id = t.send(b"{}").unwrap();
+    let mut client = postgres::Client::connect(&queue.url, postgres::NoTls).unwrap();
+    client
+        .execute(
+            "UPDATE upcaster_messages SET deliveries = 2147483647 WHERE id = $1",
+            &[&id.parse::<i64>().unwrap()],
+        )
+        .unwrap();
+    let d = t
+        .receive(std::time::Duration::from_secs(5))
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.deliveries, i32::MAX as u32);
+}
+
+#[test]
+fn a_role_without_create_rights_runs_workers_once_the_schema_is_set_up() {
+    let url = postgres_url();
+    let queue = TestQueue::new("least-privilege");
+    // The owner applies the schema.
+    PostgresTransport::open_dsn(&queue.dsn(), "q").unwrap();
+    let role = format!("upcaster_worker_{}", std::process::id());
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {role};
+             CREATE ROLE {role} LOGIN;
+             REVOKE CREATE ON SCHEMA public FROM {role};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON upcaster_schema, upcaster_messages,
+                 upcaster_failed, upcaster_stats, upcaster_restart TO {role};
+             GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role};"
+        ))
+        .unwrap();
+    let as_role = queue
+        .dsn()
+        .replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+    let outcome = PostgresTransport::open_dsn(&as_role, "q").and_then(|mut t| {
+        t.send(b"x")?;
+        t.receive(std::time::Duration::from_secs(5))
+    });
+    admin
+        .batch_execute(&format!(
+            "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role};
+             REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {role};
+             DROP ROLE {role};"
+        ))
+        .unwrap();
+    let got = outcome.unwrap();
+    assert_eq!(got.map(|d| d.body), Some(b"x".to_vec()));
+}

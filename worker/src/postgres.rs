@@ -138,7 +138,7 @@ fn connect(dsn: &str, known: &[&str]) -> Result<(Client, Dsn), TransportError> {
         TransportError::new(
             parsed.shown(),
             TransportErrorKind::Connection,
-            "connecting failed",
+            format!("connecting failed{}", server_says(&e)),
         )
         .caused_by(e)
     })?;
@@ -183,7 +183,7 @@ impl PostgresTransport {
         match access {
             Access::Create => transport.setup()?,
             Access::Existing => {
-                if transport.schema_version()? == 0 {
+                if schema_version(&mut transport.client, &transport.name)? == 0 {
                     return Err(TransportError::configuration(
                         &transport.name,
                         "this database holds no upcaster queue; this command creates none: check the DSN, or run a worker (or `PostgresTransport::setup`) first",
@@ -202,22 +202,6 @@ impl PostgresTransport {
     }
 
     /// The schema version the database has; 0 when it has none.
-    fn schema_version(&mut self) -> Result<i32, TransportError> {
-        let exists: bool = self
-            .client
-            .query_one("SELECT to_regclass('upcaster_schema') IS NOT NULL", &[])
-            .map_err(|e| self.err(e))?
-            .get(0);
-        if !exists {
-            return Ok(0);
-        }
-        let row = self
-            .client
-            .query_one("SELECT coalesce(max(version), 0) FROM upcaster_schema", &[])
-            .map_err(|e| self.err(e))?;
-        Ok(row.get(0))
-    }
-
     /// How long a taken message may stay unsettled before another consumer takes it.
     pub fn reclaim_after(mut self, timeout: Duration) -> Self {
         self.reclaim_after = timeout;
@@ -242,7 +226,8 @@ impl PostgresTransport {
                          ORDER BY available_at, id
                          FOR UPDATE SKIP LOCKED LIMIT 1)
                      UPDATE upcaster_messages m
-                     SET taken_at = {SERVER_NOW}, taken_by = $3, deliveries = m.deliveries + 1
+                     SET taken_at = {SERVER_NOW}, taken_by = $3,
+                         deliveries = least(greatest(m.deliveries, 0), 2147483646) + 1
                      FROM next WHERE m.id = next.id
                      RETURNING m.id, m.body, m.attempt, next.reclaimed, m.deliveries, m.counted"
                 ),
@@ -583,9 +568,32 @@ impl DrainStats for PostgresTransport {
     }
 }
 
+/// The schema version the database has; 0 when it has none.
+fn schema_version(client: &mut Client, name: &str) -> Result<usize, TransportError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('upcaster_schema') IS NOT NULL", &[])
+        .map_err(failed(name))?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let row = client
+        .query_one("SELECT coalesce(max(version), 0) FROM upcaster_schema", &[])
+        .map_err(failed(name))?;
+    Ok(usize::try_from(row.get::<_, i32>(0)).unwrap_or(0))
+}
+
 /// Applies the schema versions the database lacks ([`PostgresTransport::setup`]).
 fn setup(client: &mut Client, name: &str) -> Result<(), TransportError> {
-    let err = |e: postgres::Error| TransportError::storage(name, "setting up the tables", e);
+    // Up to date: nothing to create, so a role without CREATE rights can run workers once
+    // an owner has applied the schema.
+    if schema_version(client, name)? >= MIGRATIONS.len() {
+        return Ok(());
+    }
+    let err = |e: postgres::Error| {
+        let doing = format!("setting up the tables{}", server_says(&e));
+        TransportError::storage(name, doing, e)
+    };
     let mut tx = client.transaction().map_err(err)?;
     // One key for every upcaster setup in this database.
     tx.execute("SELECT pg_advisory_xact_lock(7236912874)", &[])
@@ -618,7 +626,17 @@ fn failed(name: &str) -> impl Fn(postgres::Error) -> TransportError + '_ {
         } else {
             TransportErrorKind::Broker
         };
-        TransportError::new(name, kind, "PostgreSQL failed").caused_by(e)
+        TransportError::new(name, kind, format!("PostgreSQL failed{}", server_says(&e)))
+            .caused_by(e)
+    }
+}
+
+/// The server's own message (its code and text), which `postgres::Error` does not show:
+/// `: permission denied for schema public (42501)`; nothing for errors of the client.
+fn server_says(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!(": {} ({})", db.message(), db.code().code()),
+        None => String::new(),
     }
 }
 
