@@ -350,12 +350,7 @@ impl Queue for PostgresTransport {
         let (name, queue, consumer) = (&self.name, &self.queue, &self.consumer);
         let mut tx = self.client.transaction().map_err(failed(name))?;
         // Only while it is ours: a message reclaimed by another consumer is theirs to settle.
-        let ours = tx
-            .execute(
-                "DELETE FROM upcaster_messages WHERE id = $1 AND taken_by = $2",
-                &[&id, consumer],
-            )
-            .map_err(failed(name))?;
+        let ours = delete_ours(&mut tx, id, consumer).map_err(failed(name))?;
         count_in(&mut tx, queue, delivery, ours).map_err(failed(name))?;
         tx.commit().map_err(failed(name))
     }
@@ -422,12 +417,7 @@ impl Queue for PostgresTransport {
         let id = self.row_id(&delivery.id)?;
         let (name, queue, consumer) = (&self.name, &self.queue, &self.consumer);
         let mut tx = self.client.transaction().map_err(failed(name))?;
-        let ours = tx
-            .execute(
-                "DELETE FROM upcaster_messages WHERE id = $1 AND taken_by = $2",
-                &[&id, consumer],
-            )
-            .map_err(failed(name))?;
+        let ours = delete_ours(&mut tx, id, consumer).map_err(failed(name))?;
         if ours == 0 {
             // Reclaimed by another consumer meanwhile: theirs to settle, not ours to fail.
             return Ok(None);
@@ -638,6 +628,15 @@ fn server_says(e: &postgres::Error) -> String {
         Some(db) => format!(": {} ({})", db.message(), db.code().code()),
         None => String::new(),
     }
+}
+
+/// Deletes a taken row, only while `consumer` holds it; 0 when another consumer took it
+/// over (theirs to settle).
+fn delete_ours(tx: &mut Transaction<'_>, id: i64, consumer: &str) -> Result<u64, postgres::Error> {
+    tx.execute(
+        "DELETE FROM upcaster_messages WHERE id = $1 AND taken_by = $2",
+        &[&id, &consumer],
+    )
 }
 
 /// Adds a delivery's count (if the worker set one) to the drain statistics, in the settle's
