@@ -618,6 +618,7 @@ fn contract_fixture(name: &str) -> common::contract::Fixture {
                     .reclaim_after(common::contract::RECLAIM_AFTER),
             )
         }),
+        reclaim: common::contract::Reclaim::Lease,
         _cleanup: Box::new(stream),
     }
 }

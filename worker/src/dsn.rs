@@ -54,6 +54,13 @@ pub const SCHEMES: &[Scheme] = &[
         available: cfg!(feature = "postgres"),
     },
     Scheme {
+        name: "nats",
+        opens: "a NATS JetStream queue: nats://[user:password@]<host>[:<port>][?queue=<name>&reclaim_after=<seconds>], or a restart signal: nats://<host>?key=<key>",
+        feature: Some("nats"),
+        restart_signal: true,
+        available: cfg!(feature = "nats"),
+    },
+    Scheme {
         name: "rediss",
         opens: "Redis over TLS",
         feature: None,
@@ -115,7 +122,9 @@ fn scheme_of(dsn: &str, for_signal: bool) -> Result<&'static Scheme, TransportEr
 /// - `redis://<host>[:<port>][/<db>][?stream=<name>&group=<group>&reclaim_after=<seconds>]`,
 ///   Redis Streams (feature `redis`);
 /// - `postgres://[user[:password]@]<host>[:<port>]/<database>[?queue=<name>&reclaim_after=<seconds>]`,
-///   a PostgreSQL table (feature `postgres`).
+///   a PostgreSQL table (feature `postgres`);
+/// - `nats://[user:password@]<host>[:<port>][?queue=<name>&reclaim_after=<seconds>]`, a NATS
+///   JetStream work queue (feature `nats`).
 ///
 /// `queue` names the queue when the DSN does not.
 pub fn open(dsn: &str, queue: &str) -> Result<Box<dyn Transport>, TransportError> {
@@ -143,6 +152,10 @@ pub fn open_with(
         "postgres" | "postgresql" => Ok(Box::new(
             crate::postgres::PostgresTransport::open_dsn_with(dsn, queue, access)?,
         )),
+        #[cfg(feature = "nats")]
+        "nats" => Ok(Box::new(crate::nats::NatsTransport::open_dsn_with(
+            dsn, queue, access,
+        )?)),
         _ => {
             let _ = (queue, access);
             Err(TransportError::configuration(
@@ -163,6 +176,10 @@ pub async fn open_async(dsn: &str, queue: &str) -> Result<crate::aio::AnyQueue, 
         "redis" => Ok(crate::aio::AnyQueue::Redis(
             crate::aio::AsyncRedisTransport::open_dsn(dsn, queue).await?,
         )),
+        #[cfg(feature = "nats")]
+        "nats" => Ok(crate::aio::AnyQueue::Nats(
+            crate::aio::AsyncNatsTransport::open_dsn(dsn, queue).await?,
+        )),
         _ => {
             let (dsn, queue) = (dsn.to_owned(), queue.to_owned());
             let opened = tokio::task::spawn_blocking(move || open(&dsn, &queue)).await;
@@ -182,7 +199,8 @@ pub async fn open_async(dsn: &str, queue: &str) -> Result<crate::aio::AnyQueue, 
 
 /// Opens a restart signal from its DSN: a file path (`file://<path>` or a bare absolute
 /// path), `redis://<host>[:<port>][/<db>]?key=<key>` (feature `redis`), or
-/// `postgres://…/<database>?key=<key>` (feature `postgres`).
+/// `postgres://…/<database>?key=<key>` (feature `postgres`), or
+/// `nats://<host>[:<port>]?key=<key>` (feature `nats`).
 pub fn open_restart_signal(dsn: &str) -> Result<Box<dyn RestartSignal>, TransportError> {
     if !dsn.contains("://") || dsn.starts_with("file://") {
         let path = dsn.strip_prefix("file://").unwrap_or(dsn);
@@ -207,7 +225,7 @@ pub fn open_restart_signal(dsn: &str) -> Result<Box<dyn RestartSignal>, Transpor
             format!("restart signal {}", e.transport),
             e.kind,
             format!(
-                "{} (a restart signal is a file path, file://<path>, redis://<host>?key=<key> or postgres://…?key=<key>)",
+                "{} (a restart signal is a file path, file://<path>, redis://<host>?key=<key>, postgres://…?key=<key> or nats://<host>?key=<key>)",
                 e.problem
             ),
         )
@@ -217,6 +235,8 @@ pub fn open_restart_signal(dsn: &str) -> Result<Box<dyn RestartSignal>, Transpor
         "redis" => Ok(Box::new(crate::redis::RedisSignal::open_dsn(dsn)?)),
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => Ok(Box::new(crate::postgres::PostgresSignal::open_dsn(dsn)?)),
+        #[cfg(feature = "nats")]
+        "nats" => Ok(Box::new(crate::nats::NatsSignal::open_dsn(dsn)?)),
         _ => Err(TransportError::configuration(
             format!("restart signal {}", redact(dsn)),
             "expected an absolute file path (or file://<path>) or redis://<host>?key=<key>",

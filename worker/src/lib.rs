@@ -79,6 +79,8 @@ mod clock;
 pub mod decision;
 mod dsn;
 mod flow;
+#[cfg(feature = "nats")]
+mod nats;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]
@@ -95,6 +97,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "nats")]
+pub use self::nats::{NatsSignal, NatsTransport};
 #[cfg(feature = "postgres")]
 pub use self::postgres::{PostgresSignal, PostgresTransport};
 #[cfg(feature = "redis")]

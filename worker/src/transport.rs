@@ -390,6 +390,12 @@ impl Dsn {
         Ok(dsn)
     }
 
+    /// The parsed DSN.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn url(&self) -> &url::Url {
+        &self.url
+    }
+
     /// The DSN as logs and errors show it: without its password.
     pub(crate) fn shown(&self) -> String {
         let mut url = self.url.clone();

@@ -15,6 +15,8 @@ mod queue;
 mod redis;
 mod worker;
 
+#[cfg(feature = "nats")]
+pub use crate::nats::AsyncNatsTransport;
 pub use blocking::Blocking;
 pub use queue::{AnyQueue, AsyncQueue, Readable};
 #[cfg(feature = "redis")]

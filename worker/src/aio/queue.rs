@@ -84,6 +84,9 @@ pub enum AnyQueue {
     /// Redis Streams on async connections.
     #[cfg(feature = "redis")]
     Redis(super::AsyncRedisTransport),
+    /// NATS JetStream.
+    #[cfg(feature = "nats")]
+    Nats(super::AsyncNatsTransport),
 }
 
 macro_rules! each {
@@ -92,6 +95,8 @@ macro_rules! each {
             AnyQueue::Blocking($q) => $e,
             #[cfg(feature = "redis")]
             AnyQueue::Redis($q) => $e,
+            #[cfg(feature = "nats")]
+            AnyQueue::Nats($q) => $e,
         }
     };
 }

@@ -1,0 +1,142 @@
+//! The NATS JetStream transport against a real server: the transport contract in both
+//! runtimes, the restart signal contract, and commands that only look.
+//!
+//! They need a NATS server with JetStream at `UPCASTER_NATS_URL` (default
+//! `nats://127.0.0.1:4222`): `.ci/nats` starts one. Without it they fail, never skip. Each
+//! test works on a queue (or restart key) of its own and deletes its streams.
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use upcaster_worker::aio::{AnyQueue, AsyncNatsTransport};
+use upcaster_worker::prelude::*;
+use upcaster_worker::{Access, NatsSignal, NatsTransport, TransportErrorKind};
+
+/// The server's URL, or a failure saying how to start one.
+fn nats_url() -> String {
+    let url =
+        std::env::var("UPCASTER_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let address = url.trim_start_matches("nats://").trim_end_matches('/');
+    let address = address.rsplit_once('@').map_or(address, |(_, a)| a);
+    if let Err(e) = std::net::TcpStream::connect(address) {
+        panic!(
+            "cannot reach NATS at {url} ({e}): these tests need a server with JetStream; run \
+             .ci/nats to start one on 127.0.0.1:4222, or set UPCASTER_NATS_URL"
+        );
+    }
+    url
+}
+
+/// A queue of one test; its streams and bucket go when it is dropped.
+struct TestQueue {
+    url: String,
+    name: String,
+}
+
+impl TestQueue {
+    fn new(test: &str) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        TestQueue {
+            url: nats_url(),
+            name: format!("{test}_{}_{nanos}", std::process::id()),
+        }
+    }
+
+    fn dsn(&self) -> String {
+        format!("{}?queue={}", self.url, self.name)
+    }
+}
+
+impl Drop for TestQueue {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let Ok(client) = async_nats::connect(url.as_str()).await else {
+                return;
+            };
+            let js = async_nats::jetstream::new(client);
+            let _ = js.delete_stream(format!("upcaster_{name}")).await;
+            let _ = js.delete_stream(format!("upcaster_{name}_failed")).await;
+            let _ = js.delete_key_value(format!("upcaster_{name}_stats")).await;
+            let _ = js
+                .get_key_value("upcaster_restart")
+                .await
+                .map(|kv| async move {
+                    let _ = kv.purge(name.as_str()).await;
+                    let _ = kv.purge(format!("{name}.clock")).await;
+                });
+        });
+    }
+}
+
+fn with_reclaim(dsn: &str) -> String {
+    let secs = common::contract::RECLAIM_AFTER.as_secs_f64();
+    format!("{dsn}&reclaim_after={secs}")
+}
+
+fn contract_fixture(name: &str) -> common::contract::Fixture {
+    let queue = TestQueue::new(name);
+    let dsn = queue.dsn();
+    let (blocking, not_blocking) = (with_reclaim(&dsn), with_reclaim(&dsn));
+    common::contract::Fixture {
+        dsn,
+        make: Box::new(move || Box::new(NatsTransport::open_dsn(&blocking, "unused").unwrap())),
+        make_async: Box::new(move || {
+            let open = AsyncNatsTransport::open_dsn(&not_blocking, "unused");
+            AnyQueue::Nats(common::contract::tokio().block_on(open).unwrap())
+        }),
+        reclaim: common::contract::Reclaim::WhileHolderLives,
+        _cleanup: Box::new(queue),
+    }
+}
+
+common::contract::transport_contract!(contract_fixture);
+
+#[test]
+fn the_nats_restart_signal_keeps_the_restart_signal_contract() {
+    let queue = TestQueue::new("signal");
+    let mut signal = NatsSignal::open_dsn(&format!("{}?key={}", queue.url, queue.name)).unwrap();
+    common::contract::restart_signal(&mut signal);
+}
+
+#[test]
+fn a_restart_signal_without_a_key_is_refused() {
+    let e = NatsSignal::open_dsn(&nats_url()).unwrap_err();
+    assert_eq!(e.kind, TransportErrorKind::Configuration);
+    assert!(e.to_string().contains("?key="), "{e}");
+}
+
+#[test]
+fn commands_that_only_look_refuse_a_queue_that_does_not_exist_and_create_none() {
+    let queue = TestQueue::new("missing");
+    let e = NatsTransport::open_dsn_with(&queue.dsn(), "unused", Access::Existing).unwrap_err();
+    assert_eq!(e.kind, TransportErrorKind::Configuration, "{e}");
+    assert!(e.to_string().contains("no queue"), "{e}");
+    // Still not there: a worker creates it, a look does not.
+    let e = NatsTransport::open_dsn_with(&queue.dsn(), "unused", Access::Existing).unwrap_err();
+    assert!(e.to_string().contains("no queue"), "{e}");
+    let mut created = NatsTransport::open_dsn(&queue.dsn(), "unused").unwrap();
+    created.send(b"x").unwrap();
+    let mut look = NatsTransport::open_dsn_with(&queue.dsn(), "unused", Access::Existing).unwrap();
+    assert_eq!(look.pending().unwrap(), 1);
+}
+
+#[test]
+fn queue_names_that_are_not_plain_words_are_refused() {
+    let url = nats_url();
+    for bad in ["a.b", "a*", "a>", "a b", ""] {
+        let dsn = format!("{url}?queue={}", bad.replace(' ', "%20"));
+        let e = NatsTransport::open_dsn(&dsn, "unused").unwrap_err();
+        assert_eq!(e.kind, TransportErrorKind::Configuration, "{bad}: {e}");
+    }
+    let e = NatsTransport::open_dsn(&format!("{url}?reclaim_after=0"), "q").unwrap_err();
+    assert!(e.to_string().contains("reclaim_after"), "{e}");
+}

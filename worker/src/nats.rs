@@ -1,0 +1,1395 @@
+//! NATS JetStream: a work-queue stream per queue, durable pull consumers with explicit acks,
+//! a failure stream with the bytes, drain statistics and the restart signal in key-value
+//! buckets. The I/O is async (`async-nats`); the blocking transport runs the same code on a
+//! runtime of its own.
+//!
+//! Layout for queue `q`:
+//! - stream `upcaster_q` (work-queue retention: an acked message leaves it) with subjects
+//!   `upcaster.q.ready` (messages to handle) and `upcaster.q.delayed` (retries and
+//!   messages waiting for newer code, each with the time it is due in a header);
+//! - durable pull consumers `ready` and `delayed` on it; a receive moves due messages from
+//!   `delayed` to `ready`, deduplicated by message id, so a crash between the two steps
+//!   neither loses nor doubles one;
+//! - stream `upcaster_q_failed`: failed messages, their bytes as the body, the record in
+//!   headers;
+//! - key-value bucket `upcaster_q_stats`: one key per type and version.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, kv, message::PublishMessage, stream};
+use async_nats::HeaderMap;
+use futures_util::StreamExt;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+
+use crate::aio::{AsyncQueue, Readable};
+use crate::clock::now_ms;
+use crate::restart::RestartSignal;
+use crate::transport::{
+    seconds, Access, Delivery, DrainStats, Dsn, FailedMessage, FailureRecord, FailureStore, Queue,
+    StatRow, TransportError, TransportErrorKind,
+};
+
+/// How long a holder may stop answering before its message goes to another consumer, unless
+/// the DSN says otherwise (JetStream's own default ack wait).
+pub const DEFAULT_RECLAIM_AFTER: Duration = Duration::from_secs(30);
+/// The shortest reclaim timeout a DSN may set: a holder tells the server it is alive three
+/// times per timeout, and must get the chance to.
+const MIN_RECLAIM_AFTER: Duration = Duration::from_millis(100);
+/// A waiting receive looks at the delayed messages this often, so a retry is at most this late.
+const DELAYED_EVERY: Duration = Duration::from_millis(250);
+/// How many due messages one look moves.
+const MOVE_BATCH: usize = 100;
+/// The longest delay JetStream keeps (a negative ack's delay is in nanoseconds, an `i64`):
+/// `Duration::MAX` means "not for years".
+const MAX_DELAY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// How long a reply may take.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest wait of a pull request; the server needs some time to answer one.
+const MIN_PULL: Duration = Duration::from_millis(10);
+
+/// Headers of a message in the queue.
+const ATTEMPT: &str = "Upcaster-Attempt";
+const COUNTED: &str = "Upcaster-Counted";
+const DUE_AT: &str = "Upcaster-Due-At";
+const WAITING: &str = "Upcaster-Waiting";
+/// Headers of a failed message: the record.
+const F_TYPE: &str = "Upcaster-Type";
+const F_VERSION: &str = "Upcaster-Version";
+const F_CLASS: &str = "Upcaster-Class";
+const F_ERROR: &str = "Upcaster-Error";
+const F_ATTEMPTS: &str = "Upcaster-Attempts";
+const F_AT: &str = "Upcaster-Failed-At";
+
+/// A header value may hold no line break; the error text keeps its own, encoded.
+const HEADER_UNSAFE: &AsciiSet = &CONTROLS.add(b'%');
+
+/// The names of a queue's streams, subjects, consumers and bucket.
+#[derive(Clone, Debug)]
+struct Names {
+    queue: String,
+    stream: String,
+    ready: String,
+    delayed: String,
+    failed_stream: String,
+    failed: String,
+    stats: String,
+}
+
+impl Names {
+    fn new(shown: &str, queue: &str) -> Result<Names, TransportError> {
+        if !valid_name(queue) {
+            return Err(TransportError::configuration(
+                shown,
+                format!(
+                    "queue name `{queue}`: NATS names here take letters, digits, `-` and `_` only"
+                ),
+            ));
+        }
+        Ok(Names {
+            queue: queue.to_owned(),
+            stream: format!("upcaster_{queue}"),
+            ready: format!("upcaster.{queue}.ready"),
+            delayed: format!("upcaster.{queue}.delayed"),
+            failed_stream: format!("upcaster_{queue}_failed"),
+            failed: format!("upcaster.{queue}.failed"),
+            stats: format!("upcaster_{queue}_stats"),
+        })
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A key-value key for any text: letters, digits, `-` and `_` as they are, every other byte
+/// as `=XX`.
+fn kv_key(text: &str) -> String {
+    let mut key = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            key.push(char::from(b));
+        } else {
+            key.push_str(&format!("={b:02X}"));
+        }
+    }
+    key
+}
+
+fn kv_unkey(key: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(key.len());
+    let bytes = key.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            let hex = key.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A DSN's server address and credentials.
+struct Server {
+    shown: String,
+    address: String,
+    options: async_nats::ConnectOptions,
+}
+
+impl Server {
+    fn from_dsn(dsn: &Dsn) -> Result<Server, TransportError> {
+        let url = dsn.url();
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| TransportError::configuration(dsn.shown(), "the DSN names no host"))?;
+        let address = format!("nats://{host}:{}", url.port().unwrap_or(4222));
+        let mut options = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(REPLY_TIMEOUT))
+            .name("upcaster-worker");
+        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+        match (url.username(), url.password()) {
+            ("", None) => {}
+            (user, Some(password)) => {
+                options = options.user_and_password(decode(user), decode(password));
+            }
+            (token, None) => options = options.token(decode(token)),
+        }
+        Ok(Server {
+            shown: dsn.shown(),
+            address,
+            options,
+        })
+    }
+
+    async fn connect(self) -> Result<(String, async_nats::Client), TransportError> {
+        let client = async_nats::connect_with_options(&self.address, self.options)
+            .await
+            .map_err(|e| {
+                TransportError::new(
+                    &self.shown,
+                    TransportErrorKind::Connection,
+                    format!("connecting to {}", self.address),
+                )
+                .caused_by(e)
+            })?;
+        Ok((self.shown, client))
+    }
+}
+
+/// An error of `name` while `doing`, of the kind its words tell: the client's errors say
+/// "timed out", "broken pipe" or "disconnected" when the connection is what failed.
+fn nats_error(
+    name: &str,
+    doing: impl fmt::Display,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> TransportError {
+    let text = e.to_string().to_ascii_lowercase();
+    let kind = if [
+        "timed out",
+        "broken pipe",
+        "disconnect",
+        "connection",
+        "no responders",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
+    {
+        TransportErrorKind::Connection
+    } else {
+        TransportErrorKind::Broker
+    };
+    TransportError::new(name, kind, doing).caused_by(e)
+}
+
+/// [`nats_error`] of `name` while `doing`, for `map_err`.
+fn on_err<E: std::error::Error + Send + Sync + 'static>(
+    name: &str,
+    doing: impl Into<String>,
+) -> impl FnOnce(E) -> TransportError + '_ {
+    let doing = doing.into();
+    move |e| nats_error(name, doing, e)
+}
+
+/// What a consumer holds: the reply subject that settles each delivery it handed out.
+type Held = Arc<Mutex<HashMap<u64, String>>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere cannot leave a map of reply subjects half-changed.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// NATS JetStream for the async runtime. [`NatsTransport`] is the same queue for the
+/// blocking worker; the two work on one queue at once.
+///
+/// - **Reclaim**: a consumer holding a message tells the server so three times per
+///   `reclaim_after`, so a slow handler keeps its message for as long as it runs; when a
+///   consumer dies (killed, cut off), the server delivers its messages again once
+///   `reclaim_after` passes, with their delivery count.
+/// - **Retries** and messages for newer code are published again on the delayed subject
+///   with their due time, and the delivery is acked; receives move them back when due.
+/// - **Acks** wait for the server's confirmation, and every publish for the stream's: a
+///   settle that returns has landed.
+/// - **Statistics** are written before the ack they belong to: a crash between the two
+///   counts that message again when it is handled again, never loses a count.
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use upcaster_worker::aio::{AsyncNatsTransport, AsyncQueue};
+///
+/// let queue = AsyncNatsTransport::open_dsn("nats://127.0.0.1:4222", "images").await?;
+/// queue.send(br#"{"type":"Ping","version":1,"payload":{}}"#).await?;
+/// if let Some(delivery) = queue.receive(Duration::from_secs(1)).await? {
+///     queue.ack(&delivery).await?;
+/// }
+/// # Ok(()) }
+/// ```
+pub struct AsyncNatsTransport {
+    name: String,
+    names: Names,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: stream::Stream,
+    failed: stream::Stream,
+    ready: consumer::PullConsumer,
+    delayed: consumer::PullConsumer,
+    stats: kv::Store,
+    held: Held,
+    /// When a receive last looked at the delayed messages.
+    looked: Mutex<Option<Instant>>,
+    keepalive: tokio::task::JoinHandle<()>,
+}
+
+impl fmt::Debug for AsyncNatsTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncNatsTransport")
+            .field("name", &self.name)
+            .field("stream", &self.names.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for AsyncNatsTransport {
+    fn drop(&mut self) {
+        self.keepalive.abort();
+    }
+}
+
+impl AsyncNatsTransport {
+    /// Opens `nats://[user:password@]host[:port][?queue=<name>&reclaim_after=<seconds>]`,
+    /// creating the queue's streams, consumers and bucket if needed. The queue defaults to
+    /// `queue`, the reclaim timeout to 30 s. Must be called on a tokio runtime.
+    pub async fn open_dsn(dsn: &str, queue: &str) -> Result<Self, TransportError> {
+        Self::open_dsn_with(dsn, queue, Access::Create).await
+    }
+
+    /// Opens a DSN as [`AsyncNatsTransport::open_dsn`]; with [`Access::Existing`] the queue
+    /// must exist, and nothing is created.
+    pub async fn open_dsn_with(
+        dsn: &str,
+        queue: &str,
+        access: Access,
+    ) -> Result<Self, TransportError> {
+        let parsed = Dsn::parse(dsn)?;
+        parsed.only(&["queue", "reclaim_after"])?;
+        let names = Names::new(&parsed.shown(), parsed.param("queue").unwrap_or(queue))?;
+        let reclaim_after = match parsed.param("reclaim_after") {
+            None => DEFAULT_RECLAIM_AFTER,
+            Some(text) => seconds(text)
+                .filter(|d| *d >= MIN_RECLAIM_AFTER && *d <= MAX_DELAY)
+                .ok_or_else(|| {
+                    TransportError::configuration(
+                        parsed.shown(),
+                        format!("reclaim_after `{text}`: expected seconds, at least 0.1"),
+                    )
+                })?,
+        };
+        let (name, client) = Server::from_dsn(&parsed)?.connect().await?;
+        let js = jetstream::new(client.clone());
+        let (stream, failed, stats) = match access {
+            Access::Existing => {
+                let missing = |_: Box<dyn std::error::Error + Send + Sync>| {
+                    TransportError::configuration(
+                        &name,
+                        format!(
+                            "no queue `{}` on this server (stream `{}`); a worker creates it",
+                            names.queue, names.stream
+                        ),
+                    )
+                };
+                (
+                    js.get_stream(&names.stream)
+                        .await
+                        .map_err(|e| missing(e.into()))?,
+                    js.get_stream(&names.failed_stream)
+                        .await
+                        .map_err(|e| missing(e.into()))?,
+                    js.get_key_value(&names.stats)
+                        .await
+                        .map_err(|e| missing(e.into()))?,
+                )
+            }
+            Access::Create => (
+                js.get_or_create_stream(stream::Config {
+                    name: names.stream.clone(),
+                    subjects: vec![names.ready.clone(), names.delayed.clone()],
+                    retention: stream::RetentionPolicy::WorkQueue,
+                    storage: stream::StorageType::File,
+                    allow_direct: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(on_err(&name, "creating the queue's stream"))?,
+                js.get_or_create_stream(stream::Config {
+                    name: names.failed_stream.clone(),
+                    subjects: vec![names.failed.clone()],
+                    storage: stream::StorageType::File,
+                    allow_direct: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(on_err(&name, "creating the failure stream"))?,
+                bucket(&js, &names.stats).await.map_err(|e| {
+                    nats_error(&name, "creating the statistics bucket", BoxedError(e))
+                })?,
+            ),
+        };
+        // Created, or updated to this DSN's reclaim timeout: the last worker to start sets it.
+        let consumer = |durable: &str, subject: &str| consumer::pull::Config {
+            durable_name: Some(durable.to_owned()),
+            filter_subject: subject.to_owned(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: reclaim_after,
+            max_deliver: -1,
+            max_ack_pending: 100_000,
+            ..Default::default()
+        };
+        let ready: consumer::PullConsumer = match access {
+            Access::Create => stream
+                .create_consumer(consumer("ready", &names.ready))
+                .await
+                .map_err(on_err(&name, "creating the consumer `ready`"))?,
+            Access::Existing => stream
+                .get_consumer("ready")
+                .await
+                .map_err(|e| nats_error(&name, "opening the consumer `ready`", BoxedError(e)))?,
+        };
+        let delayed: consumer::PullConsumer = match access {
+            Access::Create => stream
+                .create_consumer(consumer("delayed", &names.delayed))
+                .await
+                .map_err(on_err(&name, "creating the consumer `delayed`"))?,
+            Access::Existing => stream
+                .get_consumer("delayed")
+                .await
+                .map_err(|e| nats_error(&name, "opening the consumer `delayed`", BoxedError(e)))?,
+        };
+        let held = Held::default();
+        let keepalive = tokio::spawn(keep_alive(
+            Arc::downgrade(&held),
+            client.clone(),
+            reclaim_after / 3,
+        ));
+        Ok(AsyncNatsTransport {
+            name,
+            names,
+            client,
+            js,
+            stream,
+            failed,
+            ready,
+            delayed,
+            stats,
+            held,
+            looked: Mutex::new(None),
+            keepalive,
+        })
+    }
+
+    fn err(
+        &self,
+        doing: impl Into<String>,
+    ) -> impl FnOnce(async_nats::Error) -> TransportError + '_ {
+        let doing = doing.into();
+        move |e| nats_error(&self.name, doing, BoxedError(e))
+    }
+
+    fn fail_with<E: std::error::Error + Send + Sync + 'static>(
+        &self,
+        doing: impl Into<String>,
+    ) -> impl FnOnce(E) -> TransportError + '_ {
+        on_err(&self.name, doing)
+    }
+
+    /// Publishes `body` on `subject` with `headers`, deduplicated by `id` when given, and
+    /// waits for the stream to store it; its stream sequence.
+    async fn publish(
+        &self,
+        subject: &str,
+        headers: HeaderMap,
+        body: &[u8],
+        id: Option<String>,
+    ) -> Result<u64, TransportError> {
+        let mut publish = PublishMessage::build()
+            .payload(body.to_vec().into())
+            .headers(headers);
+        if let Some(id) = id {
+            publish = publish.message_id(id);
+        }
+        let ack = self
+            .js
+            .send_publish(subject.to_owned(), publish)
+            .await
+            .map_err(self.fail_with(format!("publishing to {subject}")))?
+            .await
+            .map_err(self.fail_with(format!("publishing to {subject}")))?;
+        Ok(ack.sequence)
+    }
+
+    /// Takes a delivery out of this consumer's holdings: its reply subject, or `None` when
+    /// it is not this consumer's to settle.
+    fn take(&self, delivery: &Delivery) -> Option<(u64, String)> {
+        let seq = delivery.id.parse::<u64>().ok()?;
+        lock(&self.held).remove(&seq).map(|reply| (seq, reply))
+    }
+
+    /// Sends `kind` on `reply` and waits for the server's confirmation.
+    async fn settle(&self, reply: String, kind: &'static [u8]) -> Result<(), TransportError> {
+        let answer = tokio::time::timeout(
+            REPLY_TIMEOUT,
+            self.client.request(reply, kind.to_vec().into()),
+        )
+        .await;
+        match answer {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.fail_with("acknowledging a delivery")(e)),
+            Err(_) => Err(TransportError::new(
+                &self.name,
+                TransportErrorKind::Connection,
+                format!("no confirmation of an ack within {REPLY_TIMEOUT:?}"),
+            )),
+        }
+    }
+
+    /// Counts the delivery (if the worker set a count), then acks it.
+    async fn count_and_ack(
+        &self,
+        delivery: &Delivery,
+        reply: String,
+    ) -> Result<(), TransportError> {
+        if let Some(c) = &delivery.counts_as {
+            self.add_stats(&[StatRow::new(c.type_name, c.version, 1, c.at_ms)])
+                .await?;
+        }
+        self.settle(reply, b"+ACK").await
+    }
+
+    /// Puts a held delivery back on the delayed subject (or at once on the ready one), due
+    /// after `delay`, then settles it.
+    async fn put_back(
+        &self,
+        delivery: &Delivery,
+        delay: Duration,
+        attempt: u32,
+        waiting: bool,
+    ) -> Result<(), TransportError> {
+        let Some((seq, reply)) = self.take(delivery) else {
+            return Ok(());
+        };
+        let mut headers = carried(attempt, delivery);
+        let subject = if delay.is_zero() && !waiting {
+            &self.names.ready
+        } else {
+            let due = now_ms().saturating_add(delay.min(MAX_DELAY).as_millis() as u64);
+            headers.insert(DUE_AT, due.to_string().as_str());
+            if waiting {
+                headers.insert(WAITING, "newer");
+            }
+            &self.names.delayed
+        };
+        let copy = self
+            .publish(
+                subject,
+                headers,
+                &delivery.body,
+                Some(format!("back-{seq}")),
+            )
+            .await;
+        if let Err(e) = copy {
+            lock(&self.held).insert(seq, reply);
+            return Err(e);
+        }
+        self.count_and_ack(delivery, reply).await
+    }
+
+    /// Moves due messages from the delayed subject to the ready one, at most every
+    /// [`DELAYED_EVERY`] (always when `now` is set).
+    async fn move_due(&self, now: bool) -> Result<(), TransportError> {
+        {
+            let mut looked = lock(&self.looked);
+            if !now && looked.is_some_and(|at| at.elapsed() < DELAYED_EVERY) {
+                return Ok(());
+            }
+            *looked = Some(Instant::now());
+        }
+        let mut batch = self
+            .delayed
+            .fetch()
+            .max_messages(MOVE_BATCH)
+            .messages()
+            .await
+            .map_err(self.fail_with("reading delayed messages"))?;
+        while let Some(message) = batch.next().await {
+            let message = message
+                .map_err(|e| nats_error(&self.name, "reading delayed messages", BoxedError(e)))?;
+            let info = message
+                .info()
+                .map_err(self.err("reading a delayed message's sequence"))?;
+            let seq = info.stream_sequence;
+            let headers = message.headers.clone().unwrap_or_default();
+            let due = header_u64(&headers, DUE_AT).unwrap_or(0);
+            let now = now_ms();
+            if due > now {
+                let left = Duration::from_millis(due - now).min(MAX_DELAY);
+                message
+                    .ack_with(jetstream::AckKind::Nak(Some(left)))
+                    .await
+                    .map_err(self.err("putting back a delayed message"))?;
+                continue;
+            }
+            let mut ready = HeaderMap::new();
+            for name in [ATTEMPT, COUNTED] {
+                if let Some(v) = headers.get(name) {
+                    ready.insert(name, v.as_str());
+                }
+            }
+            self.publish(
+                &self.names.ready,
+                ready,
+                &message.payload,
+                Some(format!("due-{seq}")),
+            )
+            .await?;
+            message
+                .double_ack()
+                .await
+                .map_err(self.err("acking a moved message"))?;
+        }
+        Ok(())
+    }
+
+    async fn receive_now(&self, wait: Duration) -> Result<Option<Delivery>, TransportError> {
+        let fetched = if wait.is_zero() {
+            self.ready.fetch().max_messages(1).messages().await
+        } else {
+            self.ready
+                .batch()
+                .max_messages(1)
+                .expires(wait.max(MIN_PULL))
+                .messages()
+                .await
+        };
+        let mut batch = fetched.map_err(self.fail_with("reading the queue"))?;
+        while let Some(message) = batch.next().await {
+            let message =
+                message.map_err(|e| nats_error(&self.name, "reading the queue", BoxedError(e)))?;
+            let info = message
+                .info()
+                .map_err(self.err("reading a delivery's sequence"))?;
+            let (seq, delivered) = (info.stream_sequence, info.delivered);
+            let Some(reply) = message.reply.as_ref().map(|r| r.to_string()) else {
+                continue;
+            };
+            // Ours already: the server gave it again after a lapse of this consumer's
+            // keep-alives; the task that holds it settles it.
+            let mut held = lock(&self.held);
+            if held.contains_key(&seq) {
+                continue;
+            }
+            held.insert(seq, reply);
+            drop(held);
+            let headers = message.headers.clone().unwrap_or_default();
+            let deliveries = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
+            return Ok(Some(Delivery {
+                id: seq.to_string(),
+                body: message.payload.to_vec(),
+                attempt: header_u64(&headers, ATTEMPT)
+                    .map_or(0, |a| u32::try_from(a).unwrap_or(u32::MAX)),
+                reclaimed: deliveries > 1,
+                deliveries,
+                counted: headers.get(COUNTED).is_some_and(|v| v.as_str() == "1"),
+                counts_as: None,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Adds drain statistics, each row by compare-and-set on its key.
+    async fn add_stats(&self, rows: &[StatRow]) -> Result<(), TransportError> {
+        for row in rows {
+            let key = format!("v{}.{}", row.version, kv_key(&row.type_name));
+            loop {
+                let entry = self
+                    .stats
+                    .entry(key.as_str())
+                    .await
+                    .map_err(self.fail_with("reading the drain statistics"))?;
+                let live = entry.as_ref().filter(|e| e.operation == kv::Operation::Put);
+                let (count, last) = live.and_then(|e| parse_stat(&e.value)).unwrap_or((0, 0));
+                let value = format!(
+                    "{} {}",
+                    count.saturating_add(row.count),
+                    last.max(row.last_seen_ms)
+                );
+                let written = match &entry {
+                    Some(e) => self
+                        .stats
+                        .update(key.as_str(), value.into_bytes().into(), e.revision)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| {
+                            (
+                                e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                                e.to_string(),
+                            )
+                        }),
+                    None => self
+                        .stats
+                        .create(key.as_str(), value.into_bytes().into())
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| {
+                            (
+                                matches!(e.kind(), kv::CreateErrorKind::AlreadyExists),
+                                e.to_string(),
+                            )
+                        }),
+                };
+                match written {
+                    Ok(()) => break,
+                    // Another consumer wrote it meanwhile: read it again.
+                    Err((true, _)) => continue,
+                    Err((false, e)) => {
+                        return Err(TransportError::new(
+                            &self.name,
+                            TransportErrorKind::Broker,
+                            format!("writing the drain statistics: {e}"),
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The drain statistics, sorted by type and version.
+    pub async fn stats(&self) -> Result<Vec<StatRow>, TransportError> {
+        let mut keys = self
+            .stats
+            .keys()
+            .await
+            .map_err(self.fail_with("listing the drain statistics"))?;
+        let mut rows = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(self.fail_with("listing the drain statistics"))?;
+            let Some((version, type_name)) = key
+                .strip_prefix('v')
+                .and_then(|k| k.split_once('.'))
+                .and_then(|(v, t)| Some((v.parse::<u32>().ok()?, kv_unkey(t)?)))
+            else {
+                continue;
+            };
+            let value = self
+                .stats
+                .get(key.as_str())
+                .await
+                .map_err(self.fail_with("reading the drain statistics"))?;
+            if let Some((count, last)) = value.as_deref().and_then(parse_stat) {
+                rows.push(StatRow::new(type_name, version, count, last));
+            }
+        }
+        rows.sort();
+        Ok(rows)
+    }
+
+    /// Messages in the failure stream, oldest first, at most `limit`.
+    pub async fn failed(&self, limit: usize) -> Result<Vec<FailedMessage>, TransportError> {
+        let mut out = Vec::new();
+        let mut next = 1;
+        while out.len() < limit {
+            let message = match self
+                .failed
+                .direct_get_next_for_subject(self.names.failed.as_str(), Some(next))
+                .await
+            {
+                Ok(m) => m,
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => break,
+                Err(e) => return Err(self.fail_with("reading the failure stream")(e)),
+            };
+            next = message.sequence + 1;
+            out.push(failed_message(&message));
+        }
+        Ok(out)
+    }
+
+    /// Sends a failed message back to the queue (attempt 0); `false` when none has that id.
+    pub async fn requeue_failed(&self, id: &str) -> Result<bool, TransportError> {
+        let Ok(seq) = id.parse::<u64>() else {
+            return Ok(false);
+        };
+        let message = match self.failed.direct_get(seq).await {
+            Ok(m) if m.subject.as_str() == self.names.failed => m,
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(self.fail_with("reading the failure stream")(e)),
+        };
+        let mut headers = HeaderMap::new();
+        if message
+            .headers
+            .get(COUNTED)
+            .is_some_and(|v| v.as_str() == "1")
+        {
+            headers.insert(COUNTED, "1");
+        }
+        // Deduplicated by id: two `failed retry` of one message queue it once.
+        self.publish(
+            &self.names.ready,
+            headers,
+            &message.payload,
+            Some(format!("requeued-{seq}")),
+        )
+        .await?;
+        self.remove_failed(id).await
+    }
+
+    /// Deletes a failed message; `false` when none has that id.
+    pub async fn remove_failed(&self, id: &str) -> Result<bool, TransportError> {
+        let Ok(seq) = id.parse::<u64>() else {
+            return Ok(false);
+        };
+        match self.failed.delete_message(seq).await {
+            Ok(deleted) => Ok(deleted),
+            Err(e) => match e.kind() {
+                stream::DeleteMessageErrorKind::JetStream(js) if is_gone(&js) => Ok(false),
+                _ => Err(self.fail_with("deleting a failed message")(e)),
+            },
+        }
+    }
+
+    /// Adds decode counts to the drain statistics.
+    pub async fn record_stats(&self, rows: &[StatRow]) -> Result<(), TransportError> {
+        self.add_stats(rows).await
+    }
+}
+
+/// The key-value bucket `name`, created if missing. Its stream is the one the client's
+/// `create_key_value` makes, created directly: that call first reads the account's limits
+/// in a form 2.9 servers do not answer.
+async fn bucket(js: &jetstream::Context, name: &str) -> Result<kv::Store, async_nats::Error> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await?;
+    Ok(js.get_key_value(name).await?)
+}
+
+/// Tells the server, every `every`, that this consumer still works on what it holds, until
+/// the transport is dropped.
+async fn keep_alive(
+    held: Weak<Mutex<HashMap<u64, String>>>,
+    client: async_nats::Client,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(held) = held.upgrade() else { return };
+        let replies: Vec<String> = lock(&held).values().cloned().collect();
+        drop(held);
+        for reply in replies {
+            // A lost one is made up by the next tick; the server's ack wait is three ticks.
+            let _ = client.publish(reply, "+WPI".into()).await;
+        }
+    }
+}
+
+/// Whether a delete failed because the message is not there (2.9 servers say so with the
+/// "delete failed" code and these words).
+fn is_gone(e: &jetstream::Error) -> bool {
+    let code = e.error_code();
+    code == jetstream::ErrorCode::NO_MESSAGE_FOUND
+        || code == jetstream::ErrorCode::SEQUENCE_NOT_FOUND
+        || (code == jetstream::ErrorCode::STREAM_MESSAGE_DELETE_FAILED
+            && e.to_string().contains("no message found"))
+}
+
+/// A boxed error as an error type.
+#[derive(Debug)]
+struct BoxedError(async_nats::Error);
+
+impl fmt::Display for BoxedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BoxedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// The headers a message keeps when it is put back: its attempt, and whether it was counted.
+fn carried(attempt: u32, delivery: &Delivery) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(ATTEMPT, attempt.to_string().as_str());
+    if delivery.counted || delivery.counts_as.is_some() {
+        headers.insert(COUNTED, "1");
+    }
+    headers
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name).and_then(|v| v.as_str().parse().ok())
+}
+
+fn parse_stat(value: &[u8]) -> Option<(u64, u64)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (count, last) = text.split_once(' ')?;
+    Some((count.parse().ok()?, last.parse().ok()?))
+}
+
+fn failed_message(message: &jetstream::message::StreamMessage) -> FailedMessage {
+    let h = &message.headers;
+    let text = |name: &str| {
+        h.get(name).map(|v| {
+            percent_decode_str(v.as_str())
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    };
+    let mut record = FailureRecord::new(
+        text(F_CLASS).unwrap_or_else(|| "unknown".to_owned()),
+        text(F_ERROR).unwrap_or_default(),
+    )
+    .attempts(header_u64(h, F_ATTEMPTS).map_or(0, |a| u32::try_from(a).unwrap_or(u32::MAX)))
+    .failed_at_ms(header_u64(h, F_AT).unwrap_or(0));
+    if let Some(version) = header_u64(h, F_VERSION).and_then(|v| u32::try_from(v).ok()) {
+        if let Some(type_name) = text(F_TYPE) {
+            record = record.message(type_name, version);
+        }
+    }
+    FailedMessage {
+        id: message.sequence.to_string(),
+        body: message.payload.to_vec(),
+        record,
+    }
+}
+
+fn encoded(text: &str) -> String {
+    utf8_percent_encode(text, HEADER_UNSAFE).to_string()
+}
+
+impl AsyncQueue for AsyncNatsTransport {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send(&self, body: &[u8]) -> Result<String, TransportError> {
+        let seq = self
+            .publish(&self.names.ready, HeaderMap::new(), body, None)
+            .await?;
+        Ok(seq.to_string())
+    }
+
+    async fn receive(&self, timeout: Duration) -> Result<Option<Delivery>, TransportError> {
+        let deadline = Instant::now() + timeout;
+        let mut first = true;
+        loop {
+            self.move_due(false).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() && !first {
+                return Ok(None);
+            }
+            first = false;
+            if let Some(d) = self.receive_now(left.min(DELAYED_EVERY)).await? {
+                return Ok(Some(d));
+            }
+            if deadline <= Instant::now() {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn ack(&self, delivery: &Delivery) -> Result<(), TransportError> {
+        match self.take(delivery) {
+            Some((_, reply)) => self.count_and_ack(delivery, reply).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn retry_later(
+        &self,
+        delivery: &Delivery,
+        delay: Duration,
+        attempt: u32,
+    ) -> Result<(), TransportError> {
+        self.put_back(delivery, delay, attempt, false).await
+    }
+
+    async fn requeue_for_newer(
+        &self,
+        delivery: &Delivery,
+        delay: Duration,
+    ) -> Result<(), TransportError> {
+        self.put_back(delivery, delay, delivery.attempt, true).await
+    }
+
+    async fn fail(
+        &self,
+        delivery: &Delivery,
+        record: &FailureRecord,
+    ) -> Result<Option<String>, TransportError> {
+        let Some((seq, reply)) = self.take(delivery) else {
+            return Ok(None);
+        };
+        let mut headers = carried(delivery.attempt, delivery);
+        if let (Some(t), Some(v)) = (&record.type_name, record.version) {
+            headers.insert(F_TYPE, encoded(t).as_str());
+            headers.insert(F_VERSION, v.to_string().as_str());
+        }
+        headers.insert(F_CLASS, encoded(&record.class).as_str());
+        headers.insert(F_ERROR, encoded(&record.error).as_str());
+        headers.insert(F_ATTEMPTS, record.attempts.to_string().as_str());
+        headers.insert(F_AT, record.failed_at_ms.to_string().as_str());
+        let id = match self
+            .publish(
+                &self.names.failed,
+                headers,
+                &delivery.body,
+                Some(format!("failed-{seq}")),
+            )
+            .await
+        {
+            Ok(id) => id,
+            Err(e) => {
+                lock(&self.held).insert(seq, reply);
+                return Err(e);
+            }
+        };
+        self.count_and_ack(delivery, reply).await?;
+        Ok(Some(id.to_string()))
+    }
+
+    async fn pending(&self) -> Result<u64, TransportError> {
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(self.fail_with("reading the queue's size"))?;
+        Ok(info.state.messages)
+    }
+
+    async fn release_waiting(&self, readable: Readable) -> Result<u64, TransportError> {
+        self.release_waiting_with(move |body: &[u8]| readable(body))
+            .await
+    }
+}
+
+impl AsyncNatsTransport {
+    /// Releases the waiting messages `readable` reads: republished on the ready subject and
+    /// deleted from the delayed one.
+    async fn release_waiting_with(
+        &self,
+        mut readable: impl FnMut(&[u8]) -> bool,
+    ) -> Result<u64, TransportError> {
+        let mut released = 0;
+        let mut next = 1;
+        loop {
+            let message = match self
+                .stream
+                .direct_get_next_for_subject(self.names.delayed.as_str(), Some(next))
+                .await
+            {
+                Ok(m) => m,
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => break,
+                Err(e) => return Err(self.fail_with("reading delayed messages")(e)),
+            };
+            next = message.sequence + 1;
+            let waiting = message
+                .headers
+                .get(WAITING)
+                .is_some_and(|v| v.as_str() == "newer");
+            if !waiting || !readable(&message.payload) {
+                continue;
+            }
+            let mut ready = HeaderMap::new();
+            for name in [ATTEMPT, COUNTED] {
+                if let Some(v) = message.headers.get(name) {
+                    ready.insert(name, v.as_str());
+                }
+            }
+            // The same id as the move when due: whichever comes second is dropped.
+            self.publish(
+                &self.names.ready,
+                ready,
+                &message.payload,
+                Some(format!("due-{}", message.sequence)),
+            )
+            .await?;
+            match self.stream.delete_message(message.sequence).await {
+                Ok(true) => released += 1,
+                Ok(false) => {}
+                Err(e) => match e.kind() {
+                    // Moved meanwhile, when it fell due.
+                    stream::DeleteMessageErrorKind::JetStream(js) if is_gone(&js) => {}
+                    _ => return Err(self.fail_with("releasing a waiting message")(e)),
+                },
+            }
+        }
+        Ok(released)
+    }
+}
+
+/// A runtime of its own for a blocking handle: one worker thread runs the connection and
+/// the keep-alives while the caller blocks.
+struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl Runtime {
+    fn new(name: &str) -> Result<Runtime, TransportError> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("upcaster-nats")
+            .enable_all()
+            .build()
+            .map(|rt| Runtime(Some(rt)))
+            .map_err(|e| {
+                TransportError::new(
+                    name,
+                    TransportErrorKind::Connection,
+                    "starting the NATS client's runtime",
+                )
+                .caused_by(e)
+            })
+    }
+
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        match &self.0 {
+            Some(rt) => rt.block_on(future),
+            None => unreachable!("the runtime lives until drop"),
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another one's task would panic; this never blocks.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// NATS JetStream for the blocking worker: [`AsyncNatsTransport`] on a runtime of its own
+/// (one thread, which also keeps the consumer's holdings alive while a handler runs).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use upcaster_worker::{NatsTransport, Queue};
+///
+/// let mut queue = NatsTransport::open_dsn("nats://127.0.0.1:4222?reclaim_after=60", "images")?;
+/// queue.send(br#"{"type":"Ping","version":1,"payload":{}}"#)?;
+/// if let Some(delivery) = queue.receive(Duration::from_secs(1))? {
+///     queue.ack(&delivery)?;
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct NatsTransport {
+    // Dropped before the runtime it runs on.
+    inner: Option<AsyncNatsTransport>,
+    runtime: Runtime,
+}
+
+impl fmt::Debug for NatsTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("NatsTransport").field(&self.inner).finish()
+    }
+}
+
+impl Drop for NatsTransport {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            let _guard = self.runtime.0.as_ref().map(|rt| rt.enter());
+            drop(inner);
+        }
+    }
+}
+
+impl NatsTransport {
+    /// Opens a DSN as [`AsyncNatsTransport::open_dsn`] does.
+    pub fn open_dsn(dsn: &str, queue: &str) -> Result<Self, TransportError> {
+        Self::open_dsn_with(dsn, queue, Access::Create)
+    }
+
+    /// Opens a DSN as [`AsyncNatsTransport::open_dsn_with`] does.
+    pub fn open_dsn_with(dsn: &str, queue: &str, access: Access) -> Result<Self, TransportError> {
+        let runtime = Runtime::new(&crate::transport::redact(dsn))?;
+        let inner = runtime.block_on(AsyncNatsTransport::open_dsn_with(dsn, queue, access))?;
+        Ok(NatsTransport {
+            inner: Some(inner),
+            runtime,
+        })
+    }
+
+    fn run<'a, F, T>(&'a self, job: impl FnOnce(&'a AsyncNatsTransport) -> F) -> T
+    where
+        F: std::future::Future<Output = T>,
+    {
+        match &self.inner {
+            Some(inner) => self.runtime.block_on(job(inner)),
+            None => unreachable!("the transport lives until drop"),
+        }
+    }
+}
+
+impl Queue for NatsTransport {
+    fn name(&self) -> &str {
+        match &self.inner {
+            Some(inner) => &inner.name,
+            None => "nats",
+        }
+    }
+    fn send(&mut self, body: &[u8]) -> Result<String, TransportError> {
+        self.run(|q| q.send(body))
+    }
+    fn receive(&mut self, timeout: Duration) -> Result<Option<Delivery>, TransportError> {
+        self.run(|q| q.receive(timeout))
+    }
+    fn ack(&mut self, delivery: &Delivery) -> Result<(), TransportError> {
+        self.run(|q| q.ack(delivery))
+    }
+    fn retry_later(
+        &mut self,
+        delivery: &Delivery,
+        delay: Duration,
+        attempt: u32,
+    ) -> Result<(), TransportError> {
+        self.run(|q| q.retry_later(delivery, delay, attempt))
+    }
+    fn fail(
+        &mut self,
+        delivery: &Delivery,
+        record: &FailureRecord,
+    ) -> Result<Option<String>, TransportError> {
+        self.run(|q| q.fail(delivery, record))
+    }
+    fn pending(&mut self) -> Result<u64, TransportError> {
+        self.run(|q| q.pending())
+    }
+    fn requeue_for_newer(
+        &mut self,
+        delivery: &Delivery,
+        delay: Duration,
+    ) -> Result<(), TransportError> {
+        self.run(|q| q.requeue_for_newer(delivery, delay))
+    }
+    fn release_waiting(
+        &mut self,
+        readable: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<u64, TransportError> {
+        self.run(|q| q.release_waiting_with(readable))
+    }
+}
+
+impl FailureStore for NatsTransport {
+    fn failed(&mut self, limit: usize) -> Result<Vec<FailedMessage>, TransportError> {
+        self.run(|q| q.failed(limit))
+    }
+    fn requeue_failed(&mut self, id: &str) -> Result<bool, TransportError> {
+        self.run(|q| q.requeue_failed(id))
+    }
+    fn remove_failed(&mut self, id: &str) -> Result<bool, TransportError> {
+        self.run(|q| q.remove_failed(id))
+    }
+}
+
+impl DrainStats for NatsTransport {
+    fn record_stats(&mut self, rows: &[StatRow]) -> Result<(), TransportError> {
+        self.run(|q| q.record_stats(rows))
+    }
+    fn stats(&mut self) -> Result<Vec<StatRow>, TransportError> {
+        self.run(|q| q.stats())
+    }
+}
+
+/// The restart signal in a JetStream key-value bucket (`upcaster_restart`, one key per
+/// `?key=`), for services whose only infrastructure is NATS. Times are the server's: a
+/// request's is the time the server stored it.
+///
+/// ```no_run
+/// use upcaster_worker::{NatsSignal, RestartSignal};
+///
+/// let mut signal = NatsSignal::open_dsn("nats://127.0.0.1:4222?key=shop")?;
+/// let at = signal.request()?;
+/// assert_eq!(signal.requested_at()?, Some(at));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct NatsSignal {
+    name: String,
+    key: String,
+    bucket: Option<kv::Store>,
+    runtime: Runtime,
+}
+
+impl fmt::Debug for NatsSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsSignal")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for NatsSignal {
+    fn drop(&mut self) {
+        if let Some(bucket) = self.bucket.take() {
+            let _guard = self.runtime.0.as_ref().map(|rt| rt.enter());
+            drop(bucket);
+        }
+    }
+}
+
+/// The bucket of restart signals.
+const RESTART_BUCKET: &str = "upcaster_restart";
+
+impl NatsSignal {
+    /// Opens `nats://[user:password@]host[:port]?key=<key>`, creating the bucket if needed.
+    pub fn open_dsn(dsn: &str) -> Result<Self, TransportError> {
+        let parsed = Dsn::parse(dsn)?;
+        parsed.only(&["key"])?;
+        let shown = format!("restart signal {}", parsed.shown());
+        let key = parsed
+            .param("key")
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                TransportError::configuration(&shown, "give the signal's name: ?key=<key>")
+            })?
+            .to_owned();
+        let runtime = Runtime::new(&shown)?;
+        let server = Server::from_dsn(&parsed)?;
+        let bucket = runtime.block_on(async {
+            let (_, client) = server.connect().await?;
+            let js = jetstream::new(client);
+            bucket(&js, RESTART_BUCKET)
+                .await
+                .map_err(|e| nats_error(&shown, "creating the restart bucket", BoxedError(e)))
+        })?;
+        Ok(NatsSignal {
+            name: shown,
+            key: kv_key(&key),
+            bucket: Some(bucket),
+            runtime,
+        })
+    }
+
+    fn bucket(&self) -> &kv::Store {
+        match &self.bucket {
+            Some(b) => b,
+            None => unreachable!("the bucket lives until drop"),
+        }
+    }
+
+    /// Writes `value` under `key` and returns the server's time of the write.
+    fn put(&self, key: &str, value: String) -> Result<u64, TransportError> {
+        self.runtime.block_on(async {
+            let bucket = self.bucket();
+            bucket
+                .put(key, value.into_bytes().into())
+                .await
+                .map_err(|e| nats_error(&self.name, "writing the restart signal", e))?;
+            let entry = bucket
+                .entry(key)
+                .await
+                .map_err(|e| nats_error(&self.name, "reading the restart signal", e))?;
+            entry.as_ref().map(stored_ms).ok_or_else(|| {
+                TransportError::new(
+                    &self.name,
+                    TransportErrorKind::Broker,
+                    "a key written a moment ago is gone",
+                )
+            })
+        })
+    }
+}
+
+/// When the server stored an entry, in milliseconds since the Unix epoch.
+fn stored_ms(entry: &kv::Entry) -> u64 {
+    u64::try_from(entry.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+impl RestartSignal for NatsSignal {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn now(&mut self) -> Result<u64, TransportError> {
+        let clock = format!("{}.clock", self.key);
+        self.put(&clock, String::new())
+    }
+
+    fn store(&mut self, at_ms: u64) -> Result<(), TransportError> {
+        let key = self.key.clone();
+        self.put(&key, at_ms.to_string()).map(|_| ())
+    }
+
+    fn requested_at(&mut self) -> Result<Option<u64>, TransportError> {
+        let value = self.runtime.block_on(async {
+            self.bucket()
+                .get(self.key.as_str())
+                .await
+                .map_err(|e| nats_error(&self.name, "reading the restart signal", e))
+        })?;
+        match value {
+            None => Ok(None),
+            Some(v) => std::str::from_utf8(&v)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    TransportError::new(
+                        &self.name,
+                        TransportErrorKind::Broker,
+                        "the restart signal holds no time in milliseconds",
+                    )
+                }),
+        }
+    }
+
+    fn check_interval(&self) -> Duration {
+        Duration::from_millis(100)
+    }
+}
