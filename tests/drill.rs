@@ -70,6 +70,8 @@ fn main() -> ExitCode {
     drills.push(("drill_redis_tokio", || redis(Runtime::Tokio)));
     drills.push(("drill_postgres", || postgres(Runtime::Blocking)));
     drills.push(("drill_postgres_tokio", || postgres(Runtime::Tokio)));
+    drills.push(("drill_nats", || nats(Runtime::Blocking)));
+    drills.push(("drill_nats_tokio", || nats(Runtime::Tokio)));
     drills.retain(|(name, _)| options.selects(name));
     if options.list {
         for (name, _) in &drills {
@@ -424,6 +426,46 @@ fn postgres(runtime: Runtime) -> Result<(), String> {
         "DELETE FROM upcaster_restart WHERE key = $1",
         &[&queue_name],
     );
+    if result.is_ok() {
+        let _ = fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+fn nats(runtime: Runtime) -> Result<(), String> {
+    let url =
+        std::env::var("UPCASTER_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let address = url.trim_start_matches("nats://").trim_end_matches('/');
+    std::net::TcpStream::connect(address.rsplit_once('@').map_or(address, |(_, a)| a)).map_err(
+        |e| {
+            format!(
+                "no NATS at {url} ({e}). The NATS drill needs a real server with JetStream: run \
+                 `.ci/nats` (installs and starts nats-server -js on 127.0.0.1:4222), or set \
+                 UPCASTER_NATS_URL."
+            )
+        },
+    )?;
+    let dir = scratch(&format!("nats-{}", runtime.name()))?;
+    let queue_name = format!("drill_{}_{}", runtime.name(), std::process::id());
+    let queue = format!("{url}?queue={queue_name}");
+    let restart = format!("{url}?key={queue_name}");
+    let result = drill(&dir, &queue, &restart, runtime);
+    let cleanup = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    cleanup.block_on(async {
+        if let Ok(client) = async_nats::connect(url.as_str()).await {
+            let js = async_nats::jetstream::new(client);
+            let _ = js.delete_stream(format!("upcaster_{queue_name}")).await;
+            let _ = js
+                .delete_stream(format!("upcaster_{queue_name}_failed"))
+                .await;
+            let _ = js
+                .delete_key_value(format!("upcaster_{queue_name}_stats"))
+                .await;
+        }
+    });
     if result.is_ok() {
         let _ = fs::remove_dir_all(&dir);
     }

@@ -94,6 +94,7 @@ fn contract_fixture(name: &str) -> common::contract::Fixture {
             AnyQueue::Nats(common::contract::tokio().block_on(open).unwrap())
         }),
         reclaim: common::contract::Reclaim::WhileHolderLives,
+        counts_with_ack: false,
         _cleanup: Box::new(queue),
     }
 }

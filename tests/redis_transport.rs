@@ -619,6 +619,7 @@ fn contract_fixture(name: &str) -> common::contract::Fixture {
             )
         }),
         reclaim: common::contract::Reclaim::Lease,
+        counts_with_ack: true,
         _cleanup: Box::new(stream),
     }
 }

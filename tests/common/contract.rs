@@ -69,6 +69,10 @@ pub struct Fixture {
     pub dsn: String,
     /// How the transport reclaims a message from a consumer that took it.
     pub reclaim: Reclaim,
+    /// Whether a count and its ack are one write (SQLite, Redis, PostgreSQL). When not
+    /// (NATS: the count first, deduplicated by message), a kill between the two leaves one
+    /// message counted and still queued, and its redelivery is not counted again.
+    pub counts_with_ack: bool,
     pub _cleanup: Box<dyn std::any::Any>,
 }
 
@@ -97,6 +101,7 @@ impl Fixture {
             }),
             dsn,
             reclaim: Reclaim::Lease,
+            counts_with_ack: true,
             _cleanup: Box::new(cleanup),
         }
     }
@@ -872,10 +877,18 @@ pub fn counts_survive_a_kill(f: &Fixture, test: &str, rt: Runtime) {
         settled_before_the_kill.contains(&before),
         "{before} counted: each message acked before the kill is counted"
     );
-    assert_eq!(
-        t.pending().unwrap(),
-        6 - before,
-        "4 (held when killed), 5 and 6"
+    let pending = t.pending().unwrap();
+    let counted_not_acked = if f.counts_with_ack { 0..=0 } else { 0..=1 };
+    assert!(
+        (pending + before)
+            .checked_sub(6)
+            .is_some_and(|extra| counted_not_acked.contains(&extra)),
+        "{pending} pending: 4 (held when killed), 5 and 6{}",
+        if f.counts_with_ack {
+            ""
+        } else {
+            ", and at most one counted before its ack"
+        }
     );
     // Another worker takes 4 back once the reclaim timeout passes, and 5 and 6: each of the
     // six is counted once, 4 too, whose first delivery never settled.

@@ -12,7 +12,8 @@
 //!   neither loses nor doubles one;
 //! - stream `upcaster_q_failed`: failed messages, their bytes as the body, the record in
 //!   headers;
-//! - key-value bucket `upcaster_q_stats`: one key per type and version.
+//! - stream `upcaster_q_stats`: drain statistics, one subject per type and version, an
+//!   event per count (deduplicated by the message it counts), folded into one by reads.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -45,6 +46,8 @@ const MOVE_BATCH: usize = 100;
 /// The longest delay JetStream keeps (a negative ack's delay is in nanoseconds, an `i64`):
 /// `Duration::MAX` means "not for years".
 const MAX_DELAY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// How long the statistics stream remembers which messages it counted.
+const STATS_DEDUPLICATION: Duration = Duration::from_secs(3600);
 /// How long a reply may take.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The shortest wait of a pull request; the server needs some time to answer one.
@@ -76,6 +79,7 @@ struct Names {
     failed_stream: String,
     failed: String,
     stats: String,
+    stats_subject: String,
 }
 
 impl Names {
@@ -96,6 +100,7 @@ impl Names {
             failed_stream: format!("upcaster_{queue}_failed"),
             failed: format!("upcaster.{queue}.failed"),
             stats: format!("upcaster_{queue}_stats"),
+            stats_subject: format!("upcaster.{queue}.stats"),
         })
     }
 }
@@ -155,6 +160,8 @@ impl Server {
             .ok_or_else(|| TransportError::configuration(dsn.shown(), "the DSN names no host"))?;
         let address = format!("nats://{host}:{}", url.port().unwrap_or(4222));
         let mut options = async_nats::ConnectOptions::new()
+            // Into the log, not onto standard error as the client's default does.
+            .event_callback(|event| async move { tracing::debug!(%event, "NATS connection") })
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(REPLY_TIMEOUT))
             .name("upcaster-worker");
@@ -222,8 +229,17 @@ fn on_err<E: std::error::Error + Send + Sync + 'static>(
     move |e| nats_error(name, doing, e)
 }
 
-/// What a consumer holds: the reply subject that settles each delivery it handed out.
-type Held = Arc<Mutex<HashMap<u64, String>>>;
+/// What a consumer holds, by stream sequence: each delivery it handed out and has not yet
+/// settled, kept alive until the server confirms its settle.
+type Held = Arc<Mutex<HashMap<u64, Hold>>>;
+
+/// A delivery this consumer holds.
+struct Hold {
+    /// The subject that settles it (and keeps it alive).
+    reply: String,
+    /// A settle of it is under way: no other may start.
+    settling: bool,
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere cannot leave a map of reply subjects half-changed.
@@ -241,8 +257,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 ///   with their due time, and the delivery is acked; receives move them back when due.
 /// - **Acks** wait for the server's confirmation, and every publish for the stream's: a
 ///   settle that returns has landed.
-/// - **Statistics** are written before the ack they belong to: a crash between the two
-///   counts that message again when it is handled again, never loses a count.
+/// - **Statistics** are written before the ack they belong to, as an event named after the
+///   message: a crash between the two redelivers the message, whose second count the
+///   stream drops (within an hour), so no count is lost or doubled. Workers append and
+///   never contend; `stats` folds each type's events into one.
 ///
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")]
@@ -264,13 +282,19 @@ pub struct AsyncNatsTransport {
     js: jetstream::Context,
     stream: stream::Stream,
     failed: stream::Stream,
-    ready: consumer::PullConsumer,
     delayed: consumer::PullConsumer,
-    stats: kv::Store,
+    stats: stream::Stream,
     held: Held,
+    /// Where pull requests are answered: this transport's own inbox, opened by the first
+    /// receive.
+    inbox: tokio::sync::Mutex<Option<(String, async_nats::Subscriber)>>,
+    /// `$JS.API.CONSUMER.MSG.NEXT.<stream>.ready`.
+    pull_subject: String,
     /// When a receive last looked at the delayed messages.
     looked: Mutex<Option<Instant>>,
     keepalive: tokio::task::JoinHandle<()>,
+    /// The runtime it was opened on.
+    runtime: tokio::runtime::Handle,
 }
 
 impl fmt::Debug for AsyncNatsTransport {
@@ -285,6 +309,11 @@ impl fmt::Debug for AsyncNatsTransport {
 impl Drop for AsyncNatsTransport {
     fn drop(&mut self) {
         self.keepalive.abort();
+        // The client's subscriber unsubscribes in a task of the runtime it ran on, which the
+        // caller dropping this may be outside of.
+        let inbox = self.inbox.get_mut().take();
+        let _inside = self.runtime.enter();
+        drop(inbox);
     }
 }
 
@@ -337,7 +366,7 @@ impl AsyncNatsTransport {
                     js.get_stream(&names.failed_stream)
                         .await
                         .map_err(|e| missing(e.into()))?,
-                    js.get_key_value(&names.stats)
+                    js.get_stream(&names.stats)
                         .await
                         .map_err(|e| missing(e.into()))?,
                 )
@@ -362,9 +391,19 @@ impl AsyncNatsTransport {
                 })
                 .await
                 .map_err(on_err(&name, "creating the failure stream"))?,
-                bucket(&js, &names.stats).await.map_err(|e| {
-                    nats_error(&name, "creating the statistics bucket", BoxedError(e))
-                })?,
+                js.get_or_create_stream(stream::Config {
+                    name: names.stats.clone(),
+                    subjects: vec![format!("{}.>", names.stats_subject)],
+                    storage: stream::StorageType::File,
+                    allow_direct: true,
+                    allow_rollup: true,
+                    // Longer than a redelivery after a crash takes, so that a message
+                    // counted before its ack was lost is not counted twice.
+                    duplicate_window: STATS_DEDUPLICATION,
+                    ..Default::default()
+                })
+                .await
+                .map_err(on_err(&name, "creating the statistics stream"))?,
             ),
         };
         // Created, or updated to this DSN's reclaim timeout: the last worker to start sets it.
@@ -377,7 +416,8 @@ impl AsyncNatsTransport {
             max_ack_pending: 100_000,
             ..Default::default()
         };
-        let ready: consumer::PullConsumer = match access {
+        // Receives ask it by name, on the transport's own inbox.
+        let _ready: consumer::PullConsumer = match access {
             Access::Create => stream
                 .create_consumer(consumer("ready", &names.ready))
                 .await
@@ -403,6 +443,7 @@ impl AsyncNatsTransport {
             client.clone(),
             reclaim_after / 3,
         ));
+        let pull_subject = format!("$JS.API.CONSUMER.MSG.NEXT.{}.ready", names.stream);
         Ok(AsyncNatsTransport {
             name,
             names,
@@ -410,10 +451,12 @@ impl AsyncNatsTransport {
             js,
             stream,
             failed,
-            ready,
             delayed,
             stats,
             held,
+            inbox: tokio::sync::Mutex::new(None),
+            pull_subject,
+            runtime: tokio::runtime::Handle::current(),
             looked: Mutex::new(None),
             keepalive,
         })
@@ -463,7 +506,27 @@ impl AsyncNatsTransport {
     /// it is not this consumer's to settle.
     fn take(&self, delivery: &Delivery) -> Option<(u64, String)> {
         let seq = delivery.id.parse::<u64>().ok()?;
-        lock(&self.held).remove(&seq).map(|reply| (seq, reply))
+        let mut held = lock(&self.held);
+        let hold = held.get_mut(&seq).filter(|h| !h.settling)?;
+        hold.settling = true;
+        Some((seq, hold.reply.clone()))
+    }
+
+    /// Ends a settle that [`Self::take`] began: the delivery is no longer held once the
+    /// settle landed; after a failure it is held as before, and may be settled again.
+    fn settled<T>(&self, seq: u64, result: Result<T, TransportError>) -> Result<T, TransportError> {
+        let mut held = lock(&self.held);
+        match &result {
+            Ok(_) => {
+                held.remove(&seq);
+            }
+            Err(_) => {
+                if let Some(hold) = held.get_mut(&seq) {
+                    hold.settling = false;
+                }
+            }
+        }
+        result
     }
 
     /// Sends `kind` on `reply` and waits for the server's confirmation.
@@ -491,7 +554,8 @@ impl AsyncNatsTransport {
         reply: String,
     ) -> Result<(), TransportError> {
         if let Some(c) = &delivery.counts_as {
-            self.add_stats(&[StatRow::new(c.type_name, c.version, 1, c.at_ms)])
+            let seq = delivery.id.parse().ok();
+            self.add_stats(&[StatRow::new(c.type_name, c.version, 1, c.at_ms)], seq)
                 .await?;
         }
         self.settle(reply, b"+ACK").await
@@ -528,11 +592,11 @@ impl AsyncNatsTransport {
                 Some(format!("back-{seq}")),
             )
             .await;
-        if let Err(e) = copy {
-            lock(&self.held).insert(seq, reply);
-            return Err(e);
-        }
-        self.count_and_ack(delivery, reply).await
+        let result = match copy {
+            Ok(_) => self.count_and_ack(delivery, reply).await,
+            Err(e) => Err(e),
+        };
+        self.settled(seq, result)
     }
 
     /// Moves due messages from the delayed subject to the ready one, at most every
@@ -591,135 +655,185 @@ impl AsyncNatsTransport {
         Ok(())
     }
 
-    async fn receive_now(&self, wait: Duration) -> Result<Option<Delivery>, TransportError> {
-        let fetched = if wait.is_zero() {
-            self.ready.fetch().max_messages(1).messages().await
-        } else {
-            self.ready
-                .batch()
-                .max_messages(1)
-                .expires(wait.max(MIN_PULL))
-                .messages()
-                .await
-        };
-        let mut batch = fetched.map_err(self.fail_with("reading the queue"))?;
-        while let Some(message) = batch.next().await {
-            let message =
-                message.map_err(|e| nats_error(&self.name, "reading the queue", BoxedError(e)))?;
-            let info = message
-                .info()
-                .map_err(self.err("reading a delivery's sequence"))?;
-            let (seq, delivered) = (info.stream_sequence, info.delivered);
-            let Some(reply) = message.reply.as_ref().map(|r| r.to_string()) else {
-                continue;
-            };
-            // Ours already: the server gave it again after a lapse of this consumer's
-            // keep-alives; the task that holds it settles it.
-            let mut held = lock(&self.held);
-            if held.contains_key(&seq) {
-                continue;
+    /// Asks the consumer `ready` for one message, waiting at most `wait`, on this
+    /// transport's own inbox. Every pull request ends with a message or a status, and the
+    /// inbox lives as long as the transport: a message that answers a request after its
+    /// receive gave up is read by the next receive, never lost to a closed inbox (it would
+    /// come back only after the reclaim timeout).
+    async fn pull(&self, wait: Duration) -> Result<Option<async_nats::Message>, TransportError> {
+        let mut inbox = self.inbox.lock().await;
+        let (subject, reply) = match &mut *inbox {
+            Some(open) => (open.0.clone(), &mut open.1),
+            None => {
+                let subject = self.client.new_inbox();
+                let sub = self
+                    .client
+                    .subscribe(subject.clone())
+                    .await
+                    .map_err(self.fail_with("subscribing to this consumer's inbox"))?;
+                let open = inbox.insert((subject, sub));
+                (open.0.clone(), &mut open.1)
             }
-            held.insert(seq, reply);
-            drop(held);
-            let headers = message.headers.clone().unwrap_or_default();
-            let deliveries = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
-            return Ok(Some(Delivery {
-                id: seq.to_string(),
-                body: message.payload.to_vec(),
-                attempt: header_u64(&headers, ATTEMPT)
-                    .map_or(0, |a| u32::try_from(a).unwrap_or(u32::MAX)),
-                reclaimed: deliveries > 1,
-                deliveries,
-                counted: headers.get(COUNTED).is_some_and(|v| v.as_str() == "1"),
-                counts_as: None,
-            }));
+        };
+        let request = if wait.is_zero() {
+            r#"{"batch":1,"no_wait":true}"#.to_owned()
+        } else {
+            format!(
+                r#"{{"batch":1,"expires":{}}}"#,
+                wait.max(MIN_PULL).as_nanos()
+            )
+        };
+        self.client
+            .publish_with_reply(self.pull_subject.clone(), subject, request.into())
+            .await
+            .map_err(self.fail_with("asking for a message"))?;
+        let deadline = tokio::time::Instant::now() + wait + REPLY_TIMEOUT;
+        loop {
+            let answer = match tokio::time::timeout_at(deadline, reply.next()).await {
+                Ok(Some(answer)) => answer,
+                Ok(None) => {
+                    return Err(TransportError::new(
+                        &self.name,
+                        TransportErrorKind::Connection,
+                        "the connection closed this consumer's inbox",
+                    ))
+                }
+                // The server never answered: whatever it sends later, the next pull reads.
+                Err(_) => return Ok(None),
+            };
+            match answer.status {
+                None => return Ok(Some(answer)),
+                Some(async_nats::StatusCode::IDLE_HEARTBEAT) => continue,
+                // No message (no wait), the wait expired, or the server ended the request:
+                // this request is answered.
+                Some(_) => return Ok(None),
+            }
         }
-        Ok(None)
     }
 
-    /// Adds drain statistics, each row by compare-and-set on its key.
-    async fn add_stats(&self, rows: &[StatRow]) -> Result<(), TransportError> {
-        for row in rows {
-            let key = format!("v{}.{}", row.version, kv_key(&row.type_name));
-            loop {
-                let entry = self
-                    .stats
-                    .entry(key.as_str())
-                    .await
-                    .map_err(self.fail_with("reading the drain statistics"))?;
-                let live = entry.as_ref().filter(|e| e.operation == kv::Operation::Put);
-                let (count, last) = live.and_then(|e| parse_stat(&e.value)).unwrap_or((0, 0));
-                let value = format!(
-                    "{} {}",
-                    count.saturating_add(row.count),
-                    last.max(row.last_seen_ms)
-                );
-                let written = match &entry {
-                    Some(e) => self
-                        .stats
-                        .update(key.as_str(), value.into_bytes().into(), e.revision)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| {
-                            (
-                                e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                                e.to_string(),
-                            )
-                        }),
-                    None => self
-                        .stats
-                        .create(key.as_str(), value.into_bytes().into())
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| {
-                            (
-                                matches!(e.kind(), kv::CreateErrorKind::AlreadyExists),
-                                e.to_string(),
-                            )
-                        }),
-                };
-                match written {
-                    Ok(()) => break,
-                    // Another consumer wrote it meanwhile: read it again.
-                    Err((true, _)) => continue,
-                    Err((false, e)) => {
-                        return Err(TransportError::new(
-                            &self.name,
-                            TransportErrorKind::Broker,
-                            format!("writing the drain statistics: {e}"),
-                        ))
-                    }
-                }
+    async fn receive_now(&self, wait: Duration) -> Result<Option<Delivery>, TransportError> {
+        let Some(message) = self.pull(wait).await? else {
+            return Ok(None);
+        };
+        let message = jetstream::Message {
+            message,
+            context: self.js.clone(),
+        };
+        let info = message
+            .info()
+            .map_err(self.err("reading a delivery's sequence"))?;
+        let (seq, delivered) = (info.stream_sequence, info.delivered);
+        let Some(reply) = message.reply.as_ref().map(|r| r.to_string()) else {
+            return Ok(None);
+        };
+        // Ours already: the server gave it again after a lapse of this consumer's
+        // keep-alives; the task that holds it settles it.
+        {
+            let mut held = lock(&self.held);
+            if held.contains_key(&seq) {
+                return Ok(None);
             }
+            held.insert(
+                seq,
+                Hold {
+                    reply,
+                    settling: false,
+                },
+            );
+        }
+        let headers = message.message.headers.unwrap_or_default();
+        let deliveries = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
+        Ok(Some(Delivery {
+            id: seq.to_string(),
+            body: message.message.payload.to_vec(),
+            attempt: header_u64(&headers, ATTEMPT)
+                .map_or(0, |a| u32::try_from(a).unwrap_or(u32::MAX)),
+            reclaimed: deliveries > 1,
+            deliveries,
+            counted: headers.get(COUNTED).is_some_and(|v| v.as_str() == "1"),
+            counts_as: None,
+        }))
+    }
+
+    /// Adds drain statistics: one event per row on the statistics stream, under the
+    /// subject of its type and version. `once` names the message a count belongs to: the
+    /// stream drops a second event of that name (within its duplicate window), so a message
+    /// handled again after a crash between its count and its ack is counted once.
+    async fn add_stats(&self, rows: &[StatRow], once: Option<u64>) -> Result<(), TransportError> {
+        for row in rows {
+            let subject = format!(
+                "{}.v{}.{}",
+                self.names.stats_subject,
+                row.version,
+                kv_key(&row.type_name)
+            );
+            let event = format!("{} {}", row.count, row.last_seen_ms);
+            self.publish(
+                &subject,
+                HeaderMap::new(),
+                event.as_bytes(),
+                once.map(|seq| format!("count-{seq}")),
+            )
+            .await?;
         }
         Ok(())
     }
 
-    /// The drain statistics, sorted by type and version.
+    /// The drain statistics, sorted by type and version. Reading them folds each subject's
+    /// events into one, so the next read starts from the sum.
     pub async fn stats(&self) -> Result<Vec<StatRow>, TransportError> {
-        let mut keys = self
+        let mut subjects = self
             .stats
-            .keys()
+            .clone()
+            .info_with_subjects(format!("{}.>", self.names.stats_subject))
             .await
             .map_err(self.fail_with("listing the drain statistics"))?;
+        let mut found = Vec::new();
+        while let Some(subject) = subjects.next().await {
+            let (subject, _) = subject.map_err(self.fail_with("listing the drain statistics"))?;
+            found.push(subject);
+        }
         let mut rows = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(self.fail_with("listing the drain statistics"))?;
-            let Some((version, type_name)) = key
-                .strip_prefix('v')
-                .and_then(|k| k.split_once('.'))
+        for subject in found {
+            let Some((version, type_name)) = subject
+                .strip_prefix(self.names.stats_subject.as_str())
+                .and_then(|rest| rest.strip_prefix(".v"))
+                .and_then(|rest| rest.split_once('.'))
                 .and_then(|(v, t)| Some((v.parse::<u32>().ok()?, kv_unkey(t)?)))
             else {
                 continue;
             };
-            let value = self
-                .stats
-                .get(key.as_str())
-                .await
-                .map_err(self.fail_with("reading the drain statistics"))?;
-            if let Some((count, last)) = value.as_deref().and_then(parse_stat) {
-                rows.push(StatRow::new(type_name, version, count, last));
+            let (mut count, mut last, mut events, mut next) = (0u64, 0u64, 0u64, 1u64);
+            loop {
+                let event = match self
+                    .stats
+                    .direct_get_next_for_subject(subject.as_str(), Some(next))
+                    .await
+                {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => break,
+                    Err(e) => return Err(self.fail_with("reading the drain statistics")(e)),
+                };
+                next = event.sequence + 1;
+                events += 1;
+                if let Some((c, at)) = parse_stat(&event.payload) {
+                    count = count.saturating_add(c);
+                    last = last.max(at);
+                }
             }
+            if events > 1 {
+                // Replaces the subject's events by their sum, unless one came meanwhile.
+                let mut headers = HeaderMap::new();
+                headers.insert("Nats-Rollup", "sub");
+                let fold = PublishMessage::build()
+                    .payload(format!("{count} {last}").into_bytes().into())
+                    .headers(headers)
+                    .expected_last_subject_sequence(next - 1);
+                if let Ok(ack) = self.js.send_publish(subject.clone(), fold).await {
+                    let _ = ack.await;
+                }
+            }
+            rows.push(StatRow::new(type_name, version, count, last));
         }
         rows.sort();
         Ok(rows)
@@ -791,7 +905,7 @@ impl AsyncNatsTransport {
 
     /// Adds decode counts to the drain statistics.
     pub async fn record_stats(&self, rows: &[StatRow]) -> Result<(), TransportError> {
-        self.add_stats(rows).await
+        self.add_stats(rows, None).await
     }
 }
 
@@ -820,7 +934,7 @@ async fn bucket(js: &jetstream::Context, name: &str) -> Result<kv::Store, async_
 /// Tells the server, every `every`, that this consumer still works on what it holds, until
 /// the transport is dropped.
 async fn keep_alive(
-    held: Weak<Mutex<HashMap<u64, String>>>,
+    held: Weak<Mutex<HashMap<u64, Hold>>>,
     client: async_nats::Client,
     every: Duration,
 ) {
@@ -829,7 +943,7 @@ async fn keep_alive(
     loop {
         tick.tick().await;
         let Some(held) = held.upgrade() else { return };
-        let replies: Vec<String> = lock(&held).values().cloned().collect();
+        let replies: Vec<String> = lock(&held).values().map(|h| h.reply.clone()).collect();
         drop(held);
         for reply in replies {
             // A lost one is made up by the next tick; the server's ack wait is three ticks.
@@ -948,7 +1062,10 @@ impl AsyncQueue for AsyncNatsTransport {
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), TransportError> {
         match self.take(delivery) {
-            Some((_, reply)) => self.count_and_ack(delivery, reply).await,
+            Some((seq, reply)) => {
+                let result = self.count_and_ack(delivery, reply).await;
+                self.settled(seq, result)
+            }
             None => Ok(()),
         }
     }
@@ -987,23 +1104,22 @@ impl AsyncQueue for AsyncNatsTransport {
         headers.insert(F_ERROR, encoded(&record.error).as_str());
         headers.insert(F_ATTEMPTS, record.attempts.to_string().as_str());
         headers.insert(F_AT, record.failed_at_ms.to_string().as_str());
-        let id = match self
+        let copy = self
             .publish(
                 &self.names.failed,
                 headers,
                 &delivery.body,
                 Some(format!("failed-{seq}")),
             )
-            .await
-        {
-            Ok(id) => id,
-            Err(e) => {
-                lock(&self.held).insert(seq, reply);
-                return Err(e);
-            }
+            .await;
+        let result = match copy {
+            Ok(id) => self
+                .count_and_ack(delivery, reply)
+                .await
+                .map(|()| Some(id.to_string())),
+            Err(e) => Err(e),
         };
-        self.count_and_ack(delivery, reply).await?;
-        Ok(Some(id.to_string()))
+        self.settled(seq, result)
     }
 
     async fn pending(&self) -> Result<u64, TransportError> {
