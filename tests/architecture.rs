@@ -7,12 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The crates' source folders, from the workspace root.
-const CRATES: [&str; 5] = [
+const CRATES: [&str; 6] = [
     "src",
     "derive/src",
     "check/src",
     "testing/src",
     "worker/src",
+    "apalis/src",
 ];
 
 #[test]

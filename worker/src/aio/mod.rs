@@ -10,14 +10,16 @@
 //!   the worker, both `Send + Sync + 'static`, so they can be spawned or kept in an `Arc`.
 
 mod blocking;
+#[cfg(feature = "nats")]
+pub(crate) mod nats;
 mod queue;
 #[cfg(feature = "redis")]
 mod redis;
 mod worker;
 
-#[cfg(feature = "nats")]
-pub use crate::nats::AsyncNatsTransport;
 pub use blocking::Blocking;
+#[cfg(feature = "nats")]
+pub use nats::AsyncNatsTransport;
 pub use queue::{AnyQueue, AsyncQueue, Readable};
 #[cfg(feature = "redis")]
 pub use redis::AsyncRedisTransport;

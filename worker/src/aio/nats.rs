@@ -1,0 +1,1214 @@
+//! NATS JetStream for the async runtime: a work-queue stream per queue, durable pull consumers with explicit acks,
+//! a failure stream with the bytes, drain statistics and the restart signal in key-value
+//! buckets. The I/O is async (`async-nats`); the blocking transport runs the same code on a
+//! runtime of its own.
+//!
+//! Layout for queue `q`:
+//! - stream `upcaster_q` (work-queue retention: an acked message leaves it) with subjects
+//!   `upcaster.q.ready` (messages to handle) and `upcaster.q.delayed` (retries and
+//!   messages waiting for newer code, each with the time it is due in a header);
+//! - durable pull consumers `ready` and `delayed` on it; a receive moves due messages from
+//!   `delayed` to `ready`, deduplicated by message id, so a crash between the two steps
+//!   neither loses nor doubles one;
+//! - stream `upcaster_q_failed`: failed messages, their bytes as the body, the record in
+//!   headers;
+//! - stream `upcaster_q_stats`: drain statistics, one subject per type and version, an
+//!   event per count (deduplicated by the message it counts), folded into one by reads.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, kv, message::PublishMessage, stream};
+use async_nats::HeaderMap;
+use futures_util::StreamExt;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+
+use super::{AsyncQueue, Readable};
+use crate::clock::now_ms;
+use crate::transport::{
+    seconds, Access, Delivery, Dsn, FailedMessage, FailureRecord, StatRow, TransportError,
+    TransportErrorKind,
+};
+
+/// How long a holder may stop answering before its message goes to another consumer, unless
+/// the DSN says otherwise (JetStream's own default ack wait).
+pub const DEFAULT_RECLAIM_AFTER: Duration = Duration::from_secs(30);
+/// The shortest reclaim timeout a DSN may set: a holder tells the server it is alive three
+/// times per timeout, and must get the chance to.
+const MIN_RECLAIM_AFTER: Duration = Duration::from_millis(100);
+/// A waiting receive looks at the delayed messages this often, so a retry is at most this late.
+const DELAYED_EVERY: Duration = Duration::from_millis(250);
+/// How many due messages one look moves.
+const MOVE_BATCH: usize = 100;
+/// The longest delay JetStream keeps (a negative ack's delay is in nanoseconds, an `i64`):
+/// `Duration::MAX` means "not for years".
+const MAX_DELAY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// How long the statistics stream remembers which messages it counted.
+const STATS_DEDUPLICATION: Duration = Duration::from_secs(3600);
+/// How long a reply may take.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest wait of a pull request; the server needs some time to answer one.
+const MIN_PULL: Duration = Duration::from_millis(10);
+
+/// Headers of a message in the queue.
+const ATTEMPT: &str = "Upcaster-Attempt";
+const COUNTED: &str = "Upcaster-Counted";
+const DUE_AT: &str = "Upcaster-Due-At";
+const WAITING: &str = "Upcaster-Waiting";
+/// Headers of a failed message: the record.
+const F_TYPE: &str = "Upcaster-Type";
+const F_VERSION: &str = "Upcaster-Version";
+const F_CLASS: &str = "Upcaster-Class";
+const F_ERROR: &str = "Upcaster-Error";
+const F_ATTEMPTS: &str = "Upcaster-Attempts";
+const F_AT: &str = "Upcaster-Failed-At";
+
+/// A header value may hold no line break; the error text keeps its own, encoded.
+const HEADER_UNSAFE: &AsciiSet = &CONTROLS.add(b'%');
+
+/// The names of a queue's streams, subjects, consumers and bucket.
+#[derive(Clone, Debug)]
+struct Names {
+    queue: String,
+    stream: String,
+    ready: String,
+    delayed: String,
+    failed_stream: String,
+    failed: String,
+    stats: String,
+    stats_subject: String,
+}
+
+impl Names {
+    fn new(shown: &str, queue: &str) -> Result<Names, TransportError> {
+        if !valid_name(queue) {
+            return Err(TransportError::configuration(
+                shown,
+                format!(
+                    "queue name `{queue}`: NATS names here take letters, digits, `-` and `_` only"
+                ),
+            ));
+        }
+        Ok(Names {
+            queue: queue.to_owned(),
+            stream: format!("upcaster_{queue}"),
+            ready: format!("upcaster.{queue}.ready"),
+            delayed: format!("upcaster.{queue}.delayed"),
+            failed_stream: format!("upcaster_{queue}_failed"),
+            failed: format!("upcaster.{queue}.failed"),
+            stats: format!("upcaster_{queue}_stats"),
+            stats_subject: format!("upcaster.{queue}.stats"),
+        })
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A key-value key for any text: letters, digits, `-` and `_` as they are, every other byte
+/// as `=XX`.
+pub(crate) fn kv_key(text: &str) -> String {
+    let mut key = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            key.push(char::from(b));
+        } else {
+            key.push_str(&format!("={b:02X}"));
+        }
+    }
+    key
+}
+
+fn kv_unkey(key: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(key.len());
+    let bytes = key.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            let hex = key.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A DSN's server address and credentials.
+pub(crate) struct Server {
+    shown: String,
+    address: String,
+    options: async_nats::ConnectOptions,
+}
+
+impl Server {
+    pub(crate) fn from_dsn(dsn: &Dsn) -> Result<Server, TransportError> {
+        let url = dsn.url();
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| TransportError::configuration(dsn.shown(), "the DSN names no host"))?;
+        let address = format!("nats://{host}:{}", url.port().unwrap_or(4222));
+        let mut options = async_nats::ConnectOptions::new()
+            // Into the log, not onto standard error as the client's default does.
+            .event_callback(|event| async move { tracing::debug!(%event, "NATS connection") })
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(REPLY_TIMEOUT))
+            .name("upcaster-worker");
+        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+        match (url.username(), url.password()) {
+            ("", None) => {}
+            (user, Some(password)) => {
+                options = options.user_and_password(decode(user), decode(password));
+            }
+            (token, None) => options = options.token(decode(token)),
+        }
+        Ok(Server {
+            shown: dsn.shown(),
+            address,
+            options,
+        })
+    }
+
+    pub(crate) async fn connect(self) -> Result<(String, async_nats::Client), TransportError> {
+        let client = async_nats::connect_with_options(&self.address, self.options)
+            .await
+            .map_err(|e| {
+                TransportError::new(
+                    &self.shown,
+                    TransportErrorKind::Connection,
+                    format!("connecting to {}", self.address),
+                )
+                .caused_by(e)
+            })?;
+        Ok((self.shown, client))
+    }
+}
+
+/// An error of `name` while `doing`, of the kind its words tell: the client's errors say
+/// "timed out", "broken pipe" or "disconnected" when the connection is what failed.
+pub(crate) fn nats_error(
+    name: &str,
+    doing: impl fmt::Display,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> TransportError {
+    let text = e.to_string().to_ascii_lowercase();
+    let kind = if [
+        "timed out",
+        "broken pipe",
+        "disconnect",
+        "connection",
+        "no responders",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
+    {
+        TransportErrorKind::Connection
+    } else {
+        TransportErrorKind::Broker
+    };
+    TransportError::new(name, kind, doing).caused_by(e)
+}
+
+/// [`nats_error`] of `name` while `doing`, for `map_err`.
+fn on_err<E: std::error::Error + Send + Sync + 'static>(
+    name: &str,
+    doing: impl Into<String>,
+) -> impl FnOnce(E) -> TransportError + '_ {
+    let doing = doing.into();
+    move |e| nats_error(name, doing, e)
+}
+
+/// What a consumer holds, by stream sequence: each delivery it handed out and has not yet
+/// settled, kept alive until the server confirms its settle.
+type Held = Arc<Mutex<HashMap<u64, Hold>>>;
+
+/// A delivery this consumer holds.
+struct Hold {
+    /// The subject that settles it (and keeps it alive).
+    reply: String,
+    /// A settle of it is under way: no other may start.
+    settling: bool,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere cannot leave a map of reply subjects half-changed.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// NATS JetStream for the async runtime. [`NatsTransport`](crate::NatsTransport) is the same queue for the
+/// blocking worker; the two work on one queue at once.
+///
+/// - **Reclaim**: a consumer holding a message tells the server so three times per
+///   `reclaim_after`, so a slow handler keeps its message for as long as it runs; when a
+///   consumer dies (killed, cut off), the server delivers its messages again once
+///   `reclaim_after` passes, with their delivery count.
+/// - **Retries** and messages for newer code are published again on the delayed subject
+///   with their due time, and the delivery is acked; receives move them back when due.
+/// - **Acks** wait for the server's confirmation, and every publish for the stream's: a
+///   settle that returns has landed.
+/// - **Statistics** are written before the ack they belong to, as an event named after the
+///   message: a crash between the two redelivers the message, whose second count the
+///   stream drops (within an hour), so no count is lost or doubled. Workers append and
+///   never contend; `stats` folds each type's events into one.
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use upcaster_worker::aio::{AsyncNatsTransport, AsyncQueue};
+///
+/// let queue = AsyncNatsTransport::open_dsn("nats://127.0.0.1:4222", "images").await?;
+/// queue.send(br#"{"type":"Ping","version":1,"payload":{}}"#).await?;
+/// if let Some(delivery) = queue.receive(Duration::from_secs(1)).await? {
+///     queue.ack(&delivery).await?;
+/// }
+/// # Ok(()) }
+/// ```
+pub struct AsyncNatsTransport {
+    pub(crate) name: String,
+    names: Names,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: stream::Stream,
+    failed: stream::Stream,
+    delayed: consumer::PullConsumer,
+    stats: stream::Stream,
+    held: Held,
+    /// Where pull requests are answered: this transport's own inbox, opened by the first
+    /// receive.
+    inbox: tokio::sync::Mutex<Option<(String, async_nats::Subscriber)>>,
+    /// `$JS.API.CONSUMER.MSG.NEXT.<stream>.ready`.
+    pull_subject: String,
+    /// When a receive last looked at the delayed messages.
+    looked: Mutex<Option<Instant>>,
+    keepalive: tokio::task::JoinHandle<()>,
+    /// The runtime it was opened on.
+    runtime: tokio::runtime::Handle,
+}
+
+impl fmt::Debug for AsyncNatsTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncNatsTransport")
+            .field("name", &self.name)
+            .field("stream", &self.names.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for AsyncNatsTransport {
+    fn drop(&mut self) {
+        self.keepalive.abort();
+        // The client's subscriber unsubscribes in a task of the runtime it ran on, which the
+        // caller dropping this may be outside of.
+        let inbox = self.inbox.get_mut().take();
+        let _inside = self.runtime.enter();
+        drop(inbox);
+    }
+}
+
+impl AsyncNatsTransport {
+    /// Opens `nats://[user:password@]host[:port][?queue=<name>&reclaim_after=<seconds>]`,
+    /// creating the queue's streams, consumers and bucket if needed. The queue defaults to
+    /// `queue`, the reclaim timeout to 30 s. Must be called on a tokio runtime.
+    pub async fn open_dsn(dsn: &str, queue: &str) -> Result<Self, TransportError> {
+        Self::open_dsn_with(dsn, queue, Access::Create).await
+    }
+
+    /// Opens a DSN as [`AsyncNatsTransport::open_dsn`]; with [`Access::Existing`] the queue
+    /// must exist, and nothing is created.
+    pub async fn open_dsn_with(
+        dsn: &str,
+        queue: &str,
+        access: Access,
+    ) -> Result<Self, TransportError> {
+        let parsed = Dsn::parse(dsn)?;
+        parsed.only(&["queue", "reclaim_after"])?;
+        let names = Names::new(&parsed.shown(), parsed.param("queue").unwrap_or(queue))?;
+        let reclaim_after = match parsed.param("reclaim_after") {
+            None => DEFAULT_RECLAIM_AFTER,
+            Some(text) => seconds(text)
+                .filter(|d| *d >= MIN_RECLAIM_AFTER && *d <= MAX_DELAY)
+                .ok_or_else(|| {
+                    TransportError::configuration(
+                        parsed.shown(),
+                        format!("reclaim_after `{text}`: expected seconds, at least 0.1"),
+                    )
+                })?,
+        };
+        let (name, client) = Server::from_dsn(&parsed)?.connect().await?;
+        let js = jetstream::new(client.clone());
+        let (stream, failed, stats) = match access {
+            Access::Existing => {
+                let missing = |_: Box<dyn std::error::Error + Send + Sync>| {
+                    TransportError::configuration(
+                        &name,
+                        format!(
+                            "no queue `{}` on this server (stream `{}`); a worker creates it",
+                            names.queue, names.stream
+                        ),
+                    )
+                };
+                (
+                    js.get_stream(&names.stream)
+                        .await
+                        .map_err(|e| missing(e.into()))?,
+                    js.get_stream(&names.failed_stream)
+                        .await
+                        .map_err(|e| missing(e.into()))?,
+                    js.get_stream(&names.stats)
+                        .await
+                        .map_err(|e| missing(e.into()))?,
+                )
+            }
+            Access::Create => (
+                js.get_or_create_stream(stream::Config {
+                    name: names.stream.clone(),
+                    subjects: vec![names.ready.clone(), names.delayed.clone()],
+                    retention: stream::RetentionPolicy::WorkQueue,
+                    storage: stream::StorageType::File,
+                    allow_direct: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(on_err(&name, "creating the queue's stream"))?,
+                js.get_or_create_stream(stream::Config {
+                    name: names.failed_stream.clone(),
+                    subjects: vec![names.failed.clone()],
+                    storage: stream::StorageType::File,
+                    allow_direct: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(on_err(&name, "creating the failure stream"))?,
+                js.get_or_create_stream(stream::Config {
+                    name: names.stats.clone(),
+                    subjects: vec![format!("{}.>", names.stats_subject)],
+                    storage: stream::StorageType::File,
+                    allow_direct: true,
+                    allow_rollup: true,
+                    // Longer than a redelivery after a crash takes, so that a message
+                    // counted before its ack was lost is not counted twice.
+                    duplicate_window: STATS_DEDUPLICATION,
+                    ..Default::default()
+                })
+                .await
+                .map_err(on_err(&name, "creating the statistics stream"))?,
+            ),
+        };
+        // Created, or updated to this DSN's reclaim timeout: the last worker to start sets it.
+        let consumer = |durable: &str, subject: &str| consumer::pull::Config {
+            durable_name: Some(durable.to_owned()),
+            filter_subject: subject.to_owned(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: reclaim_after,
+            max_deliver: -1,
+            max_ack_pending: 100_000,
+            ..Default::default()
+        };
+        // Receives ask it by name, on the transport's own inbox.
+        let _ready: consumer::PullConsumer = match access {
+            Access::Create => stream
+                .create_consumer(consumer("ready", &names.ready))
+                .await
+                .map_err(on_err(&name, "creating the consumer `ready`"))?,
+            Access::Existing => stream
+                .get_consumer("ready")
+                .await
+                .map_err(|e| nats_error(&name, "opening the consumer `ready`", BoxedError(e)))?,
+        };
+        let delayed: consumer::PullConsumer = match access {
+            Access::Create => stream
+                .create_consumer(consumer("delayed", &names.delayed))
+                .await
+                .map_err(on_err(&name, "creating the consumer `delayed`"))?,
+            Access::Existing => stream
+                .get_consumer("delayed")
+                .await
+                .map_err(|e| nats_error(&name, "opening the consumer `delayed`", BoxedError(e)))?,
+        };
+        let held = Held::default();
+        let keepalive = tokio::spawn(keep_alive(
+            Arc::downgrade(&held),
+            client.clone(),
+            reclaim_after / 3,
+        ));
+        let pull_subject = format!("$JS.API.CONSUMER.MSG.NEXT.{}.ready", names.stream);
+        Ok(AsyncNatsTransport {
+            name,
+            names,
+            client,
+            js,
+            stream,
+            failed,
+            delayed,
+            stats,
+            held,
+            inbox: tokio::sync::Mutex::new(None),
+            pull_subject,
+            runtime: tokio::runtime::Handle::current(),
+            looked: Mutex::new(None),
+            keepalive,
+        })
+    }
+
+    fn err(
+        &self,
+        doing: impl Into<String>,
+    ) -> impl FnOnce(async_nats::Error) -> TransportError + '_ {
+        let doing = doing.into();
+        move |e| nats_error(&self.name, doing, BoxedError(e))
+    }
+
+    fn fail_with<E: std::error::Error + Send + Sync + 'static>(
+        &self,
+        doing: impl Into<String>,
+    ) -> impl FnOnce(E) -> TransportError + '_ {
+        on_err(&self.name, doing)
+    }
+
+    /// Publishes `body` on `subject` with `headers`, deduplicated by `id` when given, and
+    /// waits for the stream to store it; its stream sequence.
+    async fn publish(
+        &self,
+        subject: &str,
+        headers: HeaderMap,
+        body: &[u8],
+        id: Option<String>,
+    ) -> Result<u64, TransportError> {
+        let mut publish = PublishMessage::build()
+            .payload(body.to_vec().into())
+            .headers(headers);
+        if let Some(id) = id {
+            publish = publish.message_id(id);
+        }
+        let ack = self
+            .js
+            .send_publish(subject.to_owned(), publish)
+            .await
+            .map_err(self.fail_with(format!("publishing to {subject}")))?
+            .await
+            .map_err(self.fail_with(format!("publishing to {subject}")))?;
+        Ok(ack.sequence)
+    }
+
+    /// Takes a delivery out of this consumer's holdings: its reply subject, or `None` when
+    /// it is not this consumer's to settle.
+    fn take(&self, delivery: &Delivery) -> Option<(u64, String)> {
+        let seq = delivery.id.parse::<u64>().ok()?;
+        let mut held = lock(&self.held);
+        let hold = held.get_mut(&seq).filter(|h| !h.settling)?;
+        hold.settling = true;
+        Some((seq, hold.reply.clone()))
+    }
+
+    /// Ends a settle that [`Self::take`] began: the delivery is no longer held once the
+    /// settle landed; after a failure it is held as before, and may be settled again.
+    fn settled<T>(&self, seq: u64, result: Result<T, TransportError>) -> Result<T, TransportError> {
+        let mut held = lock(&self.held);
+        match &result {
+            Ok(_) => {
+                held.remove(&seq);
+            }
+            Err(_) => {
+                if let Some(hold) = held.get_mut(&seq) {
+                    hold.settling = false;
+                }
+            }
+        }
+        result
+    }
+
+    /// Sends `kind` on `reply` and waits for the server's confirmation.
+    async fn settle(&self, reply: String, kind: &'static [u8]) -> Result<(), TransportError> {
+        let answer = tokio::time::timeout(
+            REPLY_TIMEOUT,
+            self.client.request(reply, kind.to_vec().into()),
+        )
+        .await;
+        match answer {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.fail_with("acknowledging a delivery")(e)),
+            Err(_) => Err(TransportError::new(
+                &self.name,
+                TransportErrorKind::Connection,
+                format!("no confirmation of an ack within {REPLY_TIMEOUT:?}"),
+            )),
+        }
+    }
+
+    /// Counts the delivery (if the worker set a count), then acks it.
+    async fn count_and_ack(
+        &self,
+        delivery: &Delivery,
+        reply: String,
+    ) -> Result<(), TransportError> {
+        if let Some(c) = &delivery.counts_as {
+            let seq = delivery.id.parse().ok();
+            self.add_stats(&[StatRow::new(c.type_name, c.version, 1, c.at_ms)], seq)
+                .await?;
+        }
+        self.settle(reply, b"+ACK").await
+    }
+
+    /// Puts a held delivery back on the delayed subject (or at once on the ready one), due
+    /// after `delay`, then settles it.
+    async fn put_back(
+        &self,
+        delivery: &Delivery,
+        delay: Duration,
+        attempt: u32,
+        waiting: bool,
+    ) -> Result<(), TransportError> {
+        let Some((seq, reply)) = self.take(delivery) else {
+            return Ok(());
+        };
+        let mut headers = carried(attempt, delivery);
+        let subject = if delay.is_zero() && !waiting {
+            &self.names.ready
+        } else {
+            let due = now_ms().saturating_add(delay.min(MAX_DELAY).as_millis() as u64);
+            headers.insert(DUE_AT, due.to_string().as_str());
+            if waiting {
+                headers.insert(WAITING, "newer");
+            }
+            &self.names.delayed
+        };
+        let copy = self
+            .publish(
+                subject,
+                headers,
+                &delivery.body,
+                Some(format!("back-{seq}")),
+            )
+            .await;
+        let result = match copy {
+            Ok(_) => self.count_and_ack(delivery, reply).await,
+            Err(e) => Err(e),
+        };
+        self.settled(seq, result)
+    }
+
+    /// Moves due messages from the delayed subject to the ready one, at most every
+    /// [`DELAYED_EVERY`] (always when `now` is set).
+    async fn move_due(&self, now: bool) -> Result<(), TransportError> {
+        {
+            let mut looked = lock(&self.looked);
+            if !now && looked.is_some_and(|at| at.elapsed() < DELAYED_EVERY) {
+                return Ok(());
+            }
+            *looked = Some(Instant::now());
+        }
+        let mut batch = self
+            .delayed
+            .fetch()
+            .max_messages(MOVE_BATCH)
+            .messages()
+            .await
+            .map_err(self.fail_with("reading delayed messages"))?;
+        while let Some(message) = batch.next().await {
+            let message = message
+                .map_err(|e| nats_error(&self.name, "reading delayed messages", BoxedError(e)))?;
+            let info = message
+                .info()
+                .map_err(self.err("reading a delayed message's sequence"))?;
+            let seq = info.stream_sequence;
+            let headers = message.headers.clone().unwrap_or_default();
+            let due = header_u64(&headers, DUE_AT).unwrap_or(0);
+            let now = now_ms();
+            if due > now {
+                let left = Duration::from_millis(due - now).min(MAX_DELAY);
+                message
+                    .ack_with(jetstream::AckKind::Nak(Some(left)))
+                    .await
+                    .map_err(self.err("putting back a delayed message"))?;
+                continue;
+            }
+            let mut ready = HeaderMap::new();
+            for name in [ATTEMPT, COUNTED] {
+                if let Some(v) = headers.get(name) {
+                    ready.insert(name, v.as_str());
+                }
+            }
+            self.publish(
+                &self.names.ready,
+                ready,
+                &message.payload,
+                Some(format!("due-{seq}")),
+            )
+            .await?;
+            message
+                .double_ack()
+                .await
+                .map_err(self.err("acking a moved message"))?;
+        }
+        Ok(())
+    }
+
+    /// Asks the consumer `ready` for one message, waiting at most `wait`, on this
+    /// transport's own inbox. Every pull request ends with a message or a status, and the
+    /// inbox lives as long as the transport: a message that answers a request after its
+    /// receive gave up is read by the next receive, never lost to a closed inbox (it would
+    /// come back only after the reclaim timeout).
+    async fn pull(&self, wait: Duration) -> Result<Option<async_nats::Message>, TransportError> {
+        let mut inbox = self.inbox.lock().await;
+        let (subject, reply) = match &mut *inbox {
+            Some(open) => (open.0.clone(), &mut open.1),
+            None => {
+                let subject = self.client.new_inbox();
+                let sub = self
+                    .client
+                    .subscribe(subject.clone())
+                    .await
+                    .map_err(self.fail_with("subscribing to this consumer's inbox"))?;
+                let open = inbox.insert((subject, sub));
+                (open.0.clone(), &mut open.1)
+            }
+        };
+        let request = if wait.is_zero() {
+            r#"{"batch":1,"no_wait":true}"#.to_owned()
+        } else {
+            format!(
+                r#"{{"batch":1,"expires":{}}}"#,
+                wait.max(MIN_PULL).as_nanos()
+            )
+        };
+        self.client
+            .publish_with_reply(self.pull_subject.clone(), subject, request.into())
+            .await
+            .map_err(self.fail_with("asking for a message"))?;
+        let deadline = tokio::time::Instant::now() + wait + REPLY_TIMEOUT;
+        loop {
+            let answer = match tokio::time::timeout_at(deadline, reply.next()).await {
+                Ok(Some(answer)) => answer,
+                Ok(None) => {
+                    return Err(TransportError::new(
+                        &self.name,
+                        TransportErrorKind::Connection,
+                        "the connection closed this consumer's inbox",
+                    ))
+                }
+                // The server never answered: whatever it sends later, the next pull reads.
+                Err(_) => return Ok(None),
+            };
+            match answer.status {
+                None => return Ok(Some(answer)),
+                Some(async_nats::StatusCode::IDLE_HEARTBEAT) => continue,
+                // No message (no wait), the wait expired, or the server ended the request:
+                // this request is answered.
+                Some(_) => return Ok(None),
+            }
+        }
+    }
+
+    async fn receive_now(&self, wait: Duration) -> Result<Option<Delivery>, TransportError> {
+        let Some(message) = self.pull(wait).await? else {
+            return Ok(None);
+        };
+        let message = jetstream::Message {
+            message,
+            context: self.js.clone(),
+        };
+        let info = message
+            .info()
+            .map_err(self.err("reading a delivery's sequence"))?;
+        let (seq, delivered) = (info.stream_sequence, info.delivered);
+        let Some(reply) = message.reply.as_ref().map(|r| r.to_string()) else {
+            return Ok(None);
+        };
+        // Ours already: the server gave it again after a lapse of this consumer's
+        // keep-alives; the task that holds it settles it.
+        {
+            let mut held = lock(&self.held);
+            if held.contains_key(&seq) {
+                return Ok(None);
+            }
+            held.insert(
+                seq,
+                Hold {
+                    reply,
+                    settling: false,
+                },
+            );
+        }
+        let headers = message.message.headers.unwrap_or_default();
+        let deliveries = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
+        Ok(Some(Delivery {
+            id: seq.to_string(),
+            body: message.message.payload.to_vec(),
+            attempt: header_u64(&headers, ATTEMPT)
+                .map_or(0, |a| u32::try_from(a).unwrap_or(u32::MAX)),
+            reclaimed: deliveries > 1,
+            deliveries,
+            counted: headers.get(COUNTED).is_some_and(|v| v.as_str() == "1"),
+            counts_as: None,
+        }))
+    }
+
+    /// Adds drain statistics: one event per row on the statistics stream, under the
+    /// subject of its type and version. `once` names the message a count belongs to: the
+    /// stream drops a second event of that name (within its duplicate window), so a message
+    /// handled again after a crash between its count and its ack is counted once.
+    async fn add_stats(&self, rows: &[StatRow], once: Option<u64>) -> Result<(), TransportError> {
+        for row in rows {
+            let subject = format!(
+                "{}.v{}.{}",
+                self.names.stats_subject,
+                row.version,
+                kv_key(&row.type_name)
+            );
+            let event = format!("{} {}", row.count, row.last_seen_ms);
+            self.publish(
+                &subject,
+                HeaderMap::new(),
+                event.as_bytes(),
+                once.map(|seq| format!("count-{seq}")),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The drain statistics, sorted by type and version. Reading them folds each subject's
+    /// events into one, so the next read starts from the sum.
+    pub async fn stats(&self) -> Result<Vec<StatRow>, TransportError> {
+        let mut subjects = self
+            .stats
+            .clone()
+            .info_with_subjects(format!("{}.>", self.names.stats_subject))
+            .await
+            .map_err(self.fail_with("listing the drain statistics"))?;
+        let mut found = Vec::new();
+        while let Some(subject) = subjects.next().await {
+            let (subject, _) = subject.map_err(self.fail_with("listing the drain statistics"))?;
+            found.push(subject);
+        }
+        let mut rows = Vec::new();
+        for subject in found {
+            let Some((version, type_name)) = subject
+                .strip_prefix(self.names.stats_subject.as_str())
+                .and_then(|rest| rest.strip_prefix(".v"))
+                .and_then(|rest| rest.split_once('.'))
+                .and_then(|(v, t)| Some((v.parse::<u32>().ok()?, kv_unkey(t)?)))
+            else {
+                continue;
+            };
+            let (mut count, mut last, mut events, mut next) = (0u64, 0u64, 0u64, 1u64);
+            loop {
+                let Some(event) = self
+                    .next_on(&self.stats, &subject, next, "reading the drain statistics")
+                    .await?
+                else {
+                    break;
+                };
+                next = event.sequence + 1;
+                events += 1;
+                if let Some((c, at)) = parse_stat(&event.payload) {
+                    count = count.saturating_add(c);
+                    last = last.max(at);
+                }
+            }
+            if events > 1 {
+                // Replaces the subject's events by their sum, unless one came meanwhile.
+                let mut headers = HeaderMap::new();
+                headers.insert("Nats-Rollup", "sub");
+                let fold = PublishMessage::build()
+                    .payload(format!("{count} {last}").into_bytes().into())
+                    .headers(headers)
+                    .expected_last_subject_sequence(next - 1);
+                if let Ok(ack) = self.js.send_publish(subject.clone(), fold).await {
+                    let _ = ack.await;
+                }
+            }
+            rows.push(StatRow::new(type_name, version, count, last));
+        }
+        rows.sort();
+        Ok(rows)
+    }
+
+    /// The first message on `subject` of `stream` from sequence `from` on, if any.
+    async fn next_on(
+        &self,
+        stream: &stream::Stream,
+        subject: &str,
+        from: u64,
+        doing: &str,
+    ) -> Result<Option<jetstream::message::StreamMessage>, TransportError> {
+        match stream
+            .direct_get_next_for_subject(subject, Some(from))
+            .await
+        {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.fail_with(doing)(e)),
+        }
+    }
+
+    /// Messages in the failure stream, oldest first, at most `limit`.
+    pub async fn failed(&self, limit: usize) -> Result<Vec<FailedMessage>, TransportError> {
+        let mut out = Vec::new();
+        let mut next = 1;
+        while out.len() < limit {
+            let Some(message) = self
+                .next_on(
+                    &self.failed,
+                    self.names.failed.as_str(),
+                    next,
+                    "reading the failure stream",
+                )
+                .await?
+            else {
+                break;
+            };
+            next = message.sequence + 1;
+            out.push(failed_message(&message));
+        }
+        Ok(out)
+    }
+
+    /// Sends a failed message back to the queue (attempt 0); `false` when none has that id.
+    pub async fn requeue_failed(&self, id: &str) -> Result<bool, TransportError> {
+        let Ok(seq) = id.parse::<u64>() else {
+            return Ok(false);
+        };
+        let message = match self.failed.direct_get(seq).await {
+            Ok(m) if m.subject.as_str() == self.names.failed => m,
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(self.fail_with("reading the failure stream")(e)),
+        };
+        let mut headers = HeaderMap::new();
+        if message
+            .headers
+            .get(COUNTED)
+            .is_some_and(|v| v.as_str() == "1")
+        {
+            headers.insert(COUNTED, "1");
+        }
+        // Deduplicated by id: two `failed retry` of one message queue it once.
+        self.publish(
+            &self.names.ready,
+            headers,
+            &message.payload,
+            Some(format!("requeued-{seq}")),
+        )
+        .await?;
+        self.remove_failed(id).await
+    }
+
+    /// Deletes a failed message; `false` when none has that id.
+    pub async fn remove_failed(&self, id: &str) -> Result<bool, TransportError> {
+        let Ok(seq) = id.parse::<u64>() else {
+            return Ok(false);
+        };
+        match self.failed.delete_message(seq).await {
+            Ok(deleted) => Ok(deleted),
+            Err(e) => match e.kind() {
+                stream::DeleteMessageErrorKind::JetStream(js) if is_gone(&js) => Ok(false),
+                _ => Err(self.fail_with("deleting a failed message")(e)),
+            },
+        }
+    }
+
+    /// Adds decode counts to the drain statistics.
+    pub async fn record_stats(&self, rows: &[StatRow]) -> Result<(), TransportError> {
+        self.add_stats(rows, None).await
+    }
+}
+
+/// The key-value bucket `name`, created if missing. Its stream is the one the client's
+/// `create_key_value` makes, created directly: that call first reads the account's limits
+/// in a form 2.9 servers do not answer.
+pub(crate) async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<kv::Store, async_nats::Error> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await?;
+    Ok(js.get_key_value(name).await?)
+}
+
+/// Tells the server, every `every`, that this consumer still works on what it holds, until
+/// the transport is dropped.
+async fn keep_alive(
+    held: Weak<Mutex<HashMap<u64, Hold>>>,
+    client: async_nats::Client,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(held) = held.upgrade() else { return };
+        let replies: Vec<String> = lock(&held).values().map(|h| h.reply.clone()).collect();
+        drop(held);
+        for reply in replies {
+            // A lost one is made up by the next tick; the server's ack wait is three ticks.
+            let _ = client.publish(reply, "+WPI".into()).await;
+        }
+    }
+}
+
+/// Whether a delete failed because the message is not there (2.9 servers say so with the
+/// "delete failed" code and these words).
+fn is_gone(e: &jetstream::Error) -> bool {
+    let code = e.error_code();
+    code == jetstream::ErrorCode::NO_MESSAGE_FOUND
+        || code == jetstream::ErrorCode::SEQUENCE_NOT_FOUND
+        || (code == jetstream::ErrorCode::STREAM_MESSAGE_DELETE_FAILED
+            && e.to_string().contains("no message found"))
+}
+
+/// A boxed error as an error type.
+#[derive(Debug)]
+pub(crate) struct BoxedError(pub(crate) async_nats::Error);
+
+impl fmt::Display for BoxedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BoxedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// The headers a message keeps when it is put back: its attempt, and whether it was counted.
+fn carried(attempt: u32, delivery: &Delivery) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(ATTEMPT, attempt.to_string().as_str());
+    if delivery.counted || delivery.counts_as.is_some() {
+        headers.insert(COUNTED, "1");
+    }
+    headers
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name).and_then(|v| v.as_str().parse().ok())
+}
+
+fn parse_stat(value: &[u8]) -> Option<(u64, u64)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (count, last) = text.split_once(' ')?;
+    Some((count.parse().ok()?, last.parse().ok()?))
+}
+
+fn failed_message(message: &jetstream::message::StreamMessage) -> FailedMessage {
+    let h = &message.headers;
+    let text = |name: &str| {
+        h.get(name).map(|v| {
+            percent_decode_str(v.as_str())
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    };
+    let mut record = FailureRecord::new(
+        text(F_CLASS).unwrap_or_else(|| "unknown".to_owned()),
+        text(F_ERROR).unwrap_or_default(),
+    )
+    .attempts(header_u64(h, F_ATTEMPTS).map_or(0, |a| u32::try_from(a).unwrap_or(u32::MAX)))
+    .failed_at_ms(header_u64(h, F_AT).unwrap_or(0));
+    if let Some(version) = header_u64(h, F_VERSION).and_then(|v| u32::try_from(v).ok()) {
+        if let Some(type_name) = text(F_TYPE) {
+            record = record.message(type_name, version);
+        }
+    }
+    FailedMessage {
+        id: message.sequence.to_string(),
+        body: message.payload.to_vec(),
+        record,
+    }
+}
+
+fn encoded(text: &str) -> String {
+    utf8_percent_encode(text, HEADER_UNSAFE).to_string()
+}
+
+impl AsyncQueue for AsyncNatsTransport {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send(&self, body: &[u8]) -> Result<String, TransportError> {
+        let seq = self
+            .publish(&self.names.ready, HeaderMap::new(), body, None)
+            .await?;
+        Ok(seq.to_string())
+    }
+
+    async fn receive(&self, timeout: Duration) -> Result<Option<Delivery>, TransportError> {
+        let deadline = Instant::now() + timeout;
+        let mut first = true;
+        loop {
+            self.move_due(false).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() && !first {
+                return Ok(None);
+            }
+            first = false;
+            if let Some(d) = self.receive_now(left.min(DELAYED_EVERY)).await? {
+                return Ok(Some(d));
+            }
+            if deadline <= Instant::now() {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn ack(&self, delivery: &Delivery) -> Result<(), TransportError> {
+        match self.take(delivery) {
+            Some((seq, reply)) => {
+                let result = self.count_and_ack(delivery, reply).await;
+                self.settled(seq, result)
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn retry_later(
+        &self,
+        delivery: &Delivery,
+        delay: Duration,
+        attempt: u32,
+    ) -> Result<(), TransportError> {
+        self.put_back(delivery, delay, attempt, false).await
+    }
+
+    async fn requeue_for_newer(
+        &self,
+        delivery: &Delivery,
+        delay: Duration,
+    ) -> Result<(), TransportError> {
+        self.put_back(delivery, delay, delivery.attempt, true).await
+    }
+
+    async fn fail(
+        &self,
+        delivery: &Delivery,
+        record: &FailureRecord,
+    ) -> Result<Option<String>, TransportError> {
+        let Some((seq, reply)) = self.take(delivery) else {
+            return Ok(None);
+        };
+        let mut headers = carried(delivery.attempt, delivery);
+        if let (Some(t), Some(v)) = (&record.type_name, record.version) {
+            headers.insert(F_TYPE, encoded(t).as_str());
+            headers.insert(F_VERSION, v.to_string().as_str());
+        }
+        headers.insert(F_CLASS, encoded(&record.class).as_str());
+        headers.insert(F_ERROR, encoded(&record.error).as_str());
+        headers.insert(F_ATTEMPTS, record.attempts.to_string().as_str());
+        headers.insert(F_AT, record.failed_at_ms.to_string().as_str());
+        let copy = self
+            .publish(
+                &self.names.failed,
+                headers,
+                &delivery.body,
+                Some(format!("failed-{seq}")),
+            )
+            .await;
+        let result = match copy {
+            Ok(id) => self
+                .count_and_ack(delivery, reply)
+                .await
+                .map(|()| Some(id.to_string())),
+            Err(e) => Err(e),
+        };
+        self.settled(seq, result)
+    }
+
+    async fn pending(&self) -> Result<u64, TransportError> {
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(self.fail_with("reading the queue's size"))?;
+        Ok(info.state.messages)
+    }
+
+    async fn release_waiting(&self, readable: Readable) -> Result<u64, TransportError> {
+        self.release_waiting_with(move |body: &[u8]| readable(body))
+            .await
+    }
+}
+
+impl AsyncNatsTransport {
+    /// Releases the waiting messages `readable` reads: republished on the ready subject and
+    /// deleted from the delayed one.
+    pub(crate) async fn release_waiting_with(
+        &self,
+        mut readable: impl FnMut(&[u8]) -> bool,
+    ) -> Result<u64, TransportError> {
+        let mut released = 0;
+        let mut next = 1;
+        loop {
+            let Some(message) = self
+                .next_on(
+                    &self.stream,
+                    self.names.delayed.as_str(),
+                    next,
+                    "reading delayed messages",
+                )
+                .await?
+            else {
+                break;
+            };
+            next = message.sequence + 1;
+            let waiting = message
+                .headers
+                .get(WAITING)
+                .is_some_and(|v| v.as_str() == "newer");
+            if !waiting || !readable(&message.payload) {
+                continue;
+            }
+            let mut ready = HeaderMap::new();
+            for name in [ATTEMPT, COUNTED] {
+                if let Some(v) = message.headers.get(name) {
+                    ready.insert(name, v.as_str());
+                }
+            }
+            // The same id as the move when due: whichever comes second is dropped.
+            self.publish(
+                &self.names.ready,
+                ready,
+                &message.payload,
+                Some(format!("due-{}", message.sequence)),
+            )
+            .await?;
+            match self.stream.delete_message(message.sequence).await {
+                Ok(true) => released += 1,
+                Ok(false) => {}
+                Err(e) => match e.kind() {
+                    // Moved meanwhile, when it fell due.
+                    stream::DeleteMessageErrorKind::JetStream(js) if is_gone(&js) => {}
+                    _ => return Err(self.fail_with("releasing a waiting message")(e)),
+                },
+            }
+        }
+        Ok(released)
+    }
+}
