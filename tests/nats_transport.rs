@@ -141,3 +141,180 @@ fn queue_names_that_are_not_plain_words_are_refused() {
     let e = NatsTransport::open_dsn(&format!("{url}?reclaim_after=0"), "q").unwrap_err();
     assert!(e.to_string().contains("reclaim_after"), "{e}");
 }
+
+/// A NATS server of one test's own, on a free port, with its store in a temporary directory:
+/// one to restart without disturbing the server every other test shares.
+struct PrivateServer {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateServer {
+    fn start(name: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("upcaster-nats-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = PrivateServer {
+            port,
+            dir,
+            child: None,
+        };
+        server.run();
+        server
+    }
+
+    fn dsn(&self, queue: &str) -> String {
+        format!("nats://127.0.0.1:{}?queue={queue}", self.port)
+    }
+
+    fn run(&mut self) {
+        let child = std::process::Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start nats-server ({e}): run .ci/nats, which installs it")
+            });
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not answer"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server as a restart does (SIGTERM), waits `down`, and starts it again on the
+    /// same port and store.
+    fn restart(&mut self, down: std::time::Duration) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
+        std::thread::sleep(down);
+        self.run();
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A worker in either runtime rides out a server restart in the middle of a drain: it
+/// reconnects and goes on, nothing is lost, and each message is counted once.
+fn rides_out_a_server_restart(runtime: common::contract::Runtime) {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use upcaster::Format;
+    use upcaster_worker::{Limits, StopReason};
+
+    let mut server = PrivateServer::start(&format!("restart-{runtime:?}"));
+    let dsn = server.dsn("restarted");
+    let registry = Arc::new(common::ponka::registry().unwrap());
+    let mut t = NatsTransport::open_dsn(&dsn, "unused").unwrap();
+    const MESSAGES: u64 = 300;
+    for id in 1..=MESSAGES {
+        let bytes = registry
+            .encode(
+                &common::ponka::AddPonkaToImage { image_post: id },
+                Format::Json,
+            )
+            .unwrap();
+        t.send(&bytes).unwrap();
+    }
+    drop(t);
+    let handled = Arc::new(Mutex::new(BTreeMap::<u64, u32>::new()));
+    let seen = Arc::clone(&handled);
+    let fixture = common::contract::Fixture {
+        dsn: dsn.clone(),
+        make: Box::new({
+            let dsn = dsn.clone();
+            move || Box::new(NatsTransport::open_dsn(&dsn, "unused").unwrap())
+        }),
+        make_async: Box::new({
+            let dsn = dsn.clone();
+            move || {
+                let open = AsyncNatsTransport::open_dsn(&dsn, "unused");
+                AnyQueue::Nats(common::contract::tokio().block_on(open).unwrap())
+            }
+        }),
+        reclaim: common::contract::Reclaim::WhileHolderLives,
+        counts_with_ack: false,
+        _cleanup: Box::new(()),
+    };
+    let progress = Arc::clone(&handled);
+    let report = std::thread::scope(|scope| {
+        let server = &mut server;
+        scope.spawn(move || {
+            while progress.lock().unwrap().len() < 100 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            server.restart(Duration::from_millis(500));
+        });
+        common::contract::Run::new(
+            &fixture,
+            runtime,
+            &registry,
+            move |m: common::ponka::AddPonkaToImage| {
+                std::thread::sleep(Duration::from_millis(5));
+                *seen.lock().unwrap().entry(m.image_post).or_default() += 1;
+                Ok(())
+            },
+        )
+        .poll(Duration::from_millis(50))
+        .limits(Limits::default().stop_when_empty())
+        .run()
+    });
+    assert_eq!(report.reason, StopReason::Empty, "{report}");
+    let handled = handled.lock().unwrap();
+    let missing: Vec<u64> = (1..=MESSAGES)
+        .filter(|id| !handled.contains_key(id))
+        .collect();
+    assert!(missing.is_empty(), "lost: {missing:?} ({report})");
+    let twice: Vec<u64> = handled
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(twice.is_empty(), "handled twice: {twice:?}");
+    let mut t = NatsTransport::open_dsn(&dsn, "unused").unwrap();
+    assert_eq!(t.pending().unwrap(), 0);
+    assert!(t.failed(10).unwrap().is_empty());
+    let counted: u64 = t.stats().unwrap().iter().map(|r| r.count).sum();
+    assert_eq!(counted, MESSAGES, "each message counted once");
+}
+
+#[test]
+fn a_blocking_worker_rides_out_a_server_restart() {
+    rides_out_a_server_restart(common::contract::Runtime::Blocking);
+}
+
+#[test]
+fn an_async_worker_rides_out_a_server_restart() {
+    rides_out_a_server_restart(common::contract::Runtime::Tokio);
+}

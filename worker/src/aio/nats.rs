@@ -35,6 +35,9 @@ use crate::transport::{
 /// How long a holder may stop answering before its message goes to another consumer, unless
 /// the DSN says otherwise (JetStream's own default ack wait).
 pub const DEFAULT_RECLAIM_AFTER: Duration = Duration::from_secs(30);
+/// How long a transport rides out a lost connection (a server restart, a cut link) before a
+/// call fails, unless the DSN's `outage` says otherwise.
+pub const DEFAULT_OUTAGE_LIMIT: Duration = Duration::from_secs(30);
 /// The shortest reclaim timeout a DSN may set: a holder tells the server it is alive three
 /// times per timeout, and must get the chance to.
 const MIN_RECLAIM_AFTER: Duration = Duration::from_millis(100);
@@ -49,6 +52,9 @@ const MAX_DELAY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 const STATS_DEDUPLICATION: Duration = Duration::from_secs(3600);
 /// How long a reply may take.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long past its wait a pull request may stay unanswered before the receive gives up
+/// on it (a request lost in a reconnect); a late answer is read by the next receive.
+const PULL_MARGIN: Duration = Duration::from_secs(2);
 /// The shortest wait of a pull request; the server needs some time to answer one.
 const MIN_PULL: Duration = Duration::from_millis(10);
 
@@ -202,12 +208,16 @@ pub(crate) fn nats_error(
     e: impl std::error::Error + Send + Sync + 'static,
 ) -> TransportError {
     let text = e.to_string().to_ascii_lowercase();
+    // "no stream found": a server that just restarted answers before it recovered its
+    // streams (a stream really deleted fails the same, after the outage limit).
     let kind = if [
         "timed out",
         "broken pipe",
         "disconnect",
         "connection",
         "no responders",
+        "no stream found",
+        "jetstream not enabled",
     ]
     .iter()
     .any(|w| text.contains(w))
@@ -292,6 +302,8 @@ pub struct AsyncNatsTransport {
     /// When a receive last looked at the delayed messages.
     looked: Mutex<Option<Instant>>,
     keepalive: tokio::task::JoinHandle<()>,
+    /// How long it rides out a lost connection before a call fails.
+    outage_limit: Duration,
     /// The runtime it was opened on.
     runtime: tokio::runtime::Handle,
 }
@@ -332,7 +344,7 @@ impl AsyncNatsTransport {
         access: Access,
     ) -> Result<Self, TransportError> {
         let parsed = Dsn::parse(dsn)?;
-        parsed.only(&["queue", "reclaim_after"])?;
+        parsed.only(&["queue", "reclaim_after", "outage"])?;
         let names = Names::new(&parsed.shown(), parsed.param("queue").unwrap_or(queue))?;
         let reclaim_after = match parsed.param("reclaim_after") {
             None => DEFAULT_RECLAIM_AFTER,
@@ -344,6 +356,15 @@ impl AsyncNatsTransport {
                         format!("reclaim_after `{text}`: expected seconds, at least 0.1"),
                     )
                 })?,
+        };
+        let outage_limit = match parsed.param("outage") {
+            None => DEFAULT_OUTAGE_LIMIT,
+            Some(text) => seconds(text).filter(|d| *d <= MAX_DELAY).ok_or_else(|| {
+                TransportError::configuration(
+                    parsed.shown(),
+                    format!("outage `{text}`: expected seconds"),
+                )
+            })?,
         };
         let (name, client) = Server::from_dsn(&parsed)?.connect().await?;
         let js = jetstream::new(client.clone());
@@ -455,6 +476,7 @@ impl AsyncNatsTransport {
             held,
             inbox: tokio::sync::Mutex::new(None),
             pull_subject,
+            outage_limit,
             runtime: tokio::runtime::Handle::current(),
             looked: Mutex::new(None),
             keepalive,
@@ -485,20 +507,55 @@ impl AsyncNatsTransport {
         body: &[u8],
         id: Option<String>,
     ) -> Result<u64, TransportError> {
-        let mut publish = PublishMessage::build()
-            .payload(body.to_vec().into())
-            .headers(headers);
-        if let Some(id) = id {
-            publish = publish.message_id(id);
+        // Named, so that the stream drops a copy sent again after a lost confirmation.
+        let id = id.unwrap_or_else(|| self.client.new_inbox());
+        self.patient(|| {
+            let publish = PublishMessage::build()
+                .payload(body.to_vec().into())
+                .headers(headers.clone())
+                .message_id(id.as_str());
+            async move {
+                let ack = self
+                    .js
+                    .send_publish(subject.to_owned(), publish)
+                    .await
+                    .map_err(self.fail_with(format!("publishing to {subject}")))?
+                    .await
+                    .map_err(self.fail_with(format!("publishing to {subject}")))?;
+                Ok(ack.sequence)
+            }
+        })
+        .await
+    }
+
+    /// Runs `op` again while it fails for want of a connection, pausing 50 ms, then twice as
+    /// long each time up to 2 s, until the transport's outage limit: the client reconnects
+    /// meanwhile. Every step it runs is safe to repeat (publishes are deduplicated by id,
+    /// acks and reads change nothing the second time).
+    async fn patient<T, F, Fut>(&self, mut op: F) -> Result<T, TransportError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, TransportError>>,
+    {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        let mut warned = false;
+        loop {
+            match op().await {
+                Err(e)
+                    if e.kind == TransportErrorKind::Connection
+                        && started.elapsed() + pause < self.outage_limit =>
+                {
+                    if !warned {
+                        tracing::warn!(transport = %self.name, error = %e, "NATS unreachable; retrying for up to {:?}", self.outage_limit);
+                        warned = true;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
         }
-        let ack = self
-            .js
-            .send_publish(subject.to_owned(), publish)
-            .await
-            .map_err(self.fail_with(format!("publishing to {subject}")))?
-            .await
-            .map_err(self.fail_with(format!("publishing to {subject}")))?;
-        Ok(ack.sequence)
     }
 
     /// Takes a delivery out of this consumer's holdings: its reply subject, or `None` when
@@ -530,6 +587,10 @@ impl AsyncNatsTransport {
 
     /// Sends `kind` on `reply` and waits for the server's confirmation.
     async fn settle(&self, reply: String, kind: &'static [u8]) -> Result<(), TransportError> {
+        self.patient(|| self.settle_once(reply.clone(), kind)).await
+    }
+
+    async fn settle_once(&self, reply: String, kind: &'static [u8]) -> Result<(), TransportError> {
         let answer = tokio::time::timeout(
             REPLY_TIMEOUT,
             self.client.request(reply, kind.to_vec().into()),
@@ -609,12 +670,15 @@ impl AsyncNatsTransport {
             *looked = Some(Instant::now());
         }
         let mut batch = self
-            .delayed
-            .fetch()
-            .max_messages(MOVE_BATCH)
-            .messages()
-            .await
-            .map_err(self.fail_with("reading delayed messages"))?;
+            .patient(|| async {
+                self.delayed
+                    .fetch()
+                    .max_messages(MOVE_BATCH)
+                    .messages()
+                    .await
+                    .map_err(self.fail_with("reading delayed messages"))
+            })
+            .await?;
         while let Some(message) = batch.next().await {
             let message = message
                 .map_err(|e| nats_error(&self.name, "reading delayed messages", BoxedError(e)))?;
@@ -660,6 +724,13 @@ impl AsyncNatsTransport {
     /// receive gave up is read by the next receive, never lost to a closed inbox (it would
     /// come back only after the reclaim timeout).
     async fn pull(&self, wait: Duration) -> Result<Option<async_nats::Message>, TransportError> {
+        self.patient(|| self.pull_once(wait)).await
+    }
+
+    async fn pull_once(
+        &self,
+        wait: Duration,
+    ) -> Result<Option<async_nats::Message>, TransportError> {
         let mut inbox = self.inbox.lock().await;
         let (subject, reply) = match &mut *inbox {
             Some(open) => (open.0.clone(), &mut open.1),
@@ -686,16 +757,17 @@ impl AsyncNatsTransport {
             .publish_with_reply(self.pull_subject.clone(), subject, request.into())
             .await
             .map_err(self.fail_with("asking for a message"))?;
-        let deadline = tokio::time::Instant::now() + wait + REPLY_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + wait + PULL_MARGIN;
         loop {
             let answer = match tokio::time::timeout_at(deadline, reply.next()).await {
                 Ok(Some(answer)) => answer,
                 Ok(None) => {
+                    *inbox = None;
                     return Err(TransportError::new(
                         &self.name,
                         TransportErrorKind::Connection,
                         "the connection closed this consumer's inbox",
-                    ))
+                    ));
                 }
                 // The server never answered: whatever it sends later, the next pull reads.
                 Err(_) => return Ok(None),
@@ -1142,12 +1214,15 @@ impl AsyncQueue for AsyncNatsTransport {
     }
 
     async fn pending(&self) -> Result<u64, TransportError> {
-        let info = self
-            .stream
-            .get_info()
-            .await
-            .map_err(self.fail_with("reading the queue's size"))?;
-        Ok(info.state.messages)
+        self.patient(|| async {
+            let info = self
+                .stream
+                .get_info()
+                .await
+                .map_err(self.fail_with("reading the queue's size"))?;
+            Ok(info.state.messages)
+        })
+        .await
     }
 
     async fn release_waiting(&self, readable: Readable) -> Result<u64, TransportError> {
