@@ -1,4 +1,5 @@
-//! The deploy drill, with real worker processes, on the embedded queue and on Redis.
+//! The deploy drill, with real worker processes, on the embedded queue, Redis, PostgreSQL and
+//! NATS JetStream (on a server of its own, restarted mid-drain).
 //!
 //! 1. 10,000 v1 messages are queued, with 200 v2 messages from a newer producer (deployed
 //!    first, as in a rolling deploy) among the first 2,000.
@@ -20,6 +21,8 @@
 //! Without a Redis at `UPCASTER_REDIS_URL` (default `redis://127.0.0.1:6379`) the Redis drill
 //! fails, saying how to start one (`.ci/redis`).
 
+#[path = "common/nats_server.rs"]
+mod nats_server;
 #[path = "../examples/ponka/messages.rs"]
 mod ponka;
 
@@ -432,40 +435,20 @@ fn postgres(runtime: Runtime) -> Result<(), String> {
     result
 }
 
+/// The NATS drill runs on a server of its own (a free port, its store in the drill's
+/// directory), which it restarts while today's workers drain: the broker connection is cut
+/// mid-drain, and nothing may be lost.
 fn nats(runtime: Runtime) -> Result<(), String> {
-    let url =
-        std::env::var("UPCASTER_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
-    let address = url.trim_start_matches("nats://").trim_end_matches('/');
-    std::net::TcpStream::connect(address.rsplit_once('@').map_or(address, |(_, a)| a)).map_err(
-        |e| {
-            format!(
-                "no NATS at {url} ({e}). The NATS drill needs a real server with JetStream: run \
-                 `.ci/nats` (installs and starts nats-server -js on 127.0.0.1:4222), or set \
-                 UPCASTER_NATS_URL."
-            )
-        },
-    )?;
     let dir = scratch(&format!("nats-{}", runtime.name()))?;
-    let queue_name = format!("drill_{}_{}", runtime.name(), std::process::id());
-    let queue = format!("{url}?queue={queue_name}");
-    let restart = format!("{url}?key={queue_name}");
-    let result = drill(&dir, &queue, &restart, runtime);
-    let cleanup = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    cleanup.block_on(async {
-        if let Ok(client) = async_nats::connect(url.as_str()).await {
-            let js = async_nats::jetstream::new(client);
-            let _ = js.delete_stream(format!("upcaster_{queue_name}")).await;
-            let _ = js
-                .delete_stream(format!("upcaster_{queue_name}_failed"))
-                .await;
-            let _ = js
-                .delete_key_value(format!("upcaster_{queue_name}_stats"))
-                .await;
-        }
+    let mut server = nats_server::NatsServer::start(&dir.join("store"))?;
+    let url = format!("nats://127.0.0.1:{}", server.port);
+    let queue = format!("{url}?queue=drill");
+    let restart = format!("{url}?key=drill");
+    let result = drill_with(&dir, &queue, &restart, runtime, &mut || {
+        println!("  restarting nats-server mid-drain");
+        server.restart(Duration::from_millis(500))
     });
+    drop(server);
     if result.is_ok() {
         let _ = fs::remove_dir_all(&dir);
     }
@@ -563,6 +546,18 @@ fn handled_so_far(logs: &[&Path]) -> usize {
 }
 
 fn drill(dir: &Path, queue: &str, restart: &str, runtime: Runtime) -> Result<(), String> {
+    drill_with(dir, queue, restart, runtime, &mut || Ok(()))
+}
+
+/// The drill, with `fault` done to the broker once today's workers have handled 1,000
+/// messages.
+fn drill_with(
+    dir: &Path,
+    queue: &str,
+    restart: &str,
+    runtime: Runtime,
+    fault: &mut dyn FnMut() -> Result<(), String>,
+) -> Result<(), String> {
     let spawn =
         |dir: &Path, name: &str, code: &str, queue: &str, restart: &str, command: &[&str]| {
             spawn(dir, name, code, queue, restart, runtime, command)
@@ -608,6 +603,14 @@ fn drill(dir: &Path, queue: &str, restart: &str, runtime: Runtime) -> Result<(),
     let c = spawn(dir, "v2-c", "v2", queue, restart, &drain)?;
     let d = spawn(dir, "v2-d", "v2", queue, restart, &drain)?;
     let v2_logs = [c.log.clone(), d.log.clone()];
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while handled_so_far(&[&v2_logs[0], &v2_logs[1]]) < 1_000 {
+        if Instant::now() > deadline {
+            return Err("today's workers did not handle 1,000 messages within 300 s".to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fault()?;
     let c_report = finish(c, Duration::from_secs(300))?;
     let d_report = finish(d, Duration::from_secs(300))?;
     for (name, report) in [("v2-c", &c_report), ("v2-d", &d_report)] {

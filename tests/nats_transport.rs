@@ -142,88 +142,6 @@ fn queue_names_that_are_not_plain_words_are_refused() {
     assert!(e.to_string().contains("reclaim_after"), "{e}");
 }
 
-/// A NATS server of one test's own, on a free port, with its store in a temporary directory:
-/// one to restart without disturbing the server every other test shares.
-struct PrivateServer {
-    port: u16,
-    dir: std::path::PathBuf,
-    child: Option<std::process::Child>,
-}
-
-impl PrivateServer {
-    fn start(name: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap();
-        let dir = std::env::temp_dir().join(format!("upcaster-nats-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut server = PrivateServer {
-            port,
-            dir,
-            child: None,
-        };
-        server.run();
-        server
-    }
-
-    fn dsn(&self, queue: &str) -> String {
-        format!("nats://127.0.0.1:{}?queue={queue}", self.port)
-    }
-
-    fn run(&mut self) {
-        let child = std::process::Command::new("nats-server")
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(&self.dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start nats-server ({e}): run .ci/nats, which installs it")
-            });
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nats-server did not answer"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-
-    /// Stops the server as a restart does (SIGTERM), waits `down`, and starts it again on the
-    /// same port and store.
-    fn restart(&mut self, down: std::time::Duration) {
-        if let Some(mut child) = self.child.take() {
-            let _ = std::process::Command::new("kill")
-                .arg(child.id().to_string())
-                .status();
-            let _ = child.wait();
-        }
-        std::thread::sleep(down);
-        self.run();
-    }
-}
-
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// A worker in either runtime rides out a server restart in the middle of a drain: it
 /// reconnects and goes on, nothing is lost, and each message is counted once.
 fn rides_out_a_server_restart(runtime: common::contract::Runtime) {
@@ -233,8 +151,13 @@ fn rides_out_a_server_restart(runtime: common::contract::Runtime) {
     use upcaster::Format;
     use upcaster_worker::{Limits, StopReason};
 
-    let mut server = PrivateServer::start(&format!("restart-{runtime:?}"));
-    let dsn = server.dsn("restarted");
+    let store = std::env::temp_dir().join(format!(
+        "upcaster-nats-restart-{runtime:?}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&store);
+    let mut server = common::nats_server::NatsServer::start(&store).unwrap();
+    let dsn = format!("nats://127.0.0.1:{}?queue=restarted", server.port);
     let registry = Arc::new(common::ponka::registry().unwrap());
     let mut t = NatsTransport::open_dsn(&dsn, "unused").unwrap();
     const MESSAGES: u64 = 300;
@@ -274,7 +197,7 @@ fn rides_out_a_server_restart(runtime: common::contract::Runtime) {
             while progress.lock().unwrap().len() < 100 {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            server.restart(Duration::from_millis(500));
+            server.restart(Duration::from_millis(500)).unwrap();
         });
         common::contract::Run::new(
             &fixture,
@@ -307,6 +230,9 @@ fn rides_out_a_server_restart(runtime: common::contract::Runtime) {
     assert!(t.failed(10).unwrap().is_empty());
     let counted: u64 = t.stats().unwrap().iter().map(|r| r.count).sum();
     assert_eq!(counted, MESSAGES, "each message counted once");
+    drop(t);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&store);
 }
 
 #[test]

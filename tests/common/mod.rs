@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod contract;
+pub mod nats_server;
 #[path = "../../examples/ponka/messages.rs"]
 pub mod ponka;
 
