@@ -1002,6 +1002,19 @@ pub(crate) fn write_json<P: Serialize + ?Sized>(
     headers: &Headers,
     payload: &P,
 ) -> Result<(), serde_json::Error> {
+    write_json_head(out, type_name, version, headers)?;
+    serde_json::to_writer(&mut *out, payload)?;
+    out.push(b'}');
+    Ok(())
+}
+
+/// A JSON envelope up to its payload's value.
+fn write_json_head(
+    out: &mut Vec<u8>,
+    type_name: &str,
+    version: u32,
+    headers: &Headers,
+) -> Result<(), serde_json::Error> {
     out.extend_from_slice(b"{\"type\":");
     if is_plain_name(type_name) {
         // Nothing to escape: the usual case, written as is.
@@ -1018,8 +1031,6 @@ pub(crate) fn write_json<P: Serialize + ?Sized>(
         serde_json::to_writer(&mut *out, headers)?;
     }
     out.extend_from_slice(b",\"payload\":");
-    serde_json::to_writer(&mut *out, payload)?;
-    out.push(b'}');
     Ok(())
 }
 
@@ -1047,6 +1058,17 @@ pub(crate) fn write_msgpack<P: Serialize + ?Sized>(
     headers: &Headers,
     payload: &P,
 ) -> Result<(), rmp_serde::encode::Error> {
+    write_msgpack_head(out, type_name, version, headers)?;
+    rmp_serde::encode::write_named(out, payload)
+}
+
+/// A MessagePack envelope up to its payload's value.
+fn write_msgpack_head(
+    out: &mut Vec<u8>,
+    type_name: &str,
+    version: u32,
+    headers: &Headers,
+) -> Result<(), rmp_serde::encode::Error> {
     use rmp::encode;
     let io = rmp_serde::encode::Error::from;
     encode::write_map_len(out, if headers.is_empty() { 3 } else { 4 }).map_err(io)?;
@@ -1066,7 +1088,68 @@ pub(crate) fn write_msgpack<P: Serialize + ?Sized>(
         }
     }
     encode::write_str(out, "payload").map_err(io)?;
-    rmp_serde::encode::write_named(out, payload)
+    Ok(())
+}
+
+impl Split {
+    /// The envelope of this split-form message, in `format` (the body's codec), with
+    /// `headers`: for a transport that read a message in split form and hands the worker an
+    /// envelope. The body goes in as it is; a body that is not a value of `format` makes an
+    /// envelope that fails to decode, with the body inside it.
+    ///
+    /// ```
+    /// use std::borrow::Cow;
+    /// use upcaster::{Format, Headers, Split};
+    ///
+    /// let split = Split { type_name: Cow::Borrowed("Ping"), version: 3, body: br#"{"n":1}"#.to_vec() };
+    /// let bytes = split.to_envelope(Format::Json, &Headers::new());
+    /// assert_eq!(bytes, br#"{"type":"Ping","version":3,"payload":{"n":1}}"#);
+    /// let (back, format, _) = Split::from_envelope(&bytes)?;
+    /// assert_eq!((back, format), (split, Format::Json));
+    /// # Ok::<(), upcaster::Error>(())
+    /// ```
+    pub fn to_envelope(&self, format: Format, headers: &Headers) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + self.type_name.len() + 48);
+        // Writing into a Vec fails only on a type name or headers no codec can hold, which
+        // a Split read from a broker's headers cannot have.
+        let head = match format {
+            Format::Json => write_json_head(&mut out, &self.type_name, self.version, headers)
+                .map_err(|e| e.to_string()),
+            Format::MessagePack => {
+                write_msgpack_head(&mut out, &self.type_name, self.version, headers)
+                    .map_err(|e| e.to_string())
+            }
+        };
+        debug_assert!(head.is_ok(), "{head:?}");
+        out.extend_from_slice(&self.body);
+        if format == Format::Json {
+            out.push(b'}');
+        }
+        out
+    }
+
+    /// Takes an envelope apart for a broker with headers: its type and version, its bare
+    /// payload as the body, its codec and its headers. The inverse of
+    /// [`Split::to_envelope`]; an envelope that cannot be read is the error it would be
+    /// on decode.
+    pub fn from_envelope(bytes: &[u8]) -> Result<(Split, Format, Headers), crate::Error> {
+        let env =
+            parse(Raw::Bytes(bytes), None).map_err(|m| crate::registry::malformed(m, bytes))?;
+        let body = match env.payload {
+            PayloadRef::JsonStr(s) => s.as_bytes().to_vec(),
+            PayloadRef::JsonBytes(b) | PayloadRef::MessagePack(b) => b.to_vec(),
+        };
+        let header = env.header;
+        Ok((
+            Split {
+                type_name: Cow::Owned(header.type_name.into_owned()),
+                version: header.version,
+                body,
+            },
+            header.format,
+            header.headers,
+        ))
+    }
 }
 
 /// Writes a bare payload body for the split form.

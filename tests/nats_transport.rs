@@ -244,3 +244,107 @@ fn a_blocking_worker_rides_out_a_server_restart() {
 fn an_async_worker_rides_out_a_server_restart() {
     rides_out_a_server_restart(common::contract::Runtime::Tokio);
 }
+
+/// With `form=split` a producer writes type, version, codec and envelope headers as NATS
+/// headers and the bare payload as the body; a consumer reads it back as the same envelope,
+/// in both codecs. A producer in another language that writes only `type` and `version`
+/// headers is read too, and upcast.
+#[test]
+fn the_split_form_is_written_when_configured_and_read_either_way() {
+    use upcaster::{Format, Headers};
+
+    let queue = TestQueue::new("split");
+    let registry = common::ponka::registry().unwrap();
+    let v1 = common::ponka::registry_v1().unwrap();
+    let mut producer =
+        NatsTransport::open_dsn(&format!("{}&form=split", queue.dsn()), "x").unwrap();
+    let mut consumer = NatsTransport::open_dsn(&queue.dsn(), "x").unwrap();
+    let mut headers = Headers::new();
+    headers.insert("message-id", "m-7");
+    for format in [Format::Json, Format::MessagePack] {
+        let envelope = v1
+            .encode_with_headers(
+                &common::ponka::v1::AddPonkaToImage { image_post_id: 7 },
+                &headers,
+                format,
+            )
+            .unwrap();
+        let id: u64 = producer.send(&envelope).unwrap().parse().unwrap();
+        // On the wire: headers and the bare payload.
+        let stored = common::contract::tokio().block_on(async {
+            let client = async_nats::connect(queue.url.as_str()).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            let stream = js
+                .get_stream(format!("upcaster_{}", queue.name))
+                .await
+                .unwrap();
+            stream.direct_get(id).await.unwrap()
+        });
+        let header = |k: &str| stored.headers.get(k).map(|v| v.as_str().to_owned());
+        assert_eq!(header("type").as_deref(), Some("AddPonkaToImage"));
+        assert_eq!(header("version").as_deref(), Some("1"));
+        assert_eq!(header("message-id").as_deref(), Some("m-7"));
+        let (split, _, _) = upcaster::Split::from_envelope(&envelope).unwrap();
+        assert_eq!(stored.payload.as_ref(), split.body.as_slice());
+        // Read back: the envelope as it was written.
+        let d = consumer
+            .receive(std::time::Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.body, envelope, "{format:?}");
+        consumer.ack(&d).unwrap();
+    }
+    // Another language's producer: two headers and a JSON body.
+    common::contract::tokio().block_on(async {
+        let client = async_nats::connect(queue.url.as_str()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("type", "AddPonkaToImage");
+        h.insert("version", "1");
+        js.publish_with_headers(
+            format!("upcaster.{}.ready", queue.name),
+            h,
+            br#"{"imagePostId":41}"#.to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        let mut bad = async_nats::HeaderMap::new();
+        bad.insert("type", "AddPonkaToImage");
+        bad.insert("version", "01");
+        js.publish_with_headers(
+            format!("upcaster.{}.ready", queue.name),
+            bad,
+            br#"{"imagePostId":42}"#.to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    });
+    let d = consumer
+        .receive(std::time::Duration::from_secs(5))
+        .unwrap()
+        .unwrap();
+    let decoded = registry
+        .decode::<common::ponka::AddPonkaToImage>(&d.body)
+        .unwrap();
+    assert_eq!(
+        (decoded.message.image_post, decoded.header.version),
+        (41, 1)
+    );
+    consumer.ack(&d).unwrap();
+    // A version that is no version: the body as it came, which fails to decode, bytes kept.
+    let d = consumer
+        .receive(std::time::Duration::from_secs(5))
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.body, br#"{"imagePostId":42}"#);
+    let e = registry
+        .decode::<common::ponka::AddPonkaToImage>(&d.body)
+        .unwrap_err();
+    assert_eq!(e.raw(), br#"{"imagePostId":42}"#);
+    let e = NatsTransport::open_dsn(&format!("{}&form=both", queue.dsn()), "x").unwrap_err();
+    assert_eq!(e.kind, TransportErrorKind::Configuration);
+}

@@ -55,7 +55,7 @@ pub const SCHEMES: &[Scheme] = &[
     },
     Scheme {
         name: "nats",
-        opens: "a NATS JetStream queue: nats://[user:password@]<host>[:<port>][?queue=<name>&reclaim_after=<seconds>], or a restart signal: nats://<host>?key=<key>",
+        opens: "a NATS JetStream queue: nats://[user:password@]<host>[:<port>][?queue=<name>&reclaim_after=<seconds>&outage=<seconds>&form=split], or a restart signal: nats://<host>?key=<key>",
         feature: Some("nats"),
         restart_signal: true,
         available: cfg!(feature = "nats"),

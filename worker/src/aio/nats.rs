@@ -304,6 +304,9 @@ pub struct AsyncNatsTransport {
     keepalive: tokio::task::JoinHandle<()>,
     /// How long it rides out a lost connection before a call fails.
     outage_limit: Duration,
+    /// Whether it sends the split form (type and version in headers, the bare payload as
+    /// the body) rather than the envelope. It reads both either way.
+    split: bool,
     /// The runtime it was opened on.
     runtime: tokio::runtime::Handle,
 }
@@ -329,9 +332,12 @@ impl Drop for AsyncNatsTransport {
 }
 
 impl AsyncNatsTransport {
-    /// Opens `nats://[user:password@]host[:port][?queue=<name>&reclaim_after=<seconds>]`,
-    /// creating the queue's streams, consumers and bucket if needed. The queue defaults to
-    /// `queue`, the reclaim timeout to 30 s. Must be called on a tokio runtime.
+    /// Opens `nats://[user:password@]host[:port][?queue=<name>&reclaim_after=<seconds>&outage=<seconds>&form=split]`,
+    /// creating the queue's streams and consumers if needed. The queue defaults to `queue`,
+    /// the reclaim timeout to 30 s, the outage it rides out to 30 s. `form=split` sends the
+    /// split form (headers `type`, `version`, `content-type` and the envelope's headers, the
+    /// bare payload as the body) for consumers in other languages; both forms are read
+    /// either way. Must be called on a tokio runtime.
     pub async fn open_dsn(dsn: &str, queue: &str) -> Result<Self, TransportError> {
         Self::open_dsn_with(dsn, queue, Access::Create).await
     }
@@ -344,7 +350,17 @@ impl AsyncNatsTransport {
         access: Access,
     ) -> Result<Self, TransportError> {
         let parsed = Dsn::parse(dsn)?;
-        parsed.only(&["queue", "reclaim_after", "outage"])?;
+        parsed.only(&["queue", "reclaim_after", "outage", "form"])?;
+        let split = match parsed.param("form") {
+            None | Some("envelope") => false,
+            Some("split") => true,
+            Some(other) => {
+                return Err(TransportError::configuration(
+                    parsed.shown(),
+                    format!("form `{other}`: expected `envelope` or `split`"),
+                ))
+            }
+        };
         let names = Names::new(&parsed.shown(), parsed.param("queue").unwrap_or(queue))?;
         let reclaim_after = match parsed.param("reclaim_after") {
             None => DEFAULT_RECLAIM_AFTER,
@@ -477,6 +493,7 @@ impl AsyncNatsTransport {
             inbox: tokio::sync::Mutex::new(None),
             pull_subject,
             outage_limit,
+            split,
             runtime: tokio::runtime::Handle::current(),
             looked: Mutex::new(None),
             keepalive,
@@ -814,9 +831,13 @@ impl AsyncNatsTransport {
         }
         let headers = message.message.headers.unwrap_or_default();
         let deliveries = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
+        let body = match envelope_of(&headers, &message.message.payload) {
+            Some(envelope) => envelope,
+            None => message.message.payload.to_vec(),
+        };
         Ok(Some(Delivery {
             id: seq.to_string(),
-            body: message.message.payload.to_vec(),
+            body,
             attempt: header_u64(&headers, ATTEMPT)
                 .map_or(0, |a| u32::try_from(a).unwrap_or(u32::MAX)),
             reclaimed: deliveries > 1,
@@ -1069,6 +1090,79 @@ impl std::error::Error for BoxedError {
     }
 }
 
+/// Headers of the split form: the type, the version, the body's codec.
+const S_TYPE: &str = "type";
+const S_VERSION: &str = "version";
+const S_CONTENT_TYPE: &str = "content-type";
+const JSON: &str = "application/json";
+const MSGPACK: &str = "application/msgpack";
+
+/// An envelope in split form: type, version, codec and the envelope's headers as message
+/// headers, the bare payload as the body. `None` when `body` is not an envelope, or one
+/// whose headers a NATS header cannot hold (a line break in a value): it goes as it is.
+fn split_form(body: &[u8]) -> Option<(HeaderMap, Vec<u8>)> {
+    let (split, format, envelope_headers) = upcaster::Split::from_envelope(body).ok()?;
+    let mut headers = HeaderMap::new();
+    headers.insert(S_TYPE, split.type_name.as_ref());
+    headers.insert(S_VERSION, split.version.to_string().as_str());
+    headers.insert(
+        S_CONTENT_TYPE,
+        match format {
+            upcaster::Format::Json => JSON,
+            upcaster::Format::MessagePack => MSGPACK,
+        },
+    );
+    for (key, value) in envelope_headers.iter() {
+        let plain = |t: &str| !t.is_empty() && t.bytes().all(|b| (0x20..0x7f).contains(&b));
+        let ours = [S_TYPE, S_VERSION, S_CONTENT_TYPE].contains(&key)
+            || key.starts_with("Upcaster-")
+            || key.starts_with("Nats-");
+        if ours || !plain(key) || !key.bytes().all(|b| b != b':' && b != b' ') || !plain(value) {
+            return None;
+        }
+        headers.insert(key, value);
+    }
+    if !split.type_name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return None;
+    }
+    Some((headers, split.body))
+}
+
+/// The envelope of a message that arrived in split form (a `type` and a `version` header),
+/// for the worker, which reads envelopes; `None` for a message that is not in split form.
+/// The codec is the `content-type`'s, or, without one, JSON for a body that starts like a
+/// JSON object and MessagePack otherwise. Other headers become the envelope's, except this
+/// transport's own (`Upcaster-…`) and the server's (`Nats-…`).
+fn envelope_of(headers: &HeaderMap, body: &[u8]) -> Option<Vec<u8>> {
+    let type_name = headers.get(S_TYPE)?.as_str();
+    let version = headers.get(S_VERSION)?.as_str();
+    let format = match headers.get(S_CONTENT_TYPE).map(|v| v.as_str()) {
+        Some(JSON) => upcaster::Format::Json,
+        Some(MSGPACK) => upcaster::Format::MessagePack,
+        _ if body.trim_ascii_start().first() == Some(&b'{') => upcaster::Format::Json,
+        _ => upcaster::Format::MessagePack,
+    };
+    // A version that is no version: the body goes to the worker as it is, and fails there
+    // as malformed, kept whole in the failure store.
+    let version = upcaster::envelope::parse_version(version).ok()?;
+    let mut envelope_headers = upcaster::Headers::new();
+    for (name, values) in headers.iter() {
+        let name = name.to_string();
+        let ours = [S_TYPE, S_VERSION, S_CONTENT_TYPE].contains(&name.as_str())
+            || name.starts_with("Upcaster-")
+            || name.starts_with("Nats-");
+        if let (false, Some(value)) = (ours, values.first()) {
+            envelope_headers.insert(name, value.as_str());
+        }
+    }
+    let split = upcaster::Split {
+        type_name: std::borrow::Cow::Owned(type_name.to_owned()),
+        version,
+        body: body.to_vec(),
+    };
+    Some(split.to_envelope(format, &envelope_headers))
+}
+
 /// The headers a message keeps when it is put back: its attempt, and whether it was counted.
 fn carried(attempt: u32, delivery: &Delivery) -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -1126,9 +1220,16 @@ impl AsyncQueue for AsyncNatsTransport {
     }
 
     async fn send(&self, body: &[u8]) -> Result<String, TransportError> {
-        let seq = self
-            .publish(&self.names.ready, HeaderMap::new(), body, None)
-            .await?;
+        let seq = match self.split.then(|| split_form(body)).flatten() {
+            Some((headers, payload)) => {
+                self.publish(&self.names.ready, headers, &payload, None)
+                    .await?
+            }
+            None => {
+                self.publish(&self.names.ready, HeaderMap::new(), body, None)
+                    .await?
+            }
+        };
         Ok(seq.to_string())
     }
 
