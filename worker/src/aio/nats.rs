@@ -630,12 +630,44 @@ impl AsyncNatsTransport {
         delivery: &Delivery,
         reply: String,
     ) -> Result<(), TransportError> {
-        if let Some(c) = &delivery.counts_as {
-            let seq = delivery.id.parse().ok();
-            self.add_stats(&[StatRow::new(c.type_name, c.version, 1, c.at_ms)], seq)
-                .await?;
+        let Some(c) = &delivery.counts_as else {
+            return self.settle(reply, b"+ACK").await;
+        };
+        let row = StatRow::new(c.type_name, c.version, 1, c.at_ms);
+        let seq = delivery.id.parse().ok();
+        // The count goes on the wire before the ack, on the same connection, and both are
+        // confirmed in one round trip: the server reads the count first. A count whose
+        // confirmation did not come is sent again, deduplicated by the message it counts.
+        let (subject, event) = self.stat_event(&row, seq);
+        let count = self.js.send_publish(subject, event).await;
+        let acked = self.settle(reply, b"+ACK").await;
+        let counted = match count {
+            Ok(confirmation) => confirmation.await.is_ok(),
+            Err(_) => false,
+        };
+        if !counted {
+            self.add_stats(&[row], seq).await?;
         }
-        self.settle(reply, b"+ACK").await
+        acked
+    }
+
+    /// The statistics event of `row` and its subject; `once` names the message it counts.
+    fn stat_event(&self, row: &StatRow, once: Option<u64>) -> (String, PublishMessage) {
+        let subject = format!(
+            "{}.v{}.{}",
+            self.names.stats_subject,
+            row.version,
+            kv_key(&row.type_name)
+        );
+        let mut event = PublishMessage::build().payload(
+            format!("{} {}", row.count, row.last_seen_ms)
+                .into_bytes()
+                .into(),
+        );
+        if let Some(seq) = once {
+            event = event.message_id(format!("count-{seq}"));
+        }
+        (subject, event)
     }
 
     /// Puts a held delivery back on the delayed subject (or at once on the ready one), due
