@@ -179,7 +179,7 @@ async fn bench() -> Result<(), Failure> {
             let c = chunk.min(n - done);
             for step in 0..2 {
                 if (k + step) % 2 == 0 {
-                    let stream = format!("upcaster_{bare_queue}");
+                    let stream = format!("upcaster_q_{bare_queue}");
                     bare_time += bare(&client, &mut inbox, &inbox_subject, &stream, c).await?;
                 } else {
                     worker_time += worker(&worker_dsn, &registry, c, 1, Duration::ZERO).await?;
@@ -214,9 +214,9 @@ async fn bench() -> Result<(), Failure> {
     }
     for queue in [&bare_queue, &worker_queue] {
         for stream in [
-            format!("upcaster_{queue}"),
-            format!("upcaster_{queue}_failed"),
-            format!("upcaster_{queue}_stats"),
+            format!("upcaster_q_{queue}"),
+            format!("upcaster_f_{queue}"),
+            format!("upcaster_s_{queue}"),
         ] {
             let _ = js.delete_stream(stream).await;
         }

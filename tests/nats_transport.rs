@@ -63,9 +63,9 @@ impl Drop for TestQueue {
                 return;
             };
             let js = async_nats::jetstream::new(client);
-            let _ = js.delete_stream(format!("upcaster_{name}")).await;
-            let _ = js.delete_stream(format!("upcaster_{name}_failed")).await;
-            let _ = js.delete_key_value(format!("upcaster_{name}_stats")).await;
+            let _ = js.delete_stream(format!("upcaster_q_{name}")).await;
+            let _ = js.delete_stream(format!("upcaster_f_{name}")).await;
+            let _ = js.delete_stream(format!("upcaster_s_{name}")).await;
             let _ = js
                 .get_key_value("upcaster_restart")
                 .await
@@ -84,6 +84,13 @@ fn with_reclaim(dsn: &str) -> String {
 
 fn contract_fixture(name: &str) -> common::contract::Fixture {
     let queue = TestQueue::new(name);
+    let mut fixture = contract_fixture_on(&queue);
+    fixture._cleanup = Box::new(queue);
+    fixture
+}
+
+/// A fixture on `queue`, which the caller keeps (and which removes the queue when dropped).
+fn contract_fixture_on(queue: &TestQueue) -> common::contract::Fixture {
     let dsn = queue.dsn();
     let (blocking, not_blocking) = (with_reclaim(&dsn), with_reclaim(&dsn));
     common::contract::Fixture {
@@ -95,7 +102,7 @@ fn contract_fixture(name: &str) -> common::contract::Fixture {
         }),
         reclaim: common::contract::Reclaim::WhileHolderLives,
         counts_with_ack: false,
-        _cleanup: Box::new(queue),
+        _cleanup: Box::new(()),
     }
 }
 
@@ -275,7 +282,7 @@ fn the_split_form_is_written_when_configured_and_read_either_way() {
             let client = async_nats::connect(queue.url.as_str()).await.unwrap();
             let js = async_nats::jetstream::new(client);
             let stream = js
-                .get_stream(format!("upcaster_{}", queue.name))
+                .get_stream(format!("upcaster_q_{}", queue.name))
                 .await
                 .unwrap();
             stream.direct_get(id).await.unwrap()
@@ -347,4 +354,112 @@ fn the_split_form_is_written_when_configured_and_read_either_way() {
     assert_eq!(e.raw(), br#"{"imagePostId":42}"#);
     let e = NatsTransport::open_dsn(&format!("{}&form=both", queue.dsn()), "x").unwrap_err();
     assert_eq!(e.kind, TransportErrorKind::Configuration);
+}
+
+/// Found by an attack: after today's worker released messages that yesterday's requeued
+/// for it, its look at the delayed messages waited for an answer without end, and the
+/// worker hung. Today's worker now handles the released messages and the new one.
+#[test]
+fn a_worker_goes_on_after_releasing_messages_that_waited_for_it() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use upcaster::Format;
+    use upcaster_worker::{Limits, RetryPolicy};
+
+    let queue = TestQueue::new("released");
+    let fixture = contract_fixture_on(&queue);
+    let today = Arc::new(common::ponka::registry().unwrap());
+    let yesterday = Arc::new(common::ponka::registry_v1().unwrap());
+    let mut t = NatsTransport::open_dsn(&queue.dsn(), "x").unwrap();
+    for id in 1..=5 {
+        let v2 = today
+            .encode(
+                &common::ponka::AddPonkaToImage { image_post: id },
+                Format::Json,
+            )
+            .unwrap();
+        t.send(&v2).unwrap();
+    }
+    let report = common::contract::Run::new(
+        &fixture,
+        common::contract::Runtime::Blocking,
+        &yesterday,
+        |_: common::ponka::v1::AddPonkaToImage| Ok(()),
+    )
+    .retry(RetryPolicy::default().future_version_delay(Duration::from_secs(60)))
+    .limits(Limits::default().messages(5))
+    .run();
+    assert_eq!(report.requeued, 5, "{report}");
+    let v1 = yesterday
+        .encode(
+            &common::ponka::v1::AddPonkaToImage { image_post_id: 77 },
+            Format::Json,
+        )
+        .unwrap();
+    t.send(&v1).unwrap();
+    for runtime in [
+        common::contract::Runtime::Blocking,
+        common::contract::Runtime::Tokio,
+    ] {
+        let report = common::contract::Run::new(
+            &fixture,
+            runtime,
+            &today,
+            |_: common::ponka::AddPonkaToImage| Ok(()),
+        )
+        .poll(Duration::from_millis(50))
+        .limits(Limits::default().stop_when_empty())
+        .run();
+        if runtime == common::contract::Runtime::Blocking {
+            assert_eq!(report.handled, 6, "{report}");
+        }
+    }
+    assert_eq!(t.pending().unwrap(), 0);
+}
+
+/// Found by an attack: a queue's failure and statistics streams were named after the queue
+/// (`x_failed`), so the queue `x_failed` was another's failure stream.
+#[test]
+fn queues_whose_names_end_like_another_queues_streams_stay_apart() {
+    let a = TestQueue::new("c1");
+    let b = TestQueue {
+        url: a.url.clone(),
+        name: format!("{}_failed", a.name),
+    };
+    let mut first = NatsTransport::open_dsn(&a.dsn(), "x").unwrap();
+    let mut second = NatsTransport::open_dsn(&b.dsn(), "x").unwrap();
+    first.send(b"a").unwrap();
+    second.send(b"b").unwrap();
+    let d = second
+        .receive(std::time::Duration::from_secs(5))
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.body, b"b");
+    let id = second
+        .fail(&d, &upcaster_worker::FailureRecord::new("handler", "no"))
+        .unwrap();
+    assert!(id.is_some());
+    assert_eq!(first.pending().unwrap(), 1);
+    assert!(first.failed(10).unwrap().is_empty());
+    assert_eq!(second.failed(10).unwrap().len(), 1);
+}
+
+/// Found by an attack: a producer opening the queue with a plain DSN reset the workers'
+/// reclaim timeout to the default. Only a DSN that names one changes it.
+#[test]
+fn a_plain_dsn_leaves_the_reclaim_timeout_alone() {
+    let queue = TestQueue::new("reclaim");
+    let _worker =
+        NatsTransport::open_dsn(&format!("{}&reclaim_after=120", queue.dsn()), "x").unwrap();
+    let _producer = NatsTransport::open_dsn(&queue.dsn(), "x").unwrap();
+    let wait = common::contract::tokio().block_on(async {
+        let client = async_nats::connect(queue.url.as_str()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js
+            .get_stream(format!("upcaster_q_{}", queue.name))
+            .await
+            .unwrap();
+        stream.consumer_info("ready").await.unwrap().config.ack_wait
+    });
+    assert_eq!(wait, std::time::Duration::from_secs(120));
 }

@@ -4,15 +4,15 @@
 //! runtime of its own.
 //!
 //! Layout for queue `q`:
-//! - stream `upcaster_q` (work-queue retention: an acked message leaves it) with subjects
+//! - stream `upcaster_q_q` (work-queue retention: an acked message leaves it) with subjects
 //!   `upcaster.q.ready` (messages to handle) and `upcaster.q.delayed` (retries and
 //!   messages waiting for newer code, each with the time it is due in a header);
 //! - durable pull consumers `ready` and `delayed` on it; a receive moves due messages from
 //!   `delayed` to `ready`, deduplicated by message id, so a crash between the two steps
 //!   neither loses nor doubles one;
-//! - stream `upcaster_q_failed`: failed messages, their bytes as the body, the record in
+//! - stream `upcaster_f_q`: failed messages, their bytes as the body, the record in
 //!   headers;
-//! - stream `upcaster_q_stats`: drain statistics, one subject per type and version, an
+//! - stream `upcaster_s_q`: drain statistics, one subject per type and version, an
 //!   event per count (deduplicated by the message it counts), folded into one by reads.
 
 use std::collections::HashMap;
@@ -43,6 +43,8 @@ pub const DEFAULT_OUTAGE_LIMIT: Duration = Duration::from_secs(30);
 const MIN_RECLAIM_AFTER: Duration = Duration::from_millis(100);
 /// A waiting receive looks at the delayed messages this often, so a retry is at most this late.
 const DELAYED_EVERY: Duration = Duration::from_millis(250);
+/// How long a look at the delayed messages may take.
+const MOVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How many due messages one look moves.
 const MOVE_BATCH: usize = 100;
 /// The longest delay JetStream keeps (a negative ack's delay is in nanoseconds, an `i64`):
@@ -99,12 +101,12 @@ impl Names {
         }
         Ok(Names {
             queue: queue.to_owned(),
-            stream: format!("upcaster_{queue}"),
+            stream: format!("upcaster_q_{queue}"),
             ready: format!("upcaster.{queue}.ready"),
             delayed: format!("upcaster.{queue}.delayed"),
-            failed_stream: format!("upcaster_{queue}_failed"),
+            failed_stream: format!("upcaster_f_{queue}"),
             failed: format!("upcaster.{queue}.failed"),
-            stats: format!("upcaster_{queue}_stats"),
+            stats: format!("upcaster_s_{queue}"),
             stats_subject: format!("upcaster.{queue}.stats"),
         })
     }
@@ -227,6 +229,48 @@ pub(crate) fn nats_error(
         TransportErrorKind::Broker
     };
     TransportError::new(name, kind, doing).caused_by(e)
+}
+
+/// The durable pull consumer `durable` on `subject`, and its ack wait: opened (with
+/// [`Access::Existing`], or when it exists and `reclaim_after` is `None`), created with
+/// `reclaim_after` (or the default) when missing, or updated to `reclaim_after` when given.
+async fn consumer(
+    stream: &stream::Stream,
+    access: Access,
+    durable: &str,
+    subject: &str,
+    reclaim_after: Option<Duration>,
+    name: &str,
+) -> Result<(consumer::PullConsumer, Duration), TransportError> {
+    let existing = stream.get_consumer::<consumer::pull::Config>(durable).await;
+    let keep = matches!(access, Access::Existing) || reclaim_after.is_none();
+    let mut found = match existing {
+        Ok(c) if keep => c,
+        Err(e) if matches!(access, Access::Existing) => {
+            return Err(nats_error(
+                name,
+                format!("opening the consumer `{durable}`"),
+                BoxedError(e),
+            ))
+        }
+        _ => stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(durable.to_owned()),
+                filter_subject: subject.to_owned(),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: reclaim_after.unwrap_or(DEFAULT_RECLAIM_AFTER),
+                max_deliver: -1,
+                max_ack_pending: 100_000,
+                ..Default::default()
+            })
+            .await
+            .map_err(on_err(name, format!("creating the consumer `{durable}`")))?,
+    };
+    let wait = match found.info().await {
+        Ok(info) => info.config.ack_wait,
+        Err(_) => reclaim_after.unwrap_or(DEFAULT_RECLAIM_AFTER),
+    };
+    Ok((found, wait.max(MIN_RECLAIM_AFTER)))
 }
 
 /// [`nats_error`] of `name` while `doing`, for `map_err`.
@@ -363,13 +407,14 @@ impl AsyncNatsTransport {
         };
         let names = Names::new(&parsed.shown(), parsed.param("queue").unwrap_or(queue))?;
         let reclaim_after = match parsed.param("reclaim_after") {
-            None => DEFAULT_RECLAIM_AFTER,
+            None => None,
             Some(text) => seconds(text)
-                .filter(|d| *d >= MIN_RECLAIM_AFTER && *d <= MAX_DELAY)
+                .map(Some)
+                .filter(|d| d.is_some_and(|d| d >= MIN_RECLAIM_AFTER && d <= MAX_DELAY))
                 .ok_or_else(|| {
                     TransportError::configuration(
                         parsed.shown(),
-                        format!("reclaim_after `{text}`: expected seconds, at least 0.1"),
+                        format!("reclaim_after `{text}`: expected seconds, from 0.1 to ten years"),
                     )
                 })?,
         };
@@ -442,37 +487,23 @@ impl AsyncNatsTransport {
                 .map_err(on_err(&name, "creating the statistics stream"))?,
             ),
         };
-        // Created, or updated to this DSN's reclaim timeout: the last worker to start sets it.
-        let consumer = |durable: &str, subject: &str| consumer::pull::Config {
-            durable_name: Some(durable.to_owned()),
-            filter_subject: subject.to_owned(),
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: reclaim_after,
-            max_deliver: -1,
-            max_ack_pending: 100_000,
-            ..Default::default()
-        };
-        // Receives ask it by name, on the transport's own inbox.
-        let _ready: consumer::PullConsumer = match access {
-            Access::Create => stream
-                .create_consumer(consumer("ready", &names.ready))
-                .await
-                .map_err(on_err(&name, "creating the consumer `ready`"))?,
-            Access::Existing => stream
-                .get_consumer("ready")
-                .await
-                .map_err(|e| nats_error(&name, "opening the consumer `ready`", BoxedError(e)))?,
-        };
-        let delayed: consumer::PullConsumer = match access {
-            Access::Create => stream
-                .create_consumer(consumer("delayed", &names.delayed))
-                .await
-                .map_err(on_err(&name, "creating the consumer `delayed`"))?,
-            Access::Existing => stream
-                .get_consumer("delayed")
-                .await
-                .map_err(|e| nats_error(&name, "opening the consumer `delayed`", BoxedError(e)))?,
-        };
+        // Created with this DSN's reclaim timeout (30 s without one) when missing; an
+        // existing consumer is changed only by a DSN that names a reclaim timeout, so that a
+        // producer or a command with a plain DSN leaves the workers' setting alone.
+        let (ready, ready_wait) =
+            consumer(&stream, access, "ready", &names.ready, reclaim_after, &name).await?;
+        let (delayed, _) = consumer(
+            &stream,
+            access,
+            "delayed",
+            &names.delayed,
+            reclaim_after,
+            &name,
+        )
+        .await?;
+        let _: consumer::PullConsumer = ready;
+        // Keep-alives at a third of the server's ack wait, whoever set it.
+        let reclaim_after = ready_wait;
         let held = Held::default();
         let keepalive = tokio::spawn(keep_alive(
             Arc::downgrade(&held),
@@ -711,6 +742,19 @@ impl AsyncNatsTransport {
     /// Moves due messages from the delayed subject to the ready one, at most every
     /// [`DELAYED_EVERY`] (always when `now` is set).
     async fn move_due(&self, now: bool) -> Result<(), TransportError> {
+        // Bounded: the client waits for a fetch's answer without end, and a server that
+        // gives none (seen after messages it had pending were deleted) must not stall every
+        // receive. A move cut short is finished by a later one: its copies are named.
+        match tokio::time::timeout(MOVE_TIMEOUT, self.move_due_now(now)).await {
+            Ok(moved) => moved,
+            Err(_) => {
+                tracing::debug!(transport = %self.name, "no answer to a look at the delayed messages within {MOVE_TIMEOUT:?}");
+                Ok(())
+            }
+        }
+    }
+
+    async fn move_due_now(&self, now: bool) -> Result<(), TransportError> {
         {
             let mut looked = lock(&self.looked);
             if !now && looked.is_some_and(|at| at.elapsed() < DELAYED_EVERY) {
@@ -1102,8 +1146,10 @@ fn is_gone(e: &jetstream::Error) -> bool {
     let code = e.error_code();
     code == jetstream::ErrorCode::NO_MESSAGE_FOUND
         || code == jetstream::ErrorCode::SEQUENCE_NOT_FOUND
-        || (code == jetstream::ErrorCode::STREAM_MESSAGE_DELETE_FAILED
-            && e.to_string().contains("no message found"))
+        || (code == jetstream::ErrorCode::STREAM_MESSAGE_DELETE_FAILED && {
+            let text = e.to_string();
+            text.contains("no message found") || text.contains("EOF")
+        })
 }
 
 /// A boxed error as an error type.
@@ -1347,13 +1393,19 @@ impl AsyncQueue for AsyncNatsTransport {
     }
 
     async fn pending(&self) -> Result<u64, TransportError> {
+        // From the consumers, not the stream's count: after a server crash a work-queue
+        // stream can keep messages its consumer already acked, which nobody will receive.
         self.patient(|| async {
-            let info = self
-                .stream
-                .get_info()
-                .await
-                .map_err(self.fail_with("reading the queue's size"))?;
-            Ok(info.state.messages)
+            let mut pending = 0;
+            for durable in ["ready", "delayed"] {
+                let info = self
+                    .stream
+                    .consumer_info(durable)
+                    .await
+                    .map_err(self.fail_with("reading the queue's size"))?;
+                pending += info.num_pending + info.num_ack_pending as u64;
+            }
+            Ok(pending)
         })
         .await
     }
