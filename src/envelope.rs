@@ -1127,29 +1127,6 @@ impl Split {
         }
         out
     }
-
-    /// Takes an envelope apart for a broker with headers: its type and version, its bare
-    /// payload as the body, its codec and its headers. The inverse of
-    /// [`Split::to_envelope`]; an envelope that cannot be read is the error it would be
-    /// on decode.
-    pub fn from_envelope(bytes: &[u8]) -> Result<(Split, Format, Headers), crate::Error> {
-        let env =
-            parse(Raw::Bytes(bytes), None).map_err(|m| crate::registry::malformed(m, bytes))?;
-        let body = match env.payload {
-            PayloadRef::JsonStr(s) => s.as_bytes().to_vec(),
-            PayloadRef::JsonBytes(b) | PayloadRef::MessagePack(b) => b.to_vec(),
-        };
-        let header = env.header;
-        Ok((
-            Split {
-                type_name: Cow::Owned(header.type_name.into_owned()),
-                version: header.version,
-                body,
-            },
-            header.format,
-            header.headers,
-        ))
-    }
 }
 
 /// Writes a bare payload body for the split form.

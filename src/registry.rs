@@ -1012,6 +1012,34 @@ pub fn read_untyped(bytes: &[u8]) -> Result<(Header<'_>, serde_json::Value), Err
     }
 }
 
+// Here rather than beside `Split::to_envelope`: reading an envelope reports through the
+// registry's error constructor, and the envelope module does not import the registry.
+impl Split {
+    /// Takes an envelope apart for a broker with headers: its type and version, its bare
+    /// payload as the body, its codec and its headers. The inverse of
+    /// [`Split::to_envelope`]; an envelope that cannot be read is the error it would be
+    /// on decode.
+    pub fn from_envelope(bytes: &[u8]) -> Result<(Split, Format, crate::Headers), Error> {
+        let env = envelope::parse(Raw::Bytes(bytes), None).map_err(|m| malformed(m, bytes))?;
+        let body = match env.payload {
+            crate::codec::PayloadRef::JsonStr(s) => s.as_bytes().to_vec(),
+            crate::codec::PayloadRef::JsonBytes(b) | crate::codec::PayloadRef::MessagePack(b) => {
+                b.to_vec()
+            }
+        };
+        let header = env.header;
+        Ok((
+            Split {
+                type_name: Cow::Owned(header.type_name.into_owned()),
+                version: header.version,
+                body,
+            },
+            header.format,
+            header.headers,
+        ))
+    }
+}
+
 pub(crate) fn malformed(m: Malformed, raw: &[u8]) -> Error {
     Error::new(
         ErrorKind::Malformed {
