@@ -92,7 +92,12 @@ fn contract_fixture(name: &str) -> common::contract::Fixture {
 /// A fixture on `queue`, which the caller keeps (and which removes the queue when dropped).
 fn contract_fixture_on(queue: &TestQueue) -> common::contract::Fixture {
     let dsn = queue.dsn();
-    let (blocking, not_blocking) = (with_reclaim(&dsn), with_reclaim(&dsn));
+    fixture(dsn.clone(), with_reclaim(&dsn))
+}
+
+/// A fixture whose consumers open `open` (`dsn`, with parameters the checks need).
+fn fixture(dsn: String, open: String) -> common::contract::Fixture {
+    let (blocking, not_blocking) = (open.clone(), open);
     common::contract::Fixture {
         dsn,
         make: Box::new(move || Box::new(NatsTransport::open_dsn(&blocking, "unused").unwrap())),
@@ -180,23 +185,7 @@ fn rides_out_a_server_restart(runtime: common::contract::Runtime) {
     drop(t);
     let handled = Arc::new(Mutex::new(BTreeMap::<u64, u32>::new()));
     let seen = Arc::clone(&handled);
-    let fixture = common::contract::Fixture {
-        dsn: dsn.clone(),
-        make: Box::new({
-            let dsn = dsn.clone();
-            move || Box::new(NatsTransport::open_dsn(&dsn, "unused").unwrap())
-        }),
-        make_async: Box::new({
-            let dsn = dsn.clone();
-            move || {
-                let open = AsyncNatsTransport::open_dsn(&dsn, "unused");
-                AnyQueue::Nats(common::contract::tokio().block_on(open).unwrap())
-            }
-        }),
-        reclaim: common::contract::Reclaim::WhileHolderLives,
-        counts_with_ack: false,
-        _cleanup: Box::new(()),
-    };
+    let fixture = fixture(dsn.clone(), dsn.clone());
     let progress = Arc::clone(&handled);
     let report = std::thread::scope(|scope| {
         let server = &mut server;

@@ -36,7 +36,9 @@ const SHUTDOWN_CHECK: Duration = Duration::from_millis(100);
 /// async fn ping(_: Ping, arrived: Arrived, worker: WorkerContext) -> Result<(), BoxDynError> {
 ///     Ok(())
 /// }
-/// # fn backend() -> apalis_core::backend::memory::MemoryStorage<Job<Ping>> { todo!() }
+/// # fn backend() -> apalis_core::backend::memory::MemoryStorage<Job<Ping>> {
+/// #     apalis_core::backend::memory::MemoryStorage::new()
+/// # }
 /// let worker = WorkerBuilder::new("ping").backend(backend()).build(upcast(ping));
 /// ```
 pub fn upcast<F, T, K>(handler: F) -> Upcast<TaskFn<F, T, K>> {

@@ -790,12 +790,7 @@ impl AsyncNatsTransport {
                     .map_err(self.err("putting back a delayed message"))?;
                 continue;
             }
-            let mut ready = HeaderMap::new();
-            for name in [ATTEMPT, COUNTED] {
-                if let Some(v) = headers.get(name) {
-                    ready.insert(name, v.as_str());
-                }
-            }
+            let ready = back_on_ready(&headers);
             self.publish(
                 &self.names.ready,
                 ready,
@@ -1251,6 +1246,18 @@ fn carried(attempt: u32, delivery: &Delivery) -> HeaderMap {
     headers
 }
 
+/// The headers a delayed message keeps when it goes back to the ready subject: its attempt
+/// and whether it was counted, not its due time.
+fn back_on_ready(delayed: &HeaderMap) -> HeaderMap {
+    let mut ready = HeaderMap::new();
+    for name in [ATTEMPT, COUNTED] {
+        if let Some(v) = delayed.get(name) {
+            ready.insert(name, v.as_str());
+        }
+    }
+    ready
+}
+
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name).and_then(|v| v.as_str().parse().ok())
 }
@@ -1445,12 +1452,7 @@ impl AsyncNatsTransport {
             if !waiting || !readable(&message.payload) {
                 continue;
             }
-            let mut ready = HeaderMap::new();
-            for name in [ATTEMPT, COUNTED] {
-                if let Some(v) = message.headers.get(name) {
-                    ready.insert(name, v.as_str());
-                }
-            }
+            let ready = back_on_ready(&message.headers);
             // The same id as the move when due: whichever comes second is dropped.
             self.publish(
                 &self.names.ready,
